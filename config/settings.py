@@ -1,0 +1,190 @@
+"""Pictor settings: one module, every value read from the environment (see README for the list)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from config import env as E
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ENV = os.environ
+# pytest sets PYTEST_VERSION before Django starts, so the suite needs no secret of its own.
+TESTING = "PYTEST_VERSION" in ENV
+
+try:
+    DEBUG = E.env_bool(ENV, "DEBUG", default=False)
+    DATA_DIR = E.data_dir(ENV, base_dir=BASE_DIR)
+    SECRET_KEY = E.secret_key(ENV, debug=DEBUG, testing=TESTING, data=DATA_DIR)
+    _broker = E.broker_settings(ENV, data=DATA_DIR)
+    ALLOWED_HOSTS = E.env_list(ENV, "ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+    CSRF_TRUSTED_ORIGINS = E.env_list(ENV, "CSRF_TRUSTED_ORIGINS", default=[])
+    PICTOR_ALLOW_SIGNUP = E.env_bool(ENV, "PICTOR_ALLOW_SIGNUP", default=False)
+    PICTOR_INVITE_DAYS = E.env_int(ENV, "PICTOR_INVITE_DAYS", default=7)
+    PICTOR_MAX_UPLOAD_BYTES = E.env_int(ENV, "PICTOR_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
+    PICTOR_MAX_PIXELS = E.env_int(ENV, "PICTOR_MAX_PIXELS", default=40_000_000)
+    PICTOR_ZIP_MAX_ENTRIES = E.env_int(ENV, "PICTOR_ZIP_MAX_ENTRIES", default=10_000)
+    PICTOR_ZIP_MAX_BYTES = E.env_int(ENV, "PICTOR_ZIP_MAX_BYTES", default=2 * 1024**3)
+    PICTOR_ZIP_MAX_RATIO = E.env_int(ENV, "PICTOR_ZIP_MAX_RATIO", default=100)
+    PICTOR_LEASE_SECONDS = E.env_int(ENV, "PICTOR_LEASE_SECONDS", default=600)
+    PICTOR_JOB_STALE_SECONDS = E.env_int(ENV, "PICTOR_JOB_STALE_SECONDS", default=120)
+    PICTOR_TRAINING_TIME_LIMIT = E.env_int(ENV, "PICTOR_TRAINING_TIME_LIMIT", default=3600)
+    _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
+except E.EnvError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_htmx",
+    "template_partials",
+    "rest_framework",
+    "rest_framework_api_key",
+    "drf_spectacular",
+    "projects",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "projects.context_processors.pictor",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0 if TESTING else 60)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker are separate processes on the embedded default: WAL lets readers proceed
+    # while one writes, and IMMEDIATE transactions wait for the lock instead of failing mid-way.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+if TESTING:
+    # Hashing strength is not what the tests check, and PBKDF2 would dominate their run time.
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "staticfiles"
+MEDIA_ROOT = DATA_DIR / "media"
+# Media is never served directly: every image goes through a view that checks project access.
+MEDIA_URL = "/media-not-served/"
+
+_storage_backend = ENV.get("PICTOR_STORAGE", "filesystem").strip().lower()
+if _storage_backend == "s3":
+    # django-storages reads AWS_* / AWS_S3_* variables itself (bucket, endpoint, credentials).
+    _default_storage = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {}}
+else:
+    _default_storage = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(MEDIA_ROOT)},
+    }
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG or TESTING
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Lets the live-server browser tests and DEBUG runs find static files without collectstatic.
+WHITENOISE_USE_FINDERS = DEBUG or TESTING
+
+CACHES = {"default": _broker["cache"]}
+PICTOR_EMBEDDED = _broker["embedded"]
+for _folder in _broker.get("folders", []):
+    _folder.mkdir(parents=True, exist_ok=True)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+CELERY_BROKER_URL = _broker["broker_url"]
+CELERY_BROKER_TRANSPORT_OPTIONS = _broker["broker_transport_options"]
+CELERY_RESULT_BACKEND = _broker["result_backend"]
+CELERY_RESULT_EXPIRES = 3600
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = 600
+CELERY_TASK_SOFT_TIME_LIMIT = 540
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Pictor API",
+    "DESCRIPTION": "Self-hosted AutoML for image classification.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+if not DEBUG and not TESTING:
+    SESSION_COOKIE_HTTPONLY = True
+    CSRF_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = E.env_bool(ENV, "PICTOR_SECURE_COOKIES", default=False)
+    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": ENV.get("PICTOR_LOG_LEVEL", "INFO")},
+}

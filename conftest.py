@@ -1,0 +1,72 @@
+"""Fixtures shared by every app's tests."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from projects.roles import Role
+
+REPO = Path(__file__).resolve().parent
+
+
+def datasets_dir() -> Path:
+    return Path(os.environ.get("PICTOR_DATASETS") or REPO.parent / "shared" / "datasets")
+
+
+@dataclass
+class Team:
+    project: object
+    users: dict  # role name (and "outsider") -> user
+
+    def user(self, role: str):
+        return self.users[role]
+
+
+@pytest.fixture
+def team(db) -> Team:
+    """A project with one member of each role, plus an outsider who is a member of another project."""
+    from projects.tests.factories import MembershipFactory, ProjectFactory, UserFactory
+
+    project = ProjectFactory(name="Ants and bees")
+    users = {}
+    for role in (Role.OWNER, Role.ADMIN, Role.LABELER, Role.VIEWER):
+        users[str(role)] = MembershipFactory(project=project, role=role, user=UserFactory(username=str(role))).user
+    outsider = UserFactory(username="outsider")
+    MembershipFactory(user=outsider, role=Role.OWNER, project=ProjectFactory(name="Someone else's"))
+    users["outsider"] = outsider
+    return Team(project=project, users=users)
+
+
+@pytest.fixture
+def client_for(client):
+    """client_for(user) -> a test client signed in as user (None: anonymous)."""
+
+    def make(user):
+        from django.test import Client
+
+        c = Client()
+        if user is not None:
+            c.force_login(user)
+        return c
+
+    return make
+
+
+def pytest_report_header(config):
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    broker = "embedded filesystem" if settings.PICTOR_EMBEDDED else "redis"
+    return f"pictor: database={db} broker/cache={broker}"
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    # Lets fixtures see whether the test body failed (the browser fixture saves a screenshot then).
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,59 @@
+"""The one place that decides whether a user may reach a project, and with which role.
+
+Outsiders get 404 so that project ids cannot be probed; members whose role is too low get 403.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from projects.models import Membership, Project
+from projects.roles import Role, at_least
+
+
+@dataclass(frozen=True)
+class ProjectAccess:
+    project: Project
+    membership: Membership
+
+    @property
+    def role(self) -> str:
+        return self.membership.role
+
+    def can(self, minimum: str) -> bool:
+        return at_least(self.role, minimum)
+
+
+def _parse_uuid(value: object) -> uuid.UUID | None:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except (ValueError, TypeError):
+        return None
+
+
+def project_access_get(
+    *, user: AbstractBaseUser | AnonymousUser, project_id: object, minimum: str = Role.VIEWER
+) -> ProjectAccess:
+    """Return the project and the user's membership, or raise Http404 / PermissionDenied."""
+    pid = _parse_uuid(project_id)
+    if pid is None or not user.is_authenticated:
+        raise Http404("No such project.")
+    membership = (
+        Membership.objects.select_related("project", "user")
+        .filter(project_id=pid, user=user)
+        .first()
+    )
+    if membership is None:
+        raise Http404("No such project.")
+    if not at_least(membership.role, minimum):
+        raise PermissionDenied(
+            f"This needs the {Role(minimum).label.lower()} role; you are {membership.role}."
+        )
+    return ProjectAccess(project=membership.project, membership=membership)

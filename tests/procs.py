@@ -1,0 +1,79 @@
+"""Helpers for tests that run real server and worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**overrides: str) -> dict:
+    """The environment of a fresh shell: none of the test run's own settings leak in."""
+    drop = {"PYTEST_VERSION", "SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL", "PICTOR_DATA_DIR", "PYTEST_CURRENT_TEST"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    env.update(overrides)
+    return env
+
+
+def start(cmd: list[str], *, env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, sig)
+        proc.wait(timeout=timeout)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(timeout=10)
+
+
+def wait_http(url: str, *, timeout: float = 60, proc: subprocess.Popen | None = None, log: Path | None = None) -> requests.Response:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"process exited early:\n{log.read_text()[-4000:] if log else ''}")
+        try:
+            return requests.get(url, timeout=5)
+        except requests.RequestException as exc:
+            last = exc
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {timeout}s: {last}\n{log.read_text()[-4000:] if log else ''}")
+
+
+def celery_call(task: str, args: list, *, env: dict, timeout: float = 60) -> str:
+    """Send a task from a separate client process configured by env, wait for its result."""
+    code = (
+        "import sys, django; django.setup(); from config.celery import app; "
+        f"r = app.send_task({task!r}, args={args!r}); print(r.get(timeout={timeout}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout + 60
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout.strip()
