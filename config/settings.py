@@ -29,6 +29,8 @@ try:
     PICTOR_ZIP_MAX_ENTRIES = E.env_int(ENV, "PICTOR_ZIP_MAX_ENTRIES", default=10_000)
     PICTOR_ZIP_MAX_BYTES = E.env_int(ENV, "PICTOR_ZIP_MAX_BYTES", default=2 * 1024**3)
     PICTOR_ZIP_MAX_RATIO = E.env_int(ENV, "PICTOR_ZIP_MAX_RATIO", default=100)
+    # One request (a zip, or a JSON batch of base64 images) may be this large.
+    PICTOR_MAX_REQUEST_BYTES = E.env_int(ENV, "PICTOR_MAX_REQUEST_BYTES", default=1024**3)
     PICTOR_LEASE_SECONDS = E.env_int(ENV, "PICTOR_LEASE_SECONDS", default=600)
     PICTOR_JOB_STALE_SECONDS = E.env_int(ENV, "PICTOR_JOB_STALE_SECONDS", default=120)
     PICTOR_TRAINING_TIME_LIMIT = E.env_int(ENV, "PICTOR_TRAINING_TIME_LIMIT", default=3600)
@@ -49,6 +51,7 @@ INSTALLED_APPS = [
     "rest_framework_api_key",
     "drf_spectacular",
     "projects",
+    "labeling",
 ]
 
 MIDDLEWARE = [
@@ -93,6 +96,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 30,
     }
 
+DATA_UPLOAD_MAX_MEMORY_SIZE = PICTOR_MAX_REQUEST_BYTES
+DATA_UPLOAD_MAX_NUMBER_FILES = 1000
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -165,8 +170,13 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "projects.api_auth.ProjectKeyAuthentication",
+        "projects.api_auth.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["projects.api_auth.HasUserOrKey"],
+    "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
+    "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 SPECTACULAR_SETTINGS = {

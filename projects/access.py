@@ -18,12 +18,16 @@ from projects.roles import Role, at_least
 
 @dataclass(frozen=True)
 class ProjectAccess:
+    """Who reaches a project and how: a member (membership set) or an API key (api_key set)."""
+
     project: Project
-    membership: Membership
+    role: str
+    membership: Membership | None = None
+    api_key: object | None = None
 
     @property
-    def role(self) -> str:
-        return self.membership.role
+    def user(self):
+        return self.membership.user if self.membership is not None else None
 
     def can(self, minimum: str) -> bool:
         return at_least(self.role, minimum)
@@ -56,4 +60,4 @@ def project_access_get(
         raise PermissionDenied(
             f"This needs the {Role(minimum).label.lower()} role; you are {membership.role}."
         )
-    return ProjectAccess(project=membership.project, membership=membership)
+    return ProjectAccess(project=membership.project, role=membership.role, membership=membership)

@@ -3,6 +3,8 @@ import uuid
 from django.conf import settings
 from django.db import models
 
+from rest_framework_api_key.models import AbstractAPIKey
+
 from projects.roles import Role
 
 
@@ -87,3 +89,22 @@ class Invite(models.Model):
 
     class Meta:
         ordering = ["-created"]
+
+
+class ProjectAPIKey(AbstractAPIKey):
+    """A per-project API key; djangorestframework-api-key stores only its hash, found by prefix."""
+
+    class Scope(models.TextChoices):
+        FULL = "full", "Full (every endpoint)"
+        INVOKE = "invoke", "Invoke only"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    scope = models.CharField(max_length=10, choices=Scope.choices, default=Scope.INVOKE)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    last_used = models.DateTimeField(null=True, blank=True)
+    request_count = models.PositiveBigIntegerField(default=0)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "project API key"

@@ -14,6 +14,10 @@ def _kwargs(team, extra: str | None):
     kwargs = {"project_id": team.project.pk}
     if extra == "membership":
         kwargs["membership_id"] = Membership.objects.get(project=team.project, user=team.user("viewer")).pk
+    if extra == "sample":
+        from labeling.tests.factories import make_sample
+
+        kwargs["sample_id"] = make_sample(team.project, seed=99).pk
     if extra == "invite":
         invite, _ = invite_create(project=team.project, created_by=team.user("owner"), role="viewer")
         kwargs["invite_id"] = invite.pk
@@ -34,6 +38,11 @@ ROUTES = [
     ("invite_create", "post", {"role": "labeler"}, "owner", None),
     ("invite_revoke", "post", {}, "owner", "invite"),
     ("project_leave", "post", {}, "viewer", None),
+    ("sample_browser", "get", None, "viewer", None),
+    ("upload", "get", None, "labeler", None),
+    ("sample_detail", "get", None, "viewer", "sample"),
+    ("sample_labels", "post", {"label": ["ants"]}, "labeler", "sample"),
+    ("sample_delete", "post", {}, "labeler", "sample"),
 ]
 
 

@@ -1,0 +1,224 @@
+"""REST API for labels and samples (shared/API.md). Views parse and answer; services do the work."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.http import FileResponse
+from django.core.files.storage import default_storage
+from django.urls import reverse
+from rest_framework import status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.api import ApiError, Pagination, error_body
+from labeling import selectors, services
+from labeling.models import Sample
+from projects.api_auth import api_access
+from projects.roles import Role
+
+
+def sample_json(request: Request, sample: Sample) -> dict:
+    kwargs = {"project_id": sample.project_id, "sample_id": sample.pk}
+    return {
+        "id": str(sample.pk),
+        "sha256": sample.sha256,
+        "width": sample.width,
+        "height": sample.height,
+        "labels": selectors.sample_label_names(sample),
+        "image_url": request.build_absolute_uri(reverse("api_sample_image", kwargs=kwargs)),
+        "thumbnail_url": request.build_absolute_uri(reverse("api_sample_thumbnail", kwargs=kwargs)),
+        "filename": sample.filename,
+        "source": sample.source,
+        "created": sample.created.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _bool_param(value: str | None, name: str) -> bool | None:
+    if value is None or value == "":
+        return None
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise ApiError("invalid", f"{name} must be true or false.", 400, {name: ["must be true or false"]})
+
+
+def _decode_b64(data, index: int) -> bytes:
+    if not isinstance(data, str) or not data:
+        raise ValueError(f"item {index}: 'data' must be a base64 string")
+    if data.startswith("data:") and "," in data:  # tolerate data: URLs from browsers
+        data = data.split(",", 1)[1]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"item {index}: 'data' is not valid base64") from None
+
+
+def _labels_list(value, index: int) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"item {index}: 'labels' must be a list of label names")
+    return value
+
+
+def upload_items(request: Request) -> list[services.IngestItem]:
+    """Turn a multipart or JSON upload into ingest items, or raise ApiError for a malformed request."""
+    if request.content_type.startswith("multipart/form-data"):
+        files = request.FILES.getlist("file")
+        if not files:
+            raise ApiError("invalid", "Send one or more images as 'file' parts.", 400, {"file": ["required"]})
+        labels = [v for v in request.data.getlist("label") if v.strip()]
+        return [services.IngestItem(filename=f.name or "", data=f.read(), labels=list(labels)) for f in files]
+    payload = request.data
+    if not isinstance(payload, dict):
+        raise ApiError("invalid", "Send a JSON object with 'data' or 'items'.", 400)
+    raw_items = payload.get("items") if "items" in payload else [payload]
+    if not isinstance(raw_items, list) or not raw_items:
+        raise ApiError("invalid", "'items' must be a non-empty list.", 400, {"items": ["must be a non-empty list"]})
+    items = []
+    for i, raw in enumerate(raw_items):
+        if not isinstance(raw, dict) or "data" not in raw:
+            raise ApiError("invalid", f"item {i}: each item needs 'data' (base64).", 400, {"data": ["required"]})
+        try:
+            items.append(
+                services.IngestItem(
+                    filename=str(raw.get("filename") or f"item-{i}"),
+                    data=_decode_b64(raw["data"], i),
+                    labels=_labels_list(raw.get("labels"), i),
+                )
+            )
+        except ValueError as exc:
+            raise ApiError("invalid", str(exc), 400, {"data": [str(exc)]}) from None
+    return items
+
+
+def ingest_response(request: Request, report: services.IngestReport) -> Response:
+    """201 when all went in, 207 when mixed, the error's own status when every file failed."""
+    entries = []
+    for r in report.results:
+        if r.ok:
+            entries.append({**sample_json(request, r.sample), "duplicate": r.duplicate})
+        else:
+            entries.append({**error_body(r.error_code, r.error_message), "filename": r.filename})
+    failed = [r for r in report.results if not r.ok]
+    if not failed:
+        return Response({"samples": entries}, status=status.HTTP_201_CREATED)
+    if len(failed) < len(report.results):
+        return Response({"samples": entries}, status=status.HTTP_207_MULTI_STATUS)
+    from labeling.imaging import HTTP_STATUS
+
+    codes = {r.error_code for r in failed}
+    code = codes.pop() if len(codes) == 1 else "invalid"
+    http = HTTP_STATUS.get(code, 400)
+    message = failed[0].error_message if len(failed) == 1 else f"None of the {len(failed)} files was accepted."
+    return Response({**error_body(code, message), "samples": entries}, status=http)
+
+
+class LabelListView(APIView):
+    def get(self, request, project_id):
+        access = api_access(request, project_id)
+        return Response({"results": [{"id": str(x.pk), "name": x.name} for x in selectors.label_list(project=access.project)]})
+
+    def post(self, request, project_id):
+        access = api_access(request, project_id, minimum=Role.LABELER)
+        name = request.data.get("name") if isinstance(request.data, dict) else None
+        if not isinstance(name, str):
+            raise ApiError("invalid", "Send {\"name\": \"...\"}.", 400, {"name": ["required"]})
+        try:
+            label = services.label_create(project=access.project, name=name)
+        except services.Conflict as exc:
+            raise ApiError("conflict", str(exc), 409) from None
+        return Response({"id": str(label.pk), "name": label.name}, status=201)
+
+
+class SampleListView(APIView):
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get(self, request, project_id):
+        access = api_access(request, project_id)
+        qs = selectors.sample_list(
+            project=access.project,
+            labeled=_bool_param(request.query_params.get("labeled"), "labeled"),
+            label=request.query_params.get("label") or None,
+        )
+        paginator = Pagination()
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response([sample_json(request, s) for s in page])
+
+    def post(self, request, project_id):
+        access = api_access(request, project_id, minimum=Role.LABELER)
+        items = upload_items(request)
+        source = Sample.Source.API if access.api_key is not None else Sample.Source.UPLOAD
+        report = services.samples_ingest(project=access.project, items=items, user=access.user, source=source)
+        return ingest_response(request, report)
+
+
+def _sample_or_404(access, sample_id) -> Sample:
+    sample = selectors.sample_get(project=access.project, sample_id=sample_id)
+    if sample is None:
+        raise ApiError("not_found", "No such sample in this project.", 404)
+    return sample
+
+
+class SampleDetailView(APIView):
+    def get(self, request, project_id, sample_id):
+        access = api_access(request, project_id)
+        sample = _sample_or_404(access, sample_id)
+        body = sample_json(request, sample)
+        body["prediction"] = None  # filled by the deployed model once training exists
+        return Response(body)
+
+    def delete(self, request, project_id, sample_id):
+        access = api_access(request, project_id, minimum=Role.LABELER)
+        services.sample_delete(sample=_sample_or_404(access, sample_id))
+        return Response(status=204)
+
+
+class SampleLabelsView(APIView):
+    def put(self, request, project_id, sample_id):
+        access = api_access(request, project_id, minimum=Role.LABELER)
+        sample = _sample_or_404(access, sample_id)
+        labels = request.data.get("labels") if isinstance(request.data, dict) else None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise ApiError("invalid", "Send {\"labels\": [\"name\", ...]}.", 400, {"labels": ["must be a list of names"]})
+        via = "api" if access.api_key is not None else "web"
+        try:
+            sample = services.sample_labels_set(sample=sample, names=labels, user=access.user, via=via)
+        except ValidationError as exc:
+            raise ApiError("invalid", " ".join(exc.messages), 400) from None
+        return Response(sample_json(request, selectors.sample_get(project=access.project, sample_id=sample.pk)))
+
+
+class _SampleFileView(APIView):
+    field = "image_name"
+
+    def get(self, request, project_id, sample_id):
+        access = api_access(request, project_id, invoke=True)
+        sample = _sample_or_404(access, sample_id)
+        name = getattr(sample, self.field)
+        try:
+            handle = default_storage.open(name, "rb")
+        except FileNotFoundError:
+            raise ApiError("not_found", "The stored file is missing.", 404) from None
+        content_type = "image/webp" if self.field == "thumbnail_name" else f"image/{sample.format}"
+        response = FileResponse(handle, content_type=content_type)
+        # Files never change under a sample id, so clients may cache them for a long time.
+        response["Cache-Control"] = "private, max-age=31536000, immutable"
+        return response
+
+
+class SampleImageView(_SampleFileView):
+    field = "image_name"
+
+
+class SampleThumbnailView(_SampleFileView):
+    field = "thumbnail_name"

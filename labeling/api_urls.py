@@ -1,0 +1,12 @@
+from django.urls import path
+
+from labeling import api
+
+urlpatterns = [
+    path("projects/<str:project_id>/labels", api.LabelListView.as_view(), name="api_labels"),
+    path("projects/<str:project_id>/samples", api.SampleListView.as_view(), name="api_samples"),
+    path("projects/<str:project_id>/samples/<str:sample_id>", api.SampleDetailView.as_view(), name="api_sample"),
+    path("projects/<str:project_id>/samples/<str:sample_id>/labels", api.SampleLabelsView.as_view(), name="api_sample_labels"),
+    path("projects/<str:project_id>/samples/<str:sample_id>/image", api.SampleImageView.as_view(), name="api_sample_image"),
+    path("projects/<str:project_id>/samples/<str:sample_id>/thumbnail", api.SampleThumbnailView.as_view(), name="api_sample_thumbnail"),
+]

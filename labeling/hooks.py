@@ -1,0 +1,14 @@
+"""Extension points other apps fill in, so labeling never imports them.
+
+SAMPLE_EXTRAS: functions fn(sample) -> dict of extra template context for the sample page
+(e.g. similar images from the training app).
+"""
+
+SAMPLE_EXTRAS: list = []
+
+
+def sample_extras(*, sample) -> dict:
+    context: dict = {}
+    for fn in SAMPLE_EXTRAS:
+        context.update(fn(sample))
+    return context

@@ -1,0 +1,86 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from projects.models import Project
+
+
+class Label(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="labels")
+    name = models.CharField(max_length=100)
+    color = models.CharField(max_length=7, default="#2457d6")
+    shortcut = models.CharField(max_length=1, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="unique_label_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Sample(models.Model):
+    class Source(models.TextChoices):
+        UPLOAD = "upload", "Upload"
+        API = "api", "API"
+        CAPTURE = "capture", "Captured from invoke"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="samples")
+    sha256 = models.CharField(max_length=64)
+    # Storage names (Django storage API), written before this row exists.
+    image_name = models.CharField(max_length=300)
+    thumbnail_name = models.CharField(max_length=300)
+    filename = models.CharField(max_length=255, blank=True)
+    format = models.CharField(max_length=10)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveIntegerField()
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set when the sample gets its first label, cleared when its last label goes; kept with the
+    # label rows in one transaction so counts and queue filters need no join.
+    labeled_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    labels = models.ManyToManyField(Label, through="SampleLabel", related_name="samples")
+
+    class Meta:
+        ordering = ["-created", "id"]
+        constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="unique_sample_sha256")]
+        indexes = [models.Index(fields=["project", "labeled_at"])]
+
+    def __str__(self) -> str:
+        return self.filename or str(self.pk)
+
+
+class SampleLabel(models.Model):
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="sample_labels")
+    label = models.ForeignKey(Label, on_delete=models.CASCADE, related_name="sample_labels")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sample", "label"], name="unique_sample_label")]
+
+
+class LabelEvent(models.Model):
+    """Audit trail: every change of a sample's labels, who made it and when."""
+
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="label_events")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    old = models.JSONField(default=list)
+    new = models.JSONField(default=list)
+    via = models.CharField(max_length=20, default="web")
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]

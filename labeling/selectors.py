@@ -1,0 +1,53 @@
+"""Reads for samples and labels."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Prefetch, Q, QuerySet
+
+from labeling.models import Label, LabelEvent, Sample
+from projects.models import Project
+
+
+def project_sample_figures(project_ids: list) -> dict:
+    rows = (
+        Sample.objects.filter(project_id__in=project_ids)
+        .values("project_id")
+        .annotate(samples=Count("id"), labeled=Count("id", filter=Q(labeled_at__isnull=False)))
+    )
+    return {r["project_id"]: {"samples": r["samples"], "labeled": r["labeled"]} for r in rows}
+
+
+def label_list(*, project: Project) -> list[Label]:
+    return list(Label.objects.filter(project=project).annotate(sample_count=Count("sample_labels")))
+
+
+def sample_list(*, project: Project, labeled: bool | None = None, label: str | None = None) -> QuerySet[Sample]:
+    qs = Sample.objects.filter(project=project)
+    if labeled is True:
+        qs = qs.filter(labeled_at__isnull=False)
+    elif labeled is False:
+        qs = qs.filter(labeled_at__isnull=True)
+    if label:
+        qs = qs.filter(sample_labels__label__name=label)
+    return qs.prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name"))).order_by("-created", "id")
+
+
+def sample_get(*, project: Project, sample_id) -> Sample | None:
+    try:
+        return (
+            Sample.objects.filter(project=project, pk=sample_id)
+            .select_related("project")
+            .prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name")))
+            .first()
+        )
+    except (ValueError, TypeError, ValidationError):
+        return None
+
+
+def sample_label_names(sample: Sample) -> list[str]:
+    return [label.name for label in sample.labels.all()]
+
+
+def sample_history(*, sample: Sample, limit: int = 50) -> list[LabelEvent]:
+    return list(LabelEvent.objects.filter(sample=sample).select_related("user")[:limit])

@@ -1,0 +1,282 @@
+"""Writes for samples and labels: ingest (validate, store, dedupe), labels, deletion."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from labeling import imaging
+from labeling.models import Label, LabelEvent, Sample, SampleLabel
+from labeling.signals import labels_changed, samples_added
+from labeling.storage import files_delete, files_write, sample_names
+from projects.models import Project
+
+log = logging.getLogger(__name__)
+
+# Keys 1-9 first, then letters; s and z are the labeling page's skip and undo keys.
+SHORTCUT_KEYS = "123456789abcdefghijklmnopqrtuvwxy"
+PALETTE = ["#2457d6", "#d63e24", "#1f8a4c", "#b07d00", "#8e3ccb", "#0a8da3", "#c2417f", "#5d6b00", "#7a4f2a", "#4a5568"]
+
+
+class Conflict(Exception):
+    """The request clashes with existing data (API: 409 conflict)."""
+
+
+def image_limits() -> imaging.ImageLimits:
+    return imaging.ImageLimits(
+        max_bytes=settings.PICTOR_MAX_UPLOAD_BYTES,
+        max_pixels=settings.PICTOR_MAX_PIXELS,
+        zip_max_entries=settings.PICTOR_ZIP_MAX_ENTRIES,
+        zip_max_total_bytes=settings.PICTOR_ZIP_MAX_BYTES,
+        zip_max_ratio=settings.PICTOR_ZIP_MAX_RATIO,
+    )
+
+
+def _clean_label_name(name: str) -> str:
+    name = " ".join(str(name or "").split())
+    if not name:
+        raise ValidationError({"name": "A label needs a name."})
+    if len(name) > 100:
+        raise ValidationError({"name": "Label names are at most 100 characters."})
+    return name
+
+
+def _next_look(project: Project) -> tuple[str, str]:
+    used = set(Label.objects.filter(project=project).values_list("shortcut", flat=True))
+    count = Label.objects.filter(project=project).count()
+    shortcut = next((k for k in SHORTCUT_KEYS if k not in used), "")
+    return PALETTE[count % len(PALETTE)], shortcut
+
+
+def label_create(*, project: Project, name: str) -> Label:
+    name = _clean_label_name(name)
+    try:
+        with transaction.atomic():
+            color, shortcut = _next_look(project)
+            return Label.objects.create(project=project, name=name, color=color, shortcut=shortcut)
+    except IntegrityError:
+        raise Conflict(f"A label named {name!r} exists already.") from None
+
+
+def labels_get_or_create(*, project: Project, names: list[str]) -> list[Label]:
+    """The labels with these names, created when missing; order kept, duplicates dropped."""
+    wanted: list[str] = []
+    for raw in names:
+        name = _clean_label_name(raw)
+        if name not in wanted:
+            wanted.append(name)
+    existing = {label.name: label for label in Label.objects.filter(project=project, name__in=wanted)}
+    result = []
+    for name in wanted:
+        label = existing.get(name)
+        if label is None:
+            try:
+                label = label_create(project=project, name=name)
+            except Conflict:  # created concurrently by someone else: use theirs
+                label = Label.objects.get(project=project, name=name)
+        result.append(label)
+    return result
+
+
+def _check_label_count(project: Project, labels: list[Label]) -> None:
+    if not project.is_multi_label and len(labels) > 1:
+        raise ValidationError({"labels": "This is a single-label project: give at most one label."})
+
+
+@transaction.atomic
+def sample_labels_set(
+    *, sample: Sample, names: list[str], user: AbstractBaseUser | None, via: str = "web"
+) -> Sample:
+    """Replace a sample's labels, keep labeled_at in step and record the change in the audit trail."""
+    project = sample.project
+    labels = labels_get_or_create(project=project, names=names)
+    _check_label_count(project, labels)
+    # Lock the sample so two people labeling it at once serialise instead of interleaving.
+    sample = Sample.objects.select_for_update().select_related("project").get(pk=sample.pk)
+    old = sorted(SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True))
+    new = sorted(label.name for label in labels)
+    if old == new:
+        return sample
+    SampleLabel.objects.filter(sample=sample).exclude(label__in=labels).delete()
+    have = set(SampleLabel.objects.filter(sample=sample).values_list("label_id", flat=True))
+    SampleLabel.objects.bulk_create(
+        [SampleLabel(sample=sample, label=label, created_by=user) for label in labels if label.pk not in have]
+    )
+    sample.labeled_at = (sample.labeled_at or timezone.now()) if labels else None
+    sample.save(update_fields=["labeled_at"])
+    LabelEvent.objects.create(sample=sample, user=user, old=old, new=new, via=via)
+    transaction.on_commit(lambda: labels_changed.send(sender=Sample, project_id=project.pk))
+    return sample
+
+
+# ----------------------------------------------------------------------------- ingest
+
+
+@dataclass
+class IngestItem:
+    filename: str
+    data: bytes
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestResult:
+    filename: str
+    sample: Sample | None = None
+    duplicate: bool = False
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None
+
+
+@dataclass
+class IngestReport:
+    results: list[IngestResult] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return sum(1 for r in self.results if r.ok and not r.duplicate)
+
+    @property
+    def duplicates(self) -> int:
+        return sum(1 for r in self.results if r.ok and r.duplicate)
+
+    @property
+    def rejected(self) -> int:
+        return sum(1 for r in self.results if not r.ok)
+
+
+def expand_uploads(items: list[IngestItem], *, limits: imaging.ImageLimits) -> list[IngestItem | IngestResult]:
+    """Replace each zip archive by its image entries (folder name → label).
+
+    A refused archive becomes one error result; nothing of it is imported.
+    """
+    out: list[IngestItem | IngestResult] = []
+    for item in items:
+        if not imaging.is_zip(item.data):
+            out.append(item)
+            continue
+        try:
+            members = list(imaging.iter_zip(item.data, limits=limits))
+        except imaging.UploadError as exc:
+            out.append(IngestResult(filename=item.filename, error_code=exc.code, error_message=exc.message))
+            continue
+        for m in members:
+            labels = list(item.labels) + ([m.label] if m.label else [])
+            if m.error is not None:
+                out.append(IngestResult(filename=m.path, error_code=m.error.code, error_message=m.error.message))
+            else:
+                out.append(IngestItem(filename=m.path, data=m.data, labels=labels))
+    return out
+
+
+def _existing(project: Project, sha: str) -> Sample | None:
+    return Sample.objects.filter(project=project, sha256=sha).first()
+
+
+def sample_ingest_one(
+    *,
+    project: Project,
+    item: IngestItem,
+    user: AbstractBaseUser | None,
+    source: str,
+    limits: imaging.ImageLimits,
+) -> IngestResult:
+    result = IngestResult(filename=item.filename)
+    try:
+        image = imaging.validate_image(item.data, limits=limits, filename=item.filename)
+        label_objs = labels_get_or_create(project=project, names=item.labels) if item.labels else []
+        _check_label_count(project, label_objs)
+    except imaging.UploadError as exc:
+        result.error_code, result.error_message = exc.code, exc.message
+        return result
+    except ValidationError as exc:
+        result.error_code, result.error_message = "invalid", " ".join(exc.messages)
+        return result
+
+    existing = _existing(project, image.sha256)
+    if existing is None:
+        sample_id = uuid.uuid4()
+        ext = "jpg" if image.format == "jpeg" else ("tif" if image.format == "tiff" else image.format)
+        image_name, thumb_name = sample_names(project_id=project.pk, sample_id=sample_id, ext=ext)
+        thumb = imaging.make_thumbnail(image.image, size=limits.thumbnail_size)
+        # Files first, then the row that points at them; if the row fails, the files go again.
+        written = files_write([(image_name, image.data), (thumb_name, thumb)])
+        try:
+            with transaction.atomic():
+                existing = Sample.objects.create(
+                    id=sample_id,
+                    project=project,
+                    sha256=image.sha256,
+                    image_name=image_name,
+                    thumbnail_name=thumb_name,
+                    filename=item.filename[-255:],
+                    format=image.format,
+                    width=image.width,
+                    height=image.height,
+                    size_bytes=len(image.data),
+                    source=source,
+                    uploaded_by=user,
+                )
+        except IntegrityError:
+            files_delete(written)
+            existing = _existing(project, image.sha256)
+            if existing is None:
+                raise
+            result.duplicate = True
+        except BaseException:
+            files_delete(written)
+            raise
+    else:
+        result.duplicate = True
+    if label_objs:
+        existing = sample_labels_set(
+            sample=existing, names=[lab.name for lab in label_objs], user=user, via=source
+        )
+    result.sample = existing
+    return result
+
+
+def samples_ingest(
+    *,
+    project: Project,
+    items: list[IngestItem],
+    user: AbstractBaseUser | None,
+    source: str = Sample.Source.UPLOAD,
+) -> IngestReport:
+    """Validate, store and register a batch; each bad file fails only itself."""
+    limits = image_limits()
+    report = IngestReport()
+    new_ids: list = []
+    for entry in expand_uploads(items, limits=limits):
+        if isinstance(entry, IngestResult):
+            report.results.append(entry)
+            continue
+        result = sample_ingest_one(project=project, item=entry, user=user, source=source, limits=limits)
+        report.results.append(result)
+        if result.ok and not result.duplicate:
+            new_ids.append(result.sample.pk)
+    if new_ids:
+        transaction.on_commit(lambda: samples_added.send(sender=Sample, project_id=project.pk, sample_ids=new_ids))
+    return report
+
+
+def sample_delete(*, sample: Sample) -> None:
+    names = [sample.image_name, sample.thumbnail_name]
+    project_id, was_labeled = sample.project_id, sample.labeled_at is not None
+    with transaction.atomic():
+        sample.delete()
+        # Files go only once the row is surely gone, so a rollback never leaves a row without its file.
+        transaction.on_commit(lambda: files_delete(names))
+        if was_labeled:
+            transaction.on_commit(lambda: labels_changed.send(sender=Sample, project_id=project_id))

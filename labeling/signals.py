@@ -1,0 +1,7 @@
+from django.dispatch import Signal
+
+# Sent after commit when samples were added to a project (project_id, sample_ids), so the
+# training app can schedule embeddings without this app knowing about it.
+samples_added = Signal()
+# Sent after commit when a project's labels changed (project_id), e.g. to retrain the quick model.
+labels_changed = Signal()

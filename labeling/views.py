@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from labeling import selectors, services
+from labeling.forms import SampleFilterForm
+from projects.access import ProjectAccess
+from projects.roles import Role
+from projects.views import error_text, project_view
+
+PAGE_SIZE = 60
+
+
+def _sample_or_404(access: ProjectAccess, sample_id):
+    sample = selectors.sample_get(project=access.project, sample_id=sample_id)
+    if sample is None:
+        raise Http404("No such sample.")
+    return sample
+
+
+@project_view()
+def sample_browser(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    form = SampleFilterForm(request.GET or None)
+    label = form.cleaned_data.get("label") if form.is_valid() else ""
+    qs = selectors.sample_list(project=access.project, labeled=form.labeled_value(), label=label or None)
+    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {
+        "access": access,
+        "project": access.project,
+        "form": form,
+        "page": page,
+        "labels": selectors.label_list(project=access.project),
+        "query": query.urlencode(),
+    }
+    template = "labeling/samples.html"
+    if request.htmx and request.htmx.target == "sample-grid":
+        template += "#sample-grid"
+    return render(request, template, context)
+
+
+@project_view()
+def sample_detail(request: HttpRequest, access: ProjectAccess, sample_id) -> HttpResponse:
+    sample = _sample_or_404(access, sample_id)
+    from labeling.hooks import sample_extras
+
+    context = {
+        "access": access,
+        "project": access.project,
+        "sample": sample,
+        "sample_labels": selectors.sample_label_names(sample),
+        "labels": selectors.label_list(project=access.project),
+        "history": selectors.sample_history(sample=sample),
+        **sample_extras(sample=sample),
+    }
+    return render(request, "labeling/sample_detail.html", context)
+
+
+@project_view(Role.LABELER, methods=("POST",))
+def sample_labels(request: HttpRequest, access: ProjectAccess, sample_id) -> HttpResponse:
+    sample = _sample_or_404(access, sample_id)
+    try:
+        names = [n for n in request.POST.getlist("label") if n.strip()]
+        services.sample_labels_set(sample=sample, names=names, user=request.user)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, "Labels saved.")
+    return redirect("sample_detail", project_id=access.project.pk, sample_id=sample.pk)
+
+
+@project_view(Role.LABELER, methods=("POST",))
+def sample_delete(request: HttpRequest, access: ProjectAccess, sample_id) -> HttpResponse:
+    sample = _sample_or_404(access, sample_id)
+    services.sample_delete(sample=sample)
+    messages.success(request, "Sample deleted.")
+    return redirect("sample_browser", project_id=access.project.pk)
+
+
+@project_view(Role.LABELER)
+def upload(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    from labeling.services import image_limits
+
+    limits = image_limits()
+    return render(
+        request,
+        "labeling/upload.html",
+        {"access": access, "project": access.project, "max_mb": limits.max_bytes // (1024 * 1024)},
+    )

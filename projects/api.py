@@ -1,0 +1,25 @@
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from labeling.selectors import label_list
+from projects.api_auth import api_access
+from projects.selectors import project_summary
+
+
+class ProjectDetailView(APIView):
+    def get(self, request, project_id):
+        # Invoke-scoped keys may read this too: clients need the label names to use results.
+        access = api_access(request, project_id, invoke=True)
+        project = access.project
+        summary = project_summary(project=project, role=access.role)
+        deployed = summary.extra.get("deployed_model")
+        return Response(
+            {
+                "id": str(project.pk),
+                "name": project.name,
+                "task": project.task,
+                "labels": [{"id": str(x.pk), "name": x.name} for x in label_list(project=project)],
+                "samples": {"total": summary.samples, "labeled": summary.labeled},
+                "deployed_model": deployed,
+            }
+        )
