@@ -70,3 +70,12 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Coalescing locks and throttles live in the cache (Redis on CI): no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield

@@ -187,9 +187,175 @@ def load_fashion(cache_dir: Path, pool: int, test: int, seed: int = 0):
     return FASHION_CLASSES, xtr, ytr_all[itr], xte, yte_all[ite]
 
 
+# --------------------------------------------------------------------------- simulation
+
+
+def _fit(X, y, n_classes):
+    from training.ml import heads
+
+    return heads.automl_fit({"lite0": X}, y, multi_label=False, n_classes=n_classes)
+
+
+def simulate(X, y, Xte, yte, budgets, *, strategy: str, seed: int, n_classes: int):
+    """Label in batches up to each budget; return the test accuracy of the quick model at each."""
+    from training.ml import active
+
+    labeled = np.zeros(len(y), bool)
+    probs = None
+    accs = []
+    rank_s = 0.0
+    for budget in budgets:
+        need = budget - int(labeled.sum())
+        if need > 0:
+            t0 = time.perf_counter()
+            order, _ = active.rank(
+                embeddings=X, labeled_mask=labeled, probs=probs, multi_label=False, thresholds=None,
+                batch_size=need, strategy=strategy, seed=seed * 1000 + budget,
+                label_counts=np.bincount(y[labeled], minlength=n_classes),
+            )
+            rank_s += time.perf_counter() - t0
+            labeled[order] = True
+        res = _fit(X[labeled], y[labeled], n_classes)
+        probs = res.head.predict_proba(X)
+        accs.append(float((res.head.predict_proba(Xte).argmax(1) == yte).mean()))
+    return np.asarray(accs), rank_s
+
+
+def labels_needed(budgets, accs, target):
+    hit = np.flatnonzero(np.asarray(accs) >= target)
+    return int(budgets[hit[0]]) if hit.size else None
+
+
+def run_dataset(name, X, y, Xte, yte, budgets, *, active_seeds, random_seeds):
+    n_classes = int(max(y.max(), yte.max()) + 1)
+    budgets = [b for b in budgets if b <= len(y)]
+    t0 = time.perf_counter()
+    full = _fit(X, y, n_classes)
+    full_acc = float((full.head.predict_proba(Xte).argmax(1) == yte).mean())
+    act, act_rank = zip(*(simulate(X, y, Xte, yte, budgets, strategy="active", seed=s, n_classes=n_classes) for s in range(active_seeds)))
+    rnd, _ = zip(*(simulate(X, y, Xte, yte, budgets, strategy="random", seed=s, n_classes=n_classes) for s in range(random_seeds)))
+    act, rnd = np.stack(act), np.stack(rnd)
+    target = full_acc - 0.01
+    need_a = labels_needed(budgets, act.mean(0), target)
+    need_r = labels_needed(budgets, rnd.mean(0), target)
+    print(f"\n### {name}: pool {len(y)}, test {len(yte)}, {n_classes} classes\n")
+    print(f"All {len(y)} labels: accuracy **{full_acc:.3f}** (quick model, l2={full.l2:g}); target = {target:.3f}. "
+          f"Active = mean of {active_seeds} seeds, random = mean of {random_seeds} seeds.\n")
+    print("| labels | random (mean ± sd) | active (mean ± sd) | gain |")
+    print("|---:|---:|---:|---:|")
+    for i, b in enumerate(budgets):
+        print(f"| {b} | {rnd[:, i].mean():.3f} ± {rnd[:, i].std():.3f} | {act[:, i].mean():.3f} ± {act[:, i].std():.3f} "
+              f"| {act[:, i].mean() - rnd[:, i].mean():+.3f} |")
+    fmt = lambda v: str(v) if v is not None else f"> {budgets[-1]}"  # noqa: E731
+    ratio = f"{need_a / need_r:.0%}" if need_a and need_r else ("n/a" if need_a is None else f"< {need_a / budgets[-1]:.0%}")
+    print(f"\nLabels to come within 1 point of all-labels accuracy: active **{fmt(need_a)}**, random **{fmt(need_r)}**, "
+          f"ratio active/random **{ratio}** (target ≤ 40 %). Ranking time per active run: "
+          f"{np.mean(act_rank):.2f} s total. Wall time {time.perf_counter() - t0:.0f} s.")
+    return {"name": name, "budgets": budgets, "active": act, "random": rnd, "full": full_acc,
+            "need_active": need_a, "need_random": need_r}
+
+
+def plot(results, path: Path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6 * len(results), 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, r in enumerate(results):
+        ax = fig.add_subplot(1, len(results), i + 1)
+        b = np.asarray(r["budgets"])
+        for key, colour in (("random", "tab:gray"), ("active", "tab:blue")):
+            m, sd = r[key].mean(0), r[key].std(0)
+            ax.plot(b, m, marker="o", ms=3, color=colour, label=f"{key} ({len(r[key])} seeds)")
+            ax.fill_between(b, m - sd, m + sd, color=colour, alpha=0.2)
+        ax.axhline(r["full"], color="k", lw=0.8, ls="--", label=f"all labels {r['full']:.3f}")
+        ax.axhline(r["full"] - 0.01, color="tab:red", lw=0.8, ls=":", label="within 1 point")
+        ax.set_xscale("log")
+        ax.set_xlabel("labels")
+        ax.set_ylabel("test accuracy")
+        ax.set_title(r["name"])
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+
+
+def time_ranking(n: int = 100_000, d: int = 1280, repeats: int = 3):
+    from training.ml import active
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((100, d)).astype(np.float32)
+    X = centres[rng.integers(0, 100, n)]
+    X += 0.8 * rng.standard_normal((n, d), dtype=np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    probs = rng.dirichlet(np.full(10, 0.3), n).astype(np.float32)
+    print(f"\n### Ranking {n:,} unlabeled {d}-d embeddings (synthetic, float32, 2 cores)\n")
+    print("| phase | labeled | batch | seconds (median of %d) | max |" % repeats)
+    print("|---|---:|---:|---:|---:|")
+    cases = [("typicality (cold start)", 0, 10, None), ("typicality (cold start)", 0, 100, None),
+             ("typicality", 60, 20, None), ("typicality (500-cluster cap)", 450, 100, None),
+             ("uncertainty + k-means diversity", 1000, 10, probs), ("uncertainty + k-means diversity", 1000, 100, probs)]
+    for label, n_lab, batch, p in cases:
+        labeled = np.zeros(n + n_lab, bool)
+        labeled[n:] = True
+        Xall = X if n_lab == 0 else np.concatenate([X, X[:n_lab]])
+        pall = None if p is None else (p if n_lab == 0 else np.concatenate([p, p[:n_lab]]))
+        counts = None if p is None else np.full(10, n_lab // 10)
+        ts = []
+        for r in range(repeats):
+            t0 = time.perf_counter()
+            active.rank(embeddings=Xall, labeled_mask=labeled, probs=pall, batch_size=batch, seed=r, label_counts=counts)
+            ts.append(time.perf_counter() - t0)
+        print(f"| {label} | {n_lab} | {batch} | {np.median(ts):.2f} | {max(ts):.2f} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small pools, fewer seeds (~1-2 min)")
+    ap.add_argument("--cache-dir", type=Path, default=REPO / "data" / "bench-cache")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "active_learning.png")
+    ap.add_argument("--fashion-pool", type=int, default=None, help="Fashion-MNIST pool size (default 5000; quick 2000)")
+    ap.add_argument("--fashion-test", type=int, default=2000)
+    ap.add_argument("--active-seeds", type=int, default=None)
+    ap.add_argument("--random-seeds", type=int, default=None)
+    ap.add_argument("--skip", choices=["hymenoptera", "fashion", "timing"], action="append", default=[])
+    args = ap.parse_args(argv)
+    quick = args.quick
+    pool = args.fashion_pool or (2000 if quick else 5000)
+    a_seeds = args.active_seeds or (2 if quick else 3)
+    r_seeds = args.random_seeds or (3 if quick else 6)
+
+    from training.ml import heads
+
+    heads.warm_up()
+    print(f"# Active learning bench ({'quick' if quick else 'full'})")
+    results = []
+    if "hymenoptera" not in args.skip:
+        _, X, y, Xte, yte = load_hymenoptera(args.cache_dir)
+        budgets = [2, 4, 6, 8, 10, 12, 16, 20, 24, 30, 40, 50, 60, 80, 100, 120, 160, 200, 244]
+        results.append(run_dataset("hymenoptera (ants/bees)", X, y, Xte, yte, budgets,
+                                   active_seeds=a_seeds, random_seeds=max(r_seeds, 5 if quick else 10)))
+    if "fashion" not in args.skip:
+        # one cached 5,000-image pool serves every smaller pool (its rows are a random sample)
+        _, X, y, Xte, yte = load_fashion(args.cache_dir, max(pool, 5000), args.fashion_test)
+        X, y = X[:pool], y[:pool]
+        budgets = [10, 20, 30, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1250,
+                   1600, 2000, 2500, 3200, 4000, 5000]
+        results.append(run_dataset(f"Fashion-MNIST (pool {pool})", X, y, Xte, yte, budgets,
+                                   active_seeds=a_seeds, random_seeds=r_seeds))
+    if results:
+        plot(results, args.out)
+        print(f"\nPlot: {args.out}")
+    if "timing" not in args.skip:
+        time_ranking(repeats=2 if quick else 3)
+
+
 if __name__ == "__main__" and "--embed-only" in sys.argv:
     cache = REPO / "data" / "bench-cache"
     load_hymenoptera(cache)
     load_hymenoptera(cache, "lite2")
     load_fashion(cache, 5000, 2000)
     sys.exit(0)
+
+if __name__ == "__main__":
+    main()

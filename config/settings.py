@@ -34,6 +34,9 @@ try:
     PICTOR_LEASE_SECONDS = E.env_int(ENV, "PICTOR_LEASE_SECONDS", default=600)
     PICTOR_JOB_STALE_SECONDS = E.env_int(ENV, "PICTOR_JOB_STALE_SECONDS", default=120)
     PICTOR_TRAINING_TIME_LIMIT = E.env_int(ENV, "PICTOR_TRAINING_TIME_LIMIT", default=3600)
+    # Backbones every sample is embedded with; the quick model picks among them by cross-validation.
+    PICTOR_BACKBONES = E.env_list(ENV, "PICTOR_BACKBONES", default=["lite0", "lite2"])
+    PICTOR_EMBED_BATCH = E.env_int(ENV, "PICTOR_EMBED_BATCH", default=16)
     _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
 except E.EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
@@ -52,6 +55,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "projects",
     "labeling",
+    "training",
 ]
 
 MIDDLEWARE = [
@@ -165,7 +169,14 @@ CELERY_TASK_TIME_LIMIT = 600
 CELERY_TASK_SOFT_TIME_LIMIT = 540
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_TASK_ROUTES = {
+    "training.tasks.embed_project": {"queue": "embeddings"},
+    "training.tasks.embeddings_sweep": {"queue": "embeddings"},
+}
+CELERY_BEAT_SCHEDULE: dict = {
+    "embeddings-sweep": {"task": "training.tasks.embeddings_sweep", "schedule": 60.0},
+}
+MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 REST_FRAMEWORK = {

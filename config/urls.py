@@ -14,6 +14,7 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("", include("projects.urls")),
     path("", include("labeling.urls")),
+    path("", include("training.urls")),
 ]
 
 handler400 = "config.api.handler400"

@@ -222,3 +222,35 @@ class SampleImageView(_SampleFileView):
 
 class SampleThumbnailView(_SampleFileView):
     field = "thumbnail_name"
+
+
+class SampleNextView(APIView):
+    """The samples the active learner wants labeled next, leased to the caller so teammates get others."""
+
+    def get(self, request, project_id):
+        from labeling import queue
+        from labeling.hooks import suggestions_for
+
+        access = api_access(request, project_id, minimum=Role.LABELER)
+        raw = request.query_params.get("count", "1")
+        try:
+            count = int(raw)
+        except ValueError:
+            count = 0
+        if not 1 <= count <= 100:
+            raise ApiError("invalid", "count must be a whole number from 1 to 100.", 400, {"count": ["1..100"]})
+        holder = queue.holder_for_key(access.api_key) if access.api_key is not None else queue.holder_for_user(request.user)
+        items = queue.queue_claim(project=access.project, holder=holder, count=count)
+        suggestions = suggestions_for(project=access.project, samples=[i.sample for i in items])
+        results = []
+        for item in items:
+            body = sample_json(request, item.sample)
+            results.append(
+                {
+                    "id": body["id"],
+                    "image_url": body["image_url"],
+                    "score": item.score,
+                    "suggestion": suggestions.get(item.sample.pk),
+                }
+            )
+        return Response({"results": results})

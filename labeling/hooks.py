@@ -12,3 +12,14 @@ def sample_extras(*, sample) -> dict:
     for fn in SAMPLE_EXTRAS:
         context.update(fn(sample))
     return context
+
+# SUGGESTERS: fn(project, samples) -> {sample_id: {"label": str, "confidence": float}} from the
+# current model (the training app registers one); the labeling page pre-selects the suggestion.
+SUGGESTERS: list = []
+
+
+def suggestions_for(*, project, samples) -> dict:
+    out: dict = {}
+    for fn in SUGGESTERS:
+        out.update(fn(project, samples))
+    return out

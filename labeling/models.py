@@ -80,7 +80,40 @@ class LabelEvent(models.Model):
     old = models.JSONField(default=list)
     new = models.JSONField(default=list)
     via = models.CharField(max_length=20, default="web")
+    undone = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:
         ordering = ["-created", "-id"]
+
+
+class Lease(models.Model):
+    """A sample handed to one labeler (or API key) from the queue; nobody else gets it until it expires."""
+
+    sample = models.OneToOneField(Sample, on_delete=models.CASCADE, related_name="lease")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    holder = models.CharField(max_length=64, db_index=True)  # "user:<id>" or "key:<prefix>"
+    expires = models.DateTimeField(db_index=True)
+    created = models.DateTimeField()
+
+
+class Skip(models.Model):
+    """A holder skipped this sample: they are not offered it again (others are)."""
+
+    sample = models.ForeignKey(Sample, on_delete=models.CASCADE, related_name="+")
+    holder = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["sample", "holder"], name="one_skip_per_holder")]
+
+
+class QueueBatch(models.Model):
+    """The active learner's current pick, in the order to label it; refreshed when the model changes."""
+
+    project = models.OneToOneField(Project, on_delete=models.CASCADE, related_name="queue_batch")
+    sample_ids = models.JSONField(default=list)
+    scores = models.JSONField(default=list)
+    phase = models.CharField(max_length=20, blank=True)
+    model_version = models.PositiveIntegerField(null=True, blank=True)
+    created = models.DateTimeField(auto_now=True)

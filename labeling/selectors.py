@@ -51,3 +51,19 @@ def sample_label_names(sample: Sample) -> list[str]:
 
 def sample_history(*, sample: Sample, limit: int = 50) -> list[LabelEvent]:
     return list(LabelEvent.objects.filter(sample=sample).select_related("user")[:limit])
+
+
+def labeler_counts(*, project: Project) -> list[dict]:
+    """Per labeler: samples labeled today and in all (distinct samples, from the audit trail)."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    events = LabelEvent.objects.filter(sample__project=project, user__isnull=False).exclude(new=[])
+    total = dict(events.values_list("user").annotate(n=Count("sample", distinct=True)).values_list("user", "n"))
+    today = dict(
+        events.filter(created__gte=start).values_list("user").annotate(n=Count("sample", distinct=True)).values_list("user", "n")
+    )
+    users = get_user_model().objects.in_bulk(list(total))
+    rows = [{"user": users[u], "today": today.get(u, 0), "total": n} for u, n in total.items() if u in users]
+    return sorted(rows, key=lambda r: (-r["today"], -r["total"], r["user"].get_username()))

@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from labeling import imaging
-from labeling.models import Label, LabelEvent, Sample, SampleLabel
+from labeling.models import Label, LabelEvent, Lease, Sample, SampleLabel
 from labeling.signals import labels_changed, samples_added
 from labeling.storage import files_delete, files_write, sample_names
 from projects.models import Project
@@ -111,9 +111,104 @@ def sample_labels_set(
     )
     sample.labeled_at = (sample.labeled_at or timezone.now()) if labels else None
     sample.save(update_fields=["labeled_at"])
+    if labels:
+        # A labeled sample leaves the queue, whoever held it.
+        Lease.objects.filter(sample=sample).delete()
     LabelEvent.objects.create(sample=sample, user=user, old=old, new=new, via=via)
     transaction.on_commit(lambda: labels_changed.send(sender=Sample, project_id=project.pk))
     return sample
+
+
+def label_undo(*, project: Project, user: AbstractBaseUser) -> Sample | None:
+    """Undo the user's last label change in the project, if nobody changed that sample since."""
+    with transaction.atomic():
+        event = (
+            LabelEvent.objects.select_for_update()
+            .filter(sample__project=project, user=user, undone=False)
+            .exclude(via="undo")
+            .order_by("-created", "-id")
+            .first()
+        )
+        if event is None:
+            return None
+        current = sorted(SampleLabel.objects.filter(sample=event.sample).values_list("label__name", flat=True))
+        event.undone = True
+        event.save(update_fields=["undone"])
+        if current != sorted(event.new):
+            return None
+        return sample_labels_set(sample=event.sample, names=list(event.old), user=user, via="undo")
+
+
+@transaction.atomic
+def samples_label_bulk(
+    *, project: Project, sample_ids: list, label_name: str, user: AbstractBaseUser | None, mode: str = "add"
+) -> int:
+    """Grid labeling: give many samples a label (single-label: it replaces theirs). Returns the count."""
+    label = labels_get_or_create(project=project, names=[label_name])[0]
+    samples = list(Sample.objects.filter(project=project, pk__in=sample_ids))
+    for sample in samples:
+        names = [label.name]
+        if project.is_multi_label:
+            have = list(SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True))
+            names = sorted(set(have) - {label.name}) if mode == "remove" else sorted(set(have) | {label.name})
+        elif mode == "remove":
+            have = list(SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True))
+            names = [n for n in have if n != label.name]
+        sample_labels_set(sample=sample, names=names, user=user, via="grid")
+    return len(samples)
+
+
+def _label_clean_shortcut(project: Project, label: Label, shortcut: str) -> str:
+    shortcut = (shortcut or "").strip().lower()
+    if not shortcut:
+        return ""
+    if len(shortcut) != 1 or shortcut not in SHORTCUT_KEYS:
+        raise ValidationError({"shortcut": "Shortcuts are one key: 1-9 or a letter other than s and z."})
+    if Label.objects.filter(project=project, shortcut=shortcut).exclude(pk=label.pk).exists():
+        raise ValidationError({"shortcut": f"Key {shortcut} belongs to another label."})
+    return shortcut
+
+
+@transaction.atomic
+def label_update(*, label: Label, name: str, color: str, shortcut: str) -> Label:
+    project = label.project
+    new_name = _clean_label_name(name)
+    if new_name != label.name and Label.objects.filter(project=project, name=new_name).exists():
+        raise ValidationError({"name": f"A label named {new_name!r} exists; merge into it instead."})
+    color = (color or "").strip()
+    if not (len(color) == 7 and color.startswith("#") and all(c in "0123456789abcdefABCDEF" for c in color[1:])):
+        raise ValidationError({"color": "Colours look like #1a2b3c."})
+    label.name, label.color = new_name, color.lower()
+    label.shortcut = _label_clean_shortcut(project, label, shortcut)
+    label.save()
+    return label
+
+
+@transaction.atomic
+def label_merge(*, source: Label, target: Label, user: AbstractBaseUser | None) -> int:
+    """Move every sample of `source` to `target`, then delete `source`. Returns samples moved."""
+    if source.project_id != target.project_id or source.pk == target.pk:
+        raise ValidationError({"target": "Merge into a different label of the same project."})
+    moved = 0
+    for sample in Sample.objects.filter(sample_labels__label=source).distinct():
+        names = set(SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True))
+        names = (names - {source.name}) | {target.name}
+        sample_labels_set(sample=sample, names=sorted(names), user=user, via="merge")
+        moved += 1
+    source.delete()
+    return moved
+
+
+@transaction.atomic
+def label_delete(*, label: Label, user: AbstractBaseUser | None) -> int:
+    """Remove the label from every sample (recorded in their history), then delete it."""
+    affected = 0
+    for sample in Sample.objects.filter(sample_labels__label=label).distinct():
+        names = [n for n in SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True) if n != label.name]
+        sample_labels_set(sample=sample, names=names, user=user, via="label-delete")
+        affected += 1
+    label.delete()
+    return affected
 
 
 # ----------------------------------------------------------------------------- ingest

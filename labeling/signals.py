@@ -5,3 +5,5 @@ from django.dispatch import Signal
 samples_added = Signal()
 # Sent after commit when a project's labels changed (project_id), e.g. to retrain the quick model.
 labels_changed = Signal()
+# Sent after commit when the active learner's batch ran out (project_id): time to pick the next one.
+queue_exhausted = Signal()

@@ -92,3 +92,26 @@ def upload(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
         "labeling/upload.html",
         {"access": access, "project": access.project, "max_mb": limits.max_bytes // (1024 * 1024)},
     )
+
+
+@project_view(Role.LABELER, methods=("POST",))
+def samples_bulk_label(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    ids = request.POST.getlist("sample")
+    name = (request.POST.get("label") or "").strip()
+    mode = "remove" if request.POST.get("mode") == "remove" else "add"
+    if not ids or not name:
+        messages.error(request, "Select samples and a label first.")
+    else:
+        try:
+            count = services.samples_label_bulk(
+                project=access.project, sample_ids=ids, label_name=name, user=request.user, mode=mode
+            )
+        except ValidationError as exc:
+            messages.error(request, error_text(exc))
+        else:
+            verb = "removed from" if mode == "remove" else "applied to"
+            messages.success(request, f"“{name}” {verb} {count} sample(s).")
+    back = request.POST.get("next") or ""
+    if back.startswith("/projects/"):
+        return redirect(back)
+    return redirect("sample_browser", project_id=access.project.pk)

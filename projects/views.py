@@ -70,8 +70,11 @@ def project_create(request: HttpRequest) -> HttpResponse:
 
 @project_view()
 def project_detail(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    from labeling.selectors import labeler_counts
+
     summary = selectors.project_summary(project=access.project, role=access.role)
-    return render(request, "projects/project_detail.html", {"access": access, "summary": summary})
+    context = {"access": access, "summary": summary, "labelers": labeler_counts(project=access.project)}
+    return render(request, "projects/project_detail.html", context)
 
 
 @project_view(Role.ADMIN, methods=("GET", "POST"))

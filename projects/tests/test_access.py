@@ -18,6 +18,12 @@ def _kwargs(team, extra: str | None):
         from labeling.tests.factories import make_sample
 
         kwargs["sample_id"] = make_sample(team.project, seed=99).pk
+    if extra == "label":
+        from labeling.services import label_create
+
+        kwargs["label_id"] = label_create(project=team.project, name="wasp").pk
+    if extra == "back":
+        kwargs["back"] = 1
     if extra == "invite":
         invite, _ = invite_create(project=team.project, created_by=team.user("owner"), role="viewer")
         kwargs["invite_id"] = invite.pk
@@ -43,6 +49,18 @@ ROUTES = [
     ("sample_detail", "get", None, "viewer", "sample"),
     ("sample_labels", "post", {"label": ["ants"]}, "labeler", "sample"),
     ("sample_delete", "post", {}, "labeler", "sample"),
+    ("samples_bulk_label", "post", {"label": "ants"}, "labeler", None),
+    ("label_session", "get", None, "labeler", None),
+    ("label_submit", "post", {"label": "ants"}, "labeler", "sample"),
+    ("label_skip", "post", {}, "labeler", "sample"),
+    ("label_undo", "post", {}, "labeler", None),
+    ("label_history", "get", None, "labeler", "back"),
+    ("label_schema", "get", None, "viewer", None),
+    ("label_add", "post", {"name": "hornet"}, "admin", None),
+    ("label_edit", "post", {"name": "wasps", "color": "#aa0000", "shortcut": ""}, "admin", "label"),
+    ("label_merge", "post", {"target": ""}, "admin", "label"),
+    ("label_delete", "post", {}, "admin", "label"),
+    ("embedding_status", "get", None, "viewer", None),
 ]
 
 

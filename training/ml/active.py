@@ -297,7 +297,7 @@ def _typiclust(
                 break
     idx = np.asarray(picks, dtype=np.int64)
     sc = np.asarray(scores, dtype=np.float32)
-    if sc.size:
+    if sc.size and sc.max() > 0:
         sc = sc / sc.max()
     return idx, sc
 

@@ -178,20 +178,28 @@ def device() -> torch.device:
 # --------------------------------------------------------------------------------------------
 
 
-@cache
 def imagenet_class_names() -> list[str]:
     """The 1000 ImageNet-1k class names in model output order, human readable ("Egyptian cat").
 
     timm ships the synset list and WordNet lemmas; the first lemma is the common name
     ("ant, emmet, pismire" -> "ant").
     """
+    return list(_imagenet_class_names())
+
+
+@cache
+def _imagenet_class_names() -> tuple[str, ...]:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo("imagenet-1k")
     names = [info.index_to_description(i).split(",")[0].strip() for i in range(info.num_classes())]
     if len(names) != 1000:
         raise RuntimeError(f"expected 1000 ImageNet classes, got {len(names)}")
-    return names
+    # The only first-lemma collisions; disambiguate so a suggested label names one thing.
+    names[134], names[517], names[639] = "crane (bird)", "crane (machine)", "tank suit"
+    if len(set(names)) != 1000:
+        raise RuntimeError("ImageNet class names are not unique")
+    return tuple(names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,14 +266,16 @@ def _resize_and_crop(img: Image.Image, resolution: int, short_side: int) -> Imag
     which is the same result as resize-then-crop for a fraction of the work.
     """
     width, height = img.size
-    scale = short_side / min(width, height)
-    # Side of the crop measured in source pixels, centred like torchvision's CenterCrop.
-    crop_w = resolution / scale
-    crop_h = resolution / scale
-    new_w, new_h = width * scale, height * scale
-    left = round((new_w - resolution) / 2.0) / scale
-    top = round((new_h - resolution) / 2.0) / scale
-    box = (left, top, left + crop_w, top + crop_h)
+    # Integer resized size exactly as torchvision's Resize(int) computes it (long side truncated).
+    if width <= height:
+        new_w, new_h = short_side, int(short_side * height / width)
+    else:
+        new_w, new_h = int(short_side * width / height), short_side
+    sx, sy = width / new_w, height / new_h  # source pixels per resized pixel
+    # CenterCrop offsets in the resized image, mapped back to source coordinates.
+    left = round((new_w - resolution) / 2.0)
+    top = round((new_h - resolution) / 2.0)
+    box = (left * sx, top * sy, (left + resolution) * sx, (top + resolution) * sy)
     return img.resize((resolution, resolution), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
 
 
@@ -514,7 +524,7 @@ class Embedder:
 
 
 def _topk(logits: np.ndarray, k: int) -> list[TopK]:
-    names = imagenet_class_names()
+    names = _imagenet_class_names()
     probs = _softmax(logits.astype(np.float64))
     order = np.argsort(-probs, axis=1)[:, :k]
     return [[(int(i), names[int(i)], float(row[i])) for i in idx] for row, idx in zip(probs, order)]

@@ -173,7 +173,8 @@ class _TrainSet(Dataset):
 
 def _targets_tensor(targets: Sequence[Target], num_classes: int, multi_label: bool) -> torch.Tensor:
     if multi_label:
-        tensor = torch.tensor([list(t) for t in targets], dtype=torch.float32)  # type: ignore[arg-type]
+        rows = [list(t) for t in targets]  # type: ignore[arg-type]
+        tensor = torch.tensor(rows, dtype=torch.float32) if rows else torch.zeros(0, num_classes)
         if tensor.ndim != 2 or tensor.shape[1] != num_classes:
             raise ValueError(f"multi-label targets must be multi-hot lists of length {num_classes}")
         return tensor
@@ -505,7 +506,7 @@ def finetune(
                        phase="train")
         train_loss = running / max(1, seen)
         if stop_reason == "time_limit":
-            if best is None and seen:  # nothing validated yet: validate what we have
+            if best is None:  # nothing validated yet: validate what we return
                 validate(train_loss)
             break
         validate(train_loss)

@@ -1,0 +1,131 @@
+"""The team labeling queue: who gets which sample next, under a lease.
+
+Exclusivity comes from the database, not from locks held in Python: a Lease row is unique per
+sample, taking an expired lease is a conditional UPDATE, and taking a free one is an INSERT that
+fails if someone else inserted first. That holds on PostgreSQL and SQLite alike, across processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, QuerySet
+from django.utils import timezone
+
+from labeling.models import LabelEvent, Lease, QueueBatch, Sample, Skip
+from labeling.signals import queue_exhausted
+from projects.models import Project
+
+
+@dataclass
+class QueueItem:
+    sample: Sample
+    score: float | None
+
+
+def holder_for_user(user) -> str:
+    return f"user:{user.pk}"
+
+
+def holder_for_key(key) -> str:
+    return f"key:{key.prefix}"
+
+
+def _available(project: Project, holder: str, now) -> QuerySet[Sample]:
+    active_lease = Lease.objects.filter(sample=OuterRef("pk"), expires__gt=now)
+    skipped = Skip.objects.filter(sample=OuterRef("pk"), holder=holder)
+    return (
+        Sample.objects.filter(project=project, labeled_at__isnull=True)
+        .exclude(Exists(active_lease))
+        .exclude(Exists(skipped))
+    )
+
+
+def _try_lease(sample: Sample, holder: str, now, ttl: timedelta) -> bool:
+    expires = now + ttl
+    # An expired lease is taken over with a conditional UPDATE: of two racers only one matches.
+    if Lease.objects.filter(sample=sample, expires__lte=now).update(holder=holder, expires=expires, created=now):
+        return True
+    try:
+        with transaction.atomic():
+            Lease.objects.create(sample=sample, project_id=sample.project_id, holder=holder, expires=expires, created=now)
+        return True
+    except IntegrityError:
+        return False
+
+
+def _candidates(project: Project, holder: str, now, want: int) -> list[tuple[Sample, float | None]]:
+    """Samples in queue order: the active learner's batch first, then the project's fallback order."""
+    available = _available(project, holder, now)
+    out: list[tuple[Sample, float | None]] = []
+    seen: set = set()
+    if project.queue_strategy == Project.QueueStrategy.ACTIVE:
+        batch = QueueBatch.objects.filter(project=project).first()
+        if batch is not None and batch.sample_ids:
+            scores = dict(zip(batch.sample_ids, batch.scores))
+            found = {str(s.pk): s for s in available.filter(pk__in=batch.sample_ids)}
+            for sid in batch.sample_ids:
+                if sid in found:
+                    out.append((found[sid], scores.get(sid)))
+                    seen.add(found[sid].pk)
+            if len(out) < want:
+                # The learner's batch is used up: have it pick the next one (new labels inform it).
+                transaction.on_commit(lambda: queue_exhausted.send(sender=QueueBatch, project_id=project.pk))
+    if len(out) < want:
+        if project.queue_strategy == Project.QueueStrategy.RANDOM:
+            order = ("sha256",)  # a content hash is a stable, uniformly random order
+        else:
+            order = ("created", "id")
+        extra = available.exclude(pk__in=seen).order_by(*order)[: max(want * 4, 8)]
+        out += [(s, None) for s in extra]
+    return out
+
+
+def queue_claim(*, project: Project, holder: str, count: int = 1) -> list[QueueItem]:
+    """The holder's next `count` samples, each leased to them; their live leases come first."""
+    now = timezone.now()
+    ttl = timedelta(seconds=settings.PICTOR_LEASE_SECONDS)
+    mine = list(
+        Lease.objects.filter(project=project, holder=holder, expires__gt=now, sample__labeled_at__isnull=True)
+        .select_related("sample")
+        .order_by("created", "id")[:count]
+    )
+    items = [QueueItem(sample=lease.sample, score=None) for lease in mine]
+    if len(items) >= count:
+        return items
+    for sample, score in _candidates(project, holder, now, count - len(items)):
+        if _try_lease(sample, holder, now, ttl):
+            items.append(QueueItem(sample=sample, score=score))
+            if len(items) >= count:
+                break
+    return items
+
+
+def lease_release(*, sample: Sample, holder: str | None = None) -> None:
+    qs = Lease.objects.filter(sample=sample)
+    if holder is not None:
+        qs = qs.filter(holder=holder)
+    qs.delete()
+
+
+def queue_skip(*, sample: Sample, holder: str) -> None:
+    with transaction.atomic():
+        lease_release(sample=sample, holder=holder)
+        Skip.objects.get_or_create(sample=sample, holder=holder)
+
+
+def remaining_count(*, project: Project) -> int:
+    return Sample.objects.filter(project=project, labeled_at__isnull=True).count()
+
+
+def done_today(*, project: Project, user) -> int:
+    start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    return (
+        LabelEvent.objects.filter(sample__project=project, user=user, created__gte=start)
+        .values("sample_id")
+        .distinct()
+        .count()
+    )

@@ -1,0 +1,88 @@
+"""Reads of the training app: embedding progress and matrices, nearest neighbours."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+from django.conf import settings
+from django.db.models import Count, Max
+
+from labeling.models import Sample
+from training.models import Embedding
+
+_matrix_lock = threading.Lock()
+_matrices: OrderedDict = OrderedDict()
+_MAX_CACHED = 8
+
+
+def embedding_progress(*, project_id) -> dict:
+    total = Sample.objects.filter(project_id=project_id).count()
+    per = dict(
+        Embedding.objects.filter(project_id=project_id)
+        .values_list("backbone")
+        .annotate(n=Count("id"))
+        .values_list("backbone", "n")
+    )
+    backbones = settings.PICTOR_BACKBONES
+    done = sum(min(per.get(b, 0), total) for b in backbones)
+    want = total * len(backbones)
+    return {
+        "total": total,
+        "per_backbone": {b: per.get(b, 0) for b in backbones},
+        "fraction": (done / want) if want else 1.0,
+        "complete": done >= want,
+    }
+
+
+def embedding_matrix(*, project_id, backbone: str) -> tuple[list, np.ndarray]:
+    """(sample ids, float32 matrix) of a project's vectors, cached per process until they change."""
+    stamp = Embedding.objects.filter(project_id=project_id, backbone=backbone).aggregate(n=Count("id"), last=Max("id"))
+    key = (str(project_id), backbone)
+    with _matrix_lock:
+        hit = _matrices.get(key)
+        if hit is not None and hit[0] == (stamp["n"], stamp["last"]):
+            _matrices.move_to_end(key)
+            return hit[1], hit[2]
+    rows = (
+        Embedding.objects.filter(project_id=project_id, backbone=backbone)
+        .exclude(vector=b"")
+        .order_by("id")
+        .values_list("sample_id", "vector")
+    )
+    ids, vectors = [], []
+    for sample_id, vector in rows.iterator(chunk_size=2000):
+        ids.append(sample_id)
+        vectors.append(np.frombuffer(bytes(vector), dtype=np.float16))
+    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 1280), np.float32)
+    with _matrix_lock:
+        _matrices[key] = ((stamp["n"], stamp["last"]), ids, matrix)
+        while len(_matrices) > _MAX_CACHED:
+            _matrices.popitem(last=False)
+    return ids, matrix
+
+
+def sample_similar(*, sample: Sample, k: int = 12, backbone: str | None = None) -> list[tuple[Sample, float]] | None:
+    """Nearest neighbours by cosine similarity; None when the sample has no embedding yet."""
+    backbone = backbone or settings.PICTOR_BACKBONES[0]
+    ids, matrix = embedding_matrix(project_id=sample.project_id, backbone=backbone)
+    try:
+        row = ids.index(sample.pk)
+    except ValueError:
+        return None
+    scores = matrix @ matrix[row]
+    scores[row] = -np.inf
+    k = min(k, len(ids) - 1)
+    if k <= 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.argsort(-scores[top])]
+    by_id = Sample.objects.prefetch_related("labels").in_bulk([ids[i] for i in top])
+    return [(by_id[ids[i]], float(scores[i])) for i in top if ids[i] in by_id]
+
+
+def sample_similar_context(sample: Sample) -> dict:
+    similar = sample_similar(sample=sample)
+    status = "computed" if similar is not None else "waiting for the background worker"
+    return {"similar": similar or [], "embedding_status": status}

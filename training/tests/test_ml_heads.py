@@ -1,0 +1,183 @@
+"""The quick model (training/ml/heads.py): fits, serialisation, CV, AutoML, thresholds."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from training.ml import heads
+
+
+def _blobs(n_per: int, centers: np.ndarray, scale: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = np.concatenate([c + scale * rng.standard_normal((n_per, centers.shape[1])) for c in centers])
+    y = np.repeat(np.arange(len(centers)), n_per)
+    return X.astype(np.float32), y
+
+
+def _standardise(X):
+    return (X - X.mean(0)) / X.std(0)
+
+
+def test_single_label_matches_sklearn_logistic_regression():
+    # same objective: mean CE + 0.5 * l2 * ||W||^2 on standardised X  <=>  sklearn C = 1 / (l2 * N)
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((300, 6)).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.standard_normal(300) > 0).astype(int) + (X[:, 2] > 0.8)
+    l2 = 0.05
+    head = heads.fit_head(X, y, multi_label=False, l2=l2, max_iter=200)
+    ref = LogisticRegression(C=1.0 / (l2 * len(y)), max_iter=5000, tol=1e-10).fit(_standardise(X), y)
+    ours = head.predict_proba(X)
+    assert ours.shape == (300, 3) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours.sum(1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(ours, ref.predict_proba(_standardise(X)), atol=5e-3)
+
+
+def test_multi_label_matches_independent_sklearn_heads():
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((250, 5)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] + X[:, 2] > 0.5, rng.random(250) < 0.2], axis=1).astype(int)
+    l2 = 0.1
+    head = heads.fit_head(X, Y, multi_label=True, l2=l2, max_iter=200)
+    P = head.predict_proba(X)
+    assert P.shape == (250, 3)
+    assert not np.allclose(P.sum(1), 1.0)  # independent sigmoids, not a softmax
+    for j in range(3):
+        ref = LogisticRegression(C=1.0 / (l2 * 250), max_iter=5000, tol=1e-10).fit(_standardise(X), Y[:, j])
+        np.testing.assert_allclose(P[:, j], ref.predict_proba(_standardise(X))[:, 1], atol=5e-3)
+
+
+def test_head_fits_embeddings_and_round_trips_through_bytes():
+    rng = np.random.default_rng(0)
+    centers = rng.standard_normal((4, 64))
+    X, y = _blobs(30, centers, 0.8)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    head = heads.fit_head(X, y, multi_label=False, l2=0.01)
+    assert head.W.shape == (64, 4) and head.b.shape == (4,)
+    assert head.W.dtype == np.float32 and head.b.dtype == np.float32
+    assert (head.predict_proba(X).argmax(1) == y).mean() == 1.0
+
+    data = head.to_bytes()
+    assert isinstance(data, bytes)
+    back = heads.LinearHead.from_bytes(data)
+    assert back.multi_label is False
+    np.testing.assert_array_equal(back.W, head.W)
+    np.testing.assert_array_equal(back.b, head.b)
+    np.testing.assert_array_equal(back.predict_proba(X), head.predict_proba(X))
+    assert back.meta["l2"] == pytest.approx(0.01)
+    with pytest.raises(ValueError):
+        head.predict_proba(X[:, :10])
+
+
+def test_n_classes_adds_unseen_classes_with_low_probability():
+    X, y = _blobs(20, np.array([[0.0, 0.0], [4.0, 4.0]]), 0.5)
+    head = heads.fit_head(X, y, multi_label=False, l2=0.01, n_classes=3)
+    P = head.predict_proba(X)
+    assert P.shape == (40, 3)
+    assert P[:, 2].max() < 0.05
+
+
+def test_fold_ids_are_stratified_and_spread_tiny_classes():
+    y = np.array([0] * 50 + [1] * 25 + [2] * 2 + [3] * 1 + [4] * 1 + [5] * 1)
+    f = heads.fold_ids(y, 5, multi_label=False, seed=1)
+    assert f.shape == y.shape and set(np.unique(f)) == set(range(5))
+    for c, n in ((0, 50), (1, 25)):
+        assert np.bincount(f[y == c], minlength=5).tolist() == [n // 5] * 5
+    assert len(set(f[y == 2])) == 2  # the two examples of class 2 are held out in different folds
+    sizes = np.bincount(f, minlength=5)
+    assert sizes.max() - sizes.min() <= 1
+    # multi-label: rows are grouped by their rarest positive label
+    Y = np.zeros((40, 3), int)
+    Y[:30, 0] = 1
+    Y[30:, 1] = 1
+    Y[::10, 2] = 1  # rare label on 4 rows
+    fm = heads.fold_ids(Y, 4, multi_label=True, seed=0)
+    assert sorted(fm[Y[:, 2] == 1].tolist()) == [0, 1, 2, 3]
+
+
+def test_cross_validation_is_out_of_fold():
+    # Random labels in 200 dimensions with 60 samples: memorised in-sample, chance out of fold.
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((60, 200)).astype(np.float32)
+    y = rng.integers(0, 2, 60)
+    head = heads.fit_head(X, y, multi_label=False, l2=1e-3)
+    assert (head.predict_proba(X).argmax(1) == y).mean() == 1.0
+    oof = heads.cross_validate(X, y, multi_label=False, l2=1e-3, k=5)
+    assert oof.shape == (60, 2)
+    np.testing.assert_allclose(oof.sum(1), 1.0, atol=1e-5)
+    assert (oof.argmax(1) == y).mean() < 0.75
+
+
+def test_cross_validation_handles_tiny_classes():
+    rng = np.random.default_rng(6)
+    centers = rng.standard_normal((3, 16)) * 3
+    X, y = _blobs(10, centers, 0.5)
+    X = np.concatenate([X, centers[None, 0] * -1 + 0.1]).astype(np.float32)
+    y = np.concatenate([y, [3]])  # class 3 has a single example
+    oof = heads.cross_validate(X, y, multi_label=False, l2=0.1, k=5)
+    assert oof.shape == (31, 4) and np.isfinite(oof).all()
+    # the singleton is never in its own training fold: its own class cannot be predicted
+    assert oof[-1, 3] < 0.5
+    assert (oof[:30].argmax(1) == y[:30]).mean() == 1.0
+    # one sample: nothing to hold out -> the smoothed prior, not an error
+    one = heads.cross_validate(X[:1], y[:1], multi_label=False, l2=0.1, n_classes=4)
+    np.testing.assert_allclose(one, [[1.5 / 3, 0.5 / 3, 0.5 / 3, 0.5 / 3]], rtol=1e-5)
+
+
+def test_choose_thresholds_hand_computed():
+    P = np.array([[0.9, 0.9, 0.3], [0.8, 0.8, 0.2], [0.3, 0.7, 0.1], [0.2, 0.1, 0.05]])
+    Y = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 0], [0, 0, 0]])
+    t = heads.choose_thresholds(P, Y)
+    assert t.shape == (3,) and t.dtype == np.float32
+    # label 0: perfect split between 0.8 and 0.3 -> midpoint 0.55
+    # label 1: F1 at cuts 0.9/0.8/0.7/0.1 = 0.667/0.5/0.8/0.667 -> keep 0.7, midpoint with 0.1 = 0.4
+    # label 2: no positives -> default 0.5
+    np.testing.assert_allclose(t, [0.55, 0.4, 0.5], atol=1e-6)
+
+
+def test_automl_picks_informative_features_and_regularisation():
+    rng = np.random.default_rng(7)
+    n = 120
+    y = np.repeat(np.arange(3), n // 3)
+    good = rng.standard_normal((n, 8)) * 0.6
+    good[np.arange(n), y] += 2.0
+    noise = rng.standard_normal((n, 100))
+    unit = lambda a: (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    res = heads.automl_fit({"lite0": unit(noise), "lite2": unit(good)}, y, multi_label=False, k=5)
+    keys = {row["feature_key"] for row in res.cv_table}
+    assert keys == {"lite0", "lite2", "lite0+lite2"}
+    assert len(res.cv_table) == 3 * len(heads.DEFAULT_L2_GRID)
+    assert res.feature_key == "lite2"
+    rows = [r for r in res.cv_table if r["feature_key"] == "lite2"]
+    assert res.l2 == min(rows, key=lambda r: r["log_loss"])["l2"]
+    noise_rows = [r for r in res.cv_table if r["feature_key"] == "lite0"]
+    assert max(r["accuracy"] for r in noise_rows) < 0.6 < min(r["accuracy"] for r in rows)
+    assert res.oof_probs.shape == (n, 3) and res.k == 5 and res.thresholds is None
+    assert res.head.n_features == 8 and res.head.meta["feature_key"] == "lite2"
+    assert (res.head.predict_proba(unit(good)).argmax(1) == y).mean() > 0.9
+
+
+def test_automl_multi_label_returns_thresholds_and_concatenation_helper():
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((90, 10)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 1.0], axis=1).astype(int)
+    res = heads.automl_fit({"lite0": X}, Y, multi_label=True, l2_grid=(0.1, 0.01))
+    assert res.feature_key == "lite0"
+    assert res.oof_probs.shape == (90, 2)
+    assert res.thresholds.shape == (2,) and ((res.thresholds > 0) & (res.thresholds < 1)).all()
+    assert res.head.multi_label and res.head.meta["thresholds"] == pytest.approx(res.thresholds.tolist())
+    pred = res.head.predict_proba(X) >= res.thresholds
+    assert (pred == (Y > 0)).mean() > 0.9
+    a, b = np.ones((2, 3), np.float32), np.zeros((2, 2), np.float32)
+    cat = heads.concat_features([a, b])
+    assert cat.shape == (2, 5)
+    np.testing.assert_allclose(cat[0], np.r_[np.ones(3), np.zeros(2)] / np.sqrt(2), rtol=1e-6)
+
+
+def test_bad_inputs_are_rejected():
+    X = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError):
+        heads.fit_head(X, np.array([0, 1, 2]), multi_label=False, l2=0.1)
+    with pytest.raises(ValueError):
+        heads.fit_head(X, np.array([[0, 2]] * 4), multi_label=True, l2=0.1)
+    with pytest.raises(ValueError):
+        heads.automl_fit({"lite0": X, "lite2": np.zeros((5, 3), np.float32)}, np.zeros(4, int), multi_label=False)
