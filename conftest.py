@@ -79,3 +79,14 @@ def _fresh_cache():
 
     cache.clear()
     yield
+
+
+@pytest.fixture(scope="session")
+def shared_model_cache(tmp_path_factory):
+    """ONNX exports of the backbones happen once per test session, not once per test."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(autouse=True)
+def _model_cache(settings, shared_model_cache):
+    settings.MODEL_CACHE_DIR = shared_model_cache

@@ -37,6 +37,13 @@ try:
     # Backbones every sample is embedded with; the quick model picks among them by cross-validation.
     PICTOR_BACKBONES = E.env_list(ENV, "PICTOR_BACKBONES", default=["lite0", "lite2"])
     PICTOR_EMBED_BATCH = E.env_int(ENV, "PICTOR_EMBED_BATCH", default=16)
+    # Seconds a quick retrain waits after a label so a burst of labels costs one retrain.
+    PICTOR_FINETUNE_BACKBONE = ENV.get("PICTOR_FINETUNE_BACKBONE", "lite0")
+    PICTOR_FINETUNE_SECONDS = E.env_float(ENV, "PICTOR_FINETUNE_SECONDS", default=600.0)
+    PICTOR_FINETUNE_EPOCHS = E.env_int(ENV, "PICTOR_FINETUNE_EPOCHS", default=8)
+    # 0: the backbone's native resolution; smaller values make test and demo runs fast.
+    PICTOR_FINETUNE_RESOLUTION = E.env_int(ENV, "PICTOR_FINETUNE_RESOLUTION", default=0)
+    PICTOR_QUICK_DEBOUNCE = E.env_float(ENV, "PICTOR_QUICK_DEBOUNCE", default=0.3)
     _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
 except E.EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
@@ -172,9 +179,13 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TASK_ROUTES = {
     "training.tasks.embed_project": {"queue": "embeddings"},
     "training.tasks.embeddings_sweep": {"queue": "embeddings"},
+    "training.tasks.quick_retrain": {"queue": "default"},
+    "training.tasks.queue_refresh": {"queue": "default"},
+    "training.tasks.training_jobs_sweep": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULE: dict = {
     "embeddings-sweep": {"task": "training.tasks.embeddings_sweep", "schedule": 60.0},
+    "training-jobs-sweep": {"task": "training.tasks.training_jobs_sweep", "schedule": 30.0},
 }
 MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

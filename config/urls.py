@@ -6,6 +6,7 @@ from projects.api import ProjectDetailView
 api_v1 = [
     path("projects/<str:project_id>", ProjectDetailView.as_view(), name="api_project"),
     path("", include("labeling.api_urls")),
+    path("", include("training.api_urls")),
 ]
 
 urlpatterns = [

@@ -1,6 +1,10 @@
+import uuid
+
+from django.conf import settings
 from django.db import models
 
 from labeling.models import Sample
+from projects.models import Project
 
 
 class Embedding(models.Model):
@@ -18,3 +22,73 @@ class Embedding(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["sample", "backbone"], name="one_embedding_per_backbone")]
         indexes = [models.Index(fields=["project_id", "backbone"])]
+
+
+class ModelVersion(models.Model):
+    class Mode(models.TextChoices):
+        QUICK = "quick", "Quick (linear head on embeddings)"
+        FULL = "full", "Full fine-tune"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    version = models.PositiveIntegerField()
+    mode = models.CharField(max_length=10, choices=Mode.choices)
+    # "lite0", "lite2", "lite0+lite2" for quick heads; the fine-tuned backbone for full models.
+    features = models.CharField(max_length=40)
+    label_names = models.JSONField(default=list)
+    thresholds = models.JSONField(null=True, blank=True)
+    # Held-out evaluation: metrics (accuracy, macro_f1, per_label, confusion_matrix, pr_curves...)
+    # and the per-sample predictions they came from, for the confusion-matrix drill-down.
+    metrics = models.JSONField(default=dict)
+    predictions = models.JSONField(default=list)
+    n_train = models.PositiveIntegerField(default=0)
+    artifact_name = models.CharField(max_length=300)  # head .npz (quick) or classifier .onnx (full)
+    deployed = models.BooleanField(default=False)
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    pinned = models.BooleanField(default=False)  # deployed by hand once: never pruned
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "version"], name="unique_model_version"),
+            models.UniqueConstraint(
+                fields=["project"], condition=models.Q(deployed=True), name="one_deployed_model_per_project"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.version} ({self.mode})"
+
+
+class TrainingJob(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    FINAL = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_jobs")
+    mode = models.CharField(max_length=10, choices=ModelVersion.Mode.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=200, blank=True)
+    history = models.JSONField(default=list)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    model = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created = models.DateTimeField(auto_now_add=True, db_index=True)
+    started = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
+    finished = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]

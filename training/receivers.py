@@ -1,9 +1,47 @@
+from django.core.cache import cache
+from django.db import transaction
 from django.dispatch import receiver
 
-from labeling.signals import samples_added
+from labeling.hooks import SUGGESTERS
+from labeling.signals import labels_changed, queue_exhausted, samples_added
 from training.services import embeddings_schedule
 
 
 @receiver(samples_added)
 def _embed_new_samples(sender, project_id, **kwargs):
     embeddings_schedule(project_id=project_id)
+
+
+@receiver(labels_changed)
+def _retrain_on_labels(sender, project_id, **kwargs):
+    from training.quick import quick_retrain_schedule
+
+    quick_retrain_schedule(project_id=project_id)
+
+
+def _queue_refresh_schedule(project_id) -> None:
+    if cache.add(f"queue-refresh:{project_id}", 1, timeout=30):
+        from training.tasks import queue_refresh
+
+        transaction.on_commit(lambda: queue_refresh.delay(str(project_id)))
+
+
+@receiver(queue_exhausted)
+def _refill_queue(sender, project_id, **kwargs):
+    _queue_refresh_schedule(project_id)
+
+
+def embeddings_done(project_id) -> None:
+    """New vectors: labeled samples may now be trainable, and the learner has new candidates."""
+    from training.quick import quick_retrain_schedule
+
+    quick_retrain_schedule(project_id=project_id)
+
+
+def _suggest(project, samples):
+    from training.quick import suggestions
+
+    return suggestions(project, samples)
+
+
+SUGGESTERS.append(_suggest)

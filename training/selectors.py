@@ -86,3 +86,65 @@ def sample_similar_context(sample: Sample) -> dict:
     similar = sample_similar(sample=sample)
     status = "computed" if similar is not None else "waiting for the background worker"
     return {"similar": similar or [], "embedding_status": status}
+
+
+def training_job_list(*, project):
+    from training.models import TrainingJob
+
+    return TrainingJob.objects.filter(project=project).select_related("model").order_by("-created")
+
+
+def training_job_get(*, project, job_id):
+    from django.core.exceptions import ValidationError
+
+    from training.models import TrainingJob
+
+    try:
+        return TrainingJob.objects.select_related("model").filter(project=project, pk=job_id).first()
+    except (ValueError, ValidationError):
+        return None
+
+
+def training_job_active(*, project, mode: str) -> bool:
+    from training.models import TrainingJob
+
+    return TrainingJob.objects.filter(project=project, mode=mode, status__in=["queued", "running"]).exists()
+
+
+def model_list(*, project):
+    from training.models import ModelVersion
+
+    return list(ModelVersion.objects.filter(project=project).order_by("-version"))
+
+
+def model_get(*, project, model_id):
+    from django.core.exceptions import ValidationError
+
+    from training.models import ModelVersion
+
+    try:
+        return ModelVersion.objects.filter(project=project, pk=model_id).first()
+    except (ValueError, ValidationError):
+        return None
+
+
+def deployed_model(*, project_id):
+    from training.models import ModelVersion
+
+    return ModelVersion.objects.filter(project_id=project_id, deployed=True).first()
+
+
+def project_training_figures(project_ids: list) -> dict:
+    """Dashboard figures: deployed model and the last training's status per project."""
+    from training.models import ModelVersion, TrainingJob
+
+    out: dict = {pid: {} for pid in project_ids}
+    for m in ModelVersion.objects.filter(project_id__in=project_ids, deployed=True):
+        out[m.project_id]["deployed_version"] = m.version
+        out[m.project_id]["deployed_model"] = {"id": str(m.pk), "version": m.version}
+    seen = set()
+    for job in TrainingJob.objects.filter(project_id__in=project_ids).order_by("-created").only("project_id", "status", "mode")[:1000]:
+        if job.project_id not in seen:
+            seen.add(job.project_id)
+            out[job.project_id]["last_training_status"] = f"{job.status} ({job.mode})"
+    return out

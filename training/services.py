@@ -1,17 +1,22 @@
-"""Writes of the training app: embeddings now; training jobs and model versions build on them."""
+"""Writes of the training app: embeddings, training jobs (state machine), model versions."""
 
 from __future__ import annotations
 
 import logging
+import uuid
+from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
 
 from labeling.models import Sample
-from training.models import Embedding
+from projects.models import Project
+from training.models import Embedding, ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -161,3 +166,171 @@ def embeddings_resume_all() -> int:
         if have.get(project_id, 0) < n * want and embeddings_schedule(project_id=project_id):
             scheduled += 1
     return scheduled
+
+
+# ----------------------------------------------------------------------------- jobs
+#
+# queued → running → succeeded | failed | cancelled. Every transition is a conditional UPDATE on
+# the current status, so two workers (or a worker and the sweeper) can never both win one.
+
+
+
+
+S = TrainingJob.Status
+
+
+class JobGone(Exception):
+    """The job was cancelled or failed by someone else (the sweeper, a user) while running."""
+
+
+def training_job_create(*, project, mode: str, user=None) -> TrainingJob:
+    if mode not in ModelVersion.Mode.values:
+        from django.core.exceptions import ValidationError
+
+        raise ValidationError({"mode": "mode must be 'quick' or 'full'."})
+    job = TrainingJob.objects.create(project=project, mode=mode, created_by=user)
+    from training.tasks import run_training_job
+
+    queue = "training" if mode == ModelVersion.Mode.FULL else "default"
+    transaction.on_commit(lambda: run_training_job.apply_async(args=[str(job.pk)], queue=queue))
+    return job
+
+
+def training_job_claim(*, job_id) -> TrainingJob | None:
+    now = timezone.now()
+    claimed = TrainingJob.objects.filter(pk=job_id, status=S.QUEUED, cancel_requested=False).update(
+        status=S.RUNNING, started=now, heartbeat=now, attempts=F("attempts") + 1
+    )
+    if not claimed:
+        TrainingJob.objects.filter(pk=job_id, status=S.QUEUED, cancel_requested=True).update(
+            status=S.CANCELLED, finished=now
+        )
+        return None
+    return TrainingJob.objects.select_related("project").get(pk=job_id)
+
+
+def training_job_heartbeat(*, job: TrainingJob, progress: float | None = None, message: str | None = None,
+                           history_entry: dict | None = None) -> None:
+    """Record liveness and progress; raise JobGone if the job is no longer ours to run."""
+    fields = {"heartbeat": timezone.now()}
+    if progress is not None:
+        fields["progress"] = max(0.0, min(1.0, float(progress)))
+    if message is not None:
+        fields["message"] = message[:200]
+    if history_entry is not None:
+        job.history = [*job.history, history_entry]
+        fields["history"] = job.history
+    if not TrainingJob.objects.filter(pk=job.pk, status=S.RUNNING).update(**fields):
+        raise JobGone()
+
+
+def training_job_cancel_requested(*, job: TrainingJob) -> bool:
+    return TrainingJob.objects.filter(pk=job.pk, cancel_requested=True).exists()
+
+
+def training_job_finish(*, job: TrainingJob, status: str, error: str = "", model: ModelVersion | None = None) -> bool:
+    updated = TrainingJob.objects.filter(pk=job.pk, status=S.RUNNING).update(
+        status=status,
+        error=error[:4000],
+        model=model,
+        finished=timezone.now(),
+        progress=1.0 if status == S.SUCCEEDED else F("progress"),
+    )
+    return bool(updated)
+
+
+def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
+    """Ask a job to stop: a queued one is cancelled now, a running one at its next step."""
+    now = timezone.now()
+    TrainingJob.objects.filter(pk=job.pk, status__in=[S.QUEUED, S.RUNNING]).update(cancel_requested=True)
+    TrainingJob.objects.filter(pk=job.pk, status=S.QUEUED).update(status=S.CANCELLED, finished=now)
+    job.refresh_from_db()
+    return job
+
+
+def training_jobs_sweep(*, stale_seconds: int | None = None) -> int:
+    """Fail running jobs whose worker stopped sending heartbeats (killed, lost, out of memory)."""
+    stale_seconds = stale_seconds or settings.PICTOR_JOB_STALE_SECONDS
+    cutoff = timezone.now() - timedelta(seconds=stale_seconds)
+    return TrainingJob.objects.filter(status=S.RUNNING, heartbeat__lt=cutoff).update(
+        status=S.FAILED,
+        finished=timezone.now(),
+        error=f"The worker stopped responding (no heartbeat for {stale_seconds} s); the job was failed. "
+        "The deployed model is unchanged.",
+    )
+
+
+# ----------------------------------------------------------------------------- model versions
+
+
+def model_version_create(*, project, mode: str, features: str, label_names: list[str], thresholds, metrics: dict,
+                         predictions: list, n_train: int, artifact: bytes, suffix: str) -> ModelVersion:
+    """Store the artifact first, then the row that points at it (removed again if the row fails)."""
+    from labeling.storage import files_delete, files_write
+
+    model_id = uuid.uuid4()
+    name = f"projects/{project.pk}/models/{model_id}.{suffix}"
+    files_write([(name, artifact)])
+    try:
+        with transaction.atomic():
+            # Lock the project row so concurrent trainings get distinct version numbers.
+            Project.objects.select_for_update().filter(pk=project.pk).first()
+            last = ModelVersion.objects.filter(project=project).order_by("-version").values_list("version", flat=True).first()
+            return ModelVersion.objects.create(
+                id=model_id, project=project, version=(last or 0) + 1, mode=mode, features=features,
+                label_names=label_names, thresholds=thresholds, metrics=metrics, predictions=predictions,
+                n_train=n_train, artifact_name=name,
+            )
+    except BaseException:
+        files_delete([name])
+        raise
+
+
+@transaction.atomic
+def model_deploy(*, model: ModelVersion, pinned: bool = True) -> ModelVersion:
+    """Make `model` the project's deployed version; the previous one stops being deployed."""
+    # Serialise deployments of one project on its row; the partial unique index backs this up.
+    Project.objects.select_for_update().filter(pk=model.project_id).first()
+    ModelVersion.objects.filter(project=model.project_id, deployed=True).exclude(pk=model.pk).update(deployed=False)
+    fields = {"deployed": True, "deployed_at": timezone.now()}
+    if pinned:
+        fields["pinned"] = True
+    ModelVersion.objects.filter(pk=model.pk).update(**fields)
+    model.refresh_from_db()
+    transaction.on_commit(lambda: _model_changed(model.project_id))
+    return model
+
+
+def model_delete(*, model: ModelVersion) -> None:
+    from django.core.exceptions import ValidationError
+
+    from labeling.storage import files_delete
+
+    if model.deployed:
+        raise ValidationError("The deployed model cannot be deleted; deploy another version first.")
+    name = model.artifact_name
+    model.delete()
+    transaction.on_commit(lambda: files_delete([name]))
+
+
+def _model_changed(project_id) -> None:
+    from training.signals import model_changed
+
+    model_changed.send(sender=ModelVersion, project_id=project_id)
+
+
+def quick_models_prune(*, project, keep: int = 5) -> int:
+    """Quick retrains happen on every label: keep the newest few, the deployed and any pinned ones."""
+    from labeling.storage import files_delete
+
+    old = list(
+        ModelVersion.objects.filter(project=project, mode=ModelVersion.Mode.QUICK, deployed=False, pinned=False)
+        .order_by("-version")[keep:]
+    )
+    names = [m.artifact_name for m in old]
+    ModelVersion.objects.filter(pk__in=[m.pk for m in old]).delete()
+    TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK, status__in=TrainingJob.FINAL).exclude(
+        pk__in=TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK).order_by("-created").values("pk")[:20]
+    ).delete()
+    transaction.on_commit(lambda: files_delete(names))
+    return len(old)

@@ -1,16 +1,65 @@
-"""Celery tasks: thin, take ids, safe to run twice."""
+"""Celery tasks: thin, take ids, have time limits, safe to run twice."""
+
+import logging
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
 from training import services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="training.tasks.embed_project", time_limit=3600, soft_time_limit=3540, acks_late=True)
 def embed_project(project_id: str) -> int:
-    return services.embeddings_compute(project_id=project_id)
+    n = services.embeddings_compute(project_id=project_id)
+    if n:
+        from training.receivers import embeddings_done
+
+        embeddings_done(project_id)
+    return n
 
 
 @shared_task(name="training.tasks.embeddings_sweep", time_limit=60)
 def embeddings_sweep() -> int:
     """Re-queue projects with samples still lacking vectors (after a worker crash, say)."""
     return services.embeddings_resume_all()
+
+
+@shared_task(name="training.tasks.quick_retrain", time_limit=300, soft_time_limit=280)
+def quick_retrain(project_id: str) -> str | None:
+    from training import quick
+
+    return quick.quick_retrain_run(project_id=project_id)
+
+
+@shared_task(name="training.tasks.queue_refresh", time_limit=120, soft_time_limit=110)
+def queue_refresh(project_id: str) -> int:
+    from django.core.cache import cache
+
+    from training import quick
+
+    cache.delete(f"queue-refresh:{project_id}")
+    return quick.queue_refresh(project_id=project_id)
+
+
+@shared_task(
+    name="training.tasks.run_training_job",
+    time_limit=settings.PICTOR_TRAINING_TIME_LIMIT + 120,
+    soft_time_limit=settings.PICTOR_TRAINING_TIME_LIMIT,
+    acks_late=True,
+)
+def run_training_job(job_id: str) -> str | None:
+    from training import runner
+
+    try:
+        return runner.training_job_run(job_id=job_id)
+    except SoftTimeLimitExceeded:
+        runner.training_job_timed_out(job_id=job_id)
+        return None
+
+
+@shared_task(name="training.tasks.training_jobs_sweep", time_limit=60)
+def training_jobs_sweep() -> int:
+    return services.training_jobs_sweep()

@@ -10,12 +10,13 @@ Model
 Objective (what ``l2`` means)
     ``mean_i loss_i + 0.5 * l2 * ||W_s||^2`` where ``loss_i`` is the cross-entropy (single-label) or
     the sum over labels of the binary cross-entropy (multi-label), and ``W_s`` are the weights acting
-    on *standardised* features ``(x - mean) / std`` (statistics of the training matrix). The bias is
-    not penalised. Standardising makes L-BFGS converge in a few dozen iterations on L2-normalised
+    on *standardised* features ``(x - mean) / sd`` (statistics of the training matrix, with ``sd``
+    shrunk halfway towards the average feature scale; see ``_standardise``). The bias is not
+    penalised. Standardising makes L-BFGS converge in a few dozen iterations on L2-normalised
     embeddings (whose coordinates are ~0.03) and makes one ``l2`` grid fit every backbone. The fitted
     head folds the standardisation back into plain ``W``/``b`` so that prediction is ``X @ W + b`` on
     the raw embeddings. Because the loss is a *mean*, ``l2`` corresponds to scikit-learn's
-    ``C = 1 / (l2 * n_samples)`` on standardised features.
+    ``C = 1 / (l2 * n_samples)`` on the standardised features.
 
 Speed
     Cross-validation fits every (fold, l2) pair *jointly*: one parameter tensor ``(M, D, C)``, one
@@ -210,9 +211,20 @@ def _check_y(y: np.ndarray, n: int, multi_label: bool, n_classes: int | None) ->
 
 
 def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mu = X.mean(axis=0, dtype=np.float64).astype(np.float32)
-    sd = X.std(axis=0, dtype=np.float64).astype(np.float32)
-    sd = np.maximum(sd, _STD_FLOOR)
+    """Centre, and scale each feature by a *shrunk* standard deviation.
+
+    ``sd_j = sqrt(0.5 * var_j + 0.5 * mean(var))``: halfway between per-feature standardisation
+    (good conditioning, so L-BFGS converges fast) and one global scale (isotropic L2 on the raw
+    embedding geometry). Pure per-feature standardisation blew up features that happened to be
+    nearly constant among a handful of labels: on 20 typicality-picked Fashion-MNIST images it
+    scored 0.60 test accuracy against 0.70 for the shrunk version (scalar: 0.69, but 40 % slower to
+    fit); from 1k labels on all three agree within a point.
+    """
+    mu = X.mean(axis=0, dtype=np.float64)
+    var = X.var(axis=0, dtype=np.float64)
+    sd = np.sqrt(0.5 * var + 0.5 * var.mean())
+    sd = np.maximum(sd, _STD_FLOOR).astype(np.float32)
+    mu = mu.astype(np.float32)
     return (X - mu) / sd, mu, sd
 
 

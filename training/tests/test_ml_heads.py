@@ -15,14 +15,17 @@ def _blobs(n_per: int, centers: np.ndarray, scale: float, seed: int = 0):
 
 
 def _standardise(X):
-    return (X - X.mean(0)) / X.std(0)
+    # heads standardises with a per-feature sd shrunk halfway towards the average feature variance
+    var = X.var(0)
+    return (X - X.mean(0)) / np.sqrt(0.5 * var + 0.5 * var.mean())
 
 
 def test_single_label_matches_sklearn_logistic_regression():
     # same objective: mean CE + 0.5 * l2 * ||W||^2 on standardised X  <=>  sklearn C = 1 / (l2 * N)
+    # (features of unequal scale, so the shrunk standardisation matters)
     rng = np.random.default_rng(3)
-    X = rng.standard_normal((300, 6)).astype(np.float32)
-    y = (X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.standard_normal(300) > 0).astype(int) + (X[:, 2] > 0.8)
+    X = (rng.standard_normal((300, 6)) * [1.0, 3.0, 0.2, 1.0, 0.5, 2.0]).astype(np.float32)
+    y = (X[:, 0] + 0.5 * X[:, 1] + 0.3 * rng.standard_normal(300) > 0).astype(int) + (X[:, 2] > 0.16)
     l2 = 0.05
     head = heads.fit_head(X, y, multi_label=False, l2=l2, max_iter=200)
     ref = LogisticRegression(C=1.0 / (l2 * len(y)), max_iter=5000, tol=1e-10).fit(_standardise(X), y)
