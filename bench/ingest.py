@@ -143,7 +143,19 @@ class RawTimm:
             self.models[name] = (load_backbone(name).eval(), transform)
 
     def warm_up(self, images: list[tuple[str, bytes]]) -> None:
-        self.run(images[:16])
+        """Warm up, then pick torch's faster thread count on this machine (the stronger baseline).
+
+        With other jobs on the cores, OpenMP's spinning threads can make 2 threads slower than 1.
+        """
+        torch = self.torch
+        sample = images[: 2 * self.batch_size]
+        self.calibration = {}
+        for threads in sorted({1, os.cpu_count() or 1}):
+            torch.set_num_threads(threads)
+            self.run(sample[: self.batch_size])
+            self.calibration[threads] = min(self.run(sample)["total"] for _ in range(2)) / len(sample)
+        self.threads = min(self.calibration, key=self.calibration.get)
+        torch.set_num_threads(self.threads)
 
     def _embed(self, model, transform, images: list[bytes]):
         from PIL import Image
@@ -205,7 +217,9 @@ def report(args, images, pipe_runs, base_runs, backbones, batch_size, seconds) -
         f"{n} hymenoptera {split} JPEGs{' (--quick subset)' if args.quick else ''}, batch size {batch_size}, "
         f"best of {len(pipe_runs)} round(s) per side, rounds alternating. "
         f"{os.cpu_count()} CPU cores, no GPU; load average at start {args.load:.2f} (other jobs share the machine). "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} thread(s), the faster in a warm-up calibration: "
+        + ", ".join(f"{t} → {1000 * v:.0f} ms/image" for t, v in args.calibration.items())
+        + f"), onnxruntime {onnxruntime.__version__} ({os.cpu_count()} threads), "
         f"Python {platform.python_version()}; wall time {seconds:.0f} s.",
         "",
         "| path | images/s | ms/image |",
@@ -276,6 +290,8 @@ def main() -> None:
         pipeline.warm_up(images)
         baseline = RawTimm(backbones, batch_size)
         baseline.warm_up(images)
+        args.calibration = baseline.calibration
+        print(f"torch threads: {baseline.threads} (calibration, s/image: {baseline.calibration})", flush=True)
 
         pipe_runs, base_runs = [], []
         for i in range(rounds):

@@ -148,3 +148,67 @@ def project_training_figures(project_ids: list) -> dict:
             seen.add(job.project_id)
             out[job.project_id]["last_training_status"] = f"{job.status} ({job.mode})"
     return out
+
+
+def model_cell_samples(*, model, true: str, predicted: str, limit: int = 60) -> list:
+    """Samples behind one confusion-matrix cell (held-out predictions of that model)."""
+    ids = []
+    for sid, t, p, _conf in model.predictions:
+        t_has = true in t if isinstance(t, list) else t == true
+        p_has = predicted in p if isinstance(p, list) else p == predicted
+        if t_has and p_has:
+            ids.append(sid)
+    keys = [_uuid_key(i) for i in ids[:limit]]
+    by_id = Sample.objects.prefetch_related("labels").in_bulk(keys)
+    return [by_id[k] for k in keys if k in by_id]
+
+
+def _uuid_key(value):
+    import uuid
+
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return value
+
+
+def model_confusion_rows(*, model) -> list[dict]:
+    """The confusion matrix as rows of cells with counts and a 0..1 shade (row-normalised)."""
+    cm = (model.metrics or {}).get("confusion_matrix") or {}
+    labels, matrix = cm.get("labels", []), cm.get("matrix", [])
+    rows = []
+    for i, name in enumerate(labels):
+        row = matrix[i] if i < len(matrix) else []
+        total = sum(row) or 1
+        rows.append({
+            "label": name,
+            "cells": [{"predicted": labels[j], "count": n, "shade": round(n / total, 3), "diagonal": i == j} for j, n in enumerate(row)],
+        })
+    return rows
+
+
+def review_items(*, project, limit: int = 50) -> list[dict]:
+    """Likely label errors of the newest quick model that nobody has reviewed since."""
+    from labeling.models import LabelEvent
+    from training.models import ModelVersion
+
+    model = ModelVersion.objects.filter(project=project, mode="quick").order_by("-version").first()
+    if model is None:
+        return []
+    errors = (model.metrics or {}).get("likely_errors") or []
+    ids = [_uuid_key(e["sample_id"]) for e in errors]
+    reviewed = set(
+        LabelEvent.objects.filter(sample_id__in=ids, via__in=["review-confirm", "review-fix"]).values_list("sample_id", flat=True)
+    )
+    by_id = Sample.objects.prefetch_related("labels").in_bulk([i for i in ids if i not in reviewed])
+    out = []
+    for e, sid in zip(errors, ids):
+        sample = by_id.get(sid)
+        current = sorted(l.name for l in sample.labels.all()) if sample else []
+        # Skip what changed since the model saw it: the suggestion was about the old label.
+        if sample is None or current != [e["given"]]:
+            continue
+        out.append({"sample": sample, **e})
+        if len(out) >= limit:
+            break
+    return out

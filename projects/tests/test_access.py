@@ -22,6 +22,16 @@ def _kwargs(team, extra: str | None):
         from labeling.services import label_create
 
         kwargs["label_id"] = label_create(project=team.project, name="wasp").pk
+    if extra in ("model", "model_plot"):
+        from training.tests.factories import make_model
+
+        kwargs["model_id"] = make_model(team.project).pk
+        if extra == "model_plot":
+            kwargs["kind"] = "pr"
+    if extra == "job":
+        from training.models import TrainingJob
+
+        kwargs["job_id"] = TrainingJob.objects.create(project=team.project, mode="full").pk
     if extra == "back":
         kwargs["back"] = 1
     if extra == "invite":
@@ -61,6 +71,17 @@ ROUTES = [
     ("label_merge", "post", {"target": ""}, "admin", "label"),
     ("label_delete", "post", {}, "admin", "label"),
     ("embedding_status", "get", None, "viewer", None),
+    ("models_page", "get", None, "viewer", None),
+    ("model_detail", "get", None, "viewer", "model"),
+    ("model_plot", "get", None, "viewer", "model_plot"),
+    ("model_download", "get", None, "viewer", "model"),
+    ("model_deploy", "post", {}, "admin", "model"),
+    ("model_delete", "post", {}, "admin", "model"),
+    ("training_start", "post", {"mode": "quick"}, "admin", None),
+    ("job_status", "get", None, "viewer", "job"),
+    ("training_cancel", "post", {}, "admin", "job"),
+    ("review_page", "get", None, "admin", None),
+    ("review_decide", "post", {"sample": "", "decision": "confirm"}, "admin", None),
 ]
 
 
@@ -76,6 +97,8 @@ def test_role_matrix(team, client_for, who, name, method, data, minimum, extra):
         assert response.status_code == 404
     elif RANK[who] < RANK[minimum]:
         assert response.status_code == 403
+    elif name == "review_decide":
+        assert response.status_code == 404  # allowed in, but the (empty) sample does not exist
     elif name == "project_leave" and who == "owner":
         # The only owner may not leave: refused with a message, still a member.
         assert response.status_code == 302

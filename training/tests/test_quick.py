@@ -157,3 +157,26 @@ def test_cancel_a_queued_job_and_the_sweeper_fails_stale_running_jobs(team):
     assert services.training_jobs_sweep(stale_seconds=60) == 1
     stale.refresh_from_db(), fresh.refresh_from_db()
     assert stale.status == "failed" and "heartbeat" in stale.error and fresh.status == "running"
+
+
+def test_a_quick_model_downloads_as_one_onnx_graph_that_agrees_with_the_server(hym_project, client_for):
+    import onnxruntime as ort
+    from django.urls import reverse
+
+    from training.ml.backbone import preprocess
+
+    team, samples = hym_project
+    quick.quick_retrain_run(project_id=team.project.pk)
+    model = ModelVersion.objects.get(project=team.project)
+    r = client_for(team.user("viewer")).get(reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk}))
+    assert r.status_code == 200 and "attachment" in r["Content-Disposition"]
+    graph = b"".join(r.streaming_content)
+    session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    _, sample, _ = samples[-1]
+    from django.core.files.storage import default_storage
+
+    with default_storage.open(sample.image_name, "rb") as f:
+        x = preprocess([f.read()], 224)
+    (probs,) = session.run(None, {"input": x})
+    _, server = quick.quick_predict(model=model, sample_ids=[sample.pk])
+    assert np.allclose(probs[0], server[0], atol=0.03), (probs, server)

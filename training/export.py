@@ -1,0 +1,71 @@
+"""ONNX download of a model version: full models ship their own graph; quick models are composed.
+
+A quick model is backbone(s) + L2 normalisation (+ concatenation) + the linear head, exported as
+one graph taking one image tensor, so the download runs anywhere onnxruntime does.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from training.models import ModelVersion
+
+
+def _compose(model: ModelVersion):
+    import torch
+    import torch.nn.functional as F
+
+    from training.ml.backbone import get_spec, load_backbone
+    from training.quick import head_load
+
+    parts = model.features.split("+")
+    head = head_load(model)
+    resolution = max(get_spec(p).resolution for p in parts)
+
+    class QuickClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbones = torch.nn.ModuleList([load_backbone(p) for p in parts])
+            self.sizes = [get_spec(p).resolution for p in parts]
+            self.register_buffer("W", torch.from_numpy(head.W.copy()))
+            self.register_buffer("b", torch.from_numpy(head.b.copy()))
+
+        def forward(self, x):
+            feats = []
+            for net, size in zip(self.backbones, self.sizes):
+                xi = x if size == resolution else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+                f = net.forward_head(net.forward_features(xi), pre_logits=True)
+                feats.append(f / f.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            z = torch.cat(feats, dim=1) / math.sqrt(len(feats)) if len(feats) > 1 else feats[0]
+            logits = z @ self.W + self.b
+            return torch.sigmoid(logits) if head.multi_label else torch.softmax(logits, dim=1)
+
+    return QuickClassifier().eval(), resolution
+
+
+def model_onnx_name(model: ModelVersion) -> str:
+    """Storage name of the model's ONNX graph, exporting (once) for quick models."""
+    if model.mode == ModelVersion.Mode.FULL:
+        return model.artifact_name
+    name = model.artifact_name.rsplit(".", 1)[0] + ".export.onnx"
+    if default_storage.exists(name):
+        return name
+    import torch
+
+    net, resolution = _compose(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            net, torch.zeros(1, 3, resolution, resolution), str(path), input_names=["input"],
+            output_names=["probabilities"], dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
+            dynamo=False,
+        )
+        if default_storage.exists(name):  # exported meanwhile by another request
+            return name
+        default_storage.save(name, ContentFile(path.read_bytes()))
+    return name

@@ -1,0 +1,79 @@
+from unittest import mock
+
+from django.urls import reverse
+
+from labeling.models import LabelEvent
+from labeling.tests.factories import make_sample
+from training.models import ModelVersion, TrainingJob
+from training.tests.factories import make_model
+
+
+def test_models_page_lists_versions_side_by_side_and_deploys(team, client_for):
+    v1 = make_model(team.project, deployed=True)
+    v2 = make_model(team.project)
+    c = client_for(team.user("admin"))
+    page = c.get(reverse("models_page", kwargs={"project_id": team.project.pk})).content.decode()
+    assert 'id="model-v1"' in page and 'id="model-v2"' in page and "0.600" in page  # toy accuracy 3/5
+    c.post(reverse("model_deploy", kwargs={"project_id": team.project.pk, "model_id": v2.pk}))
+    assert ModelVersion.objects.get(deployed=True).pk == v2.pk
+    r = c.post(reverse("model_delete", kwargs={"project_id": team.project.pk, "model_id": v2.pk}), follow=True)
+    assert "cannot be deleted" in r.content.decode()
+    c.post(reverse("model_deploy", kwargs={"project_id": team.project.pk, "model_id": v1.pk}))  # roll back
+    assert ModelVersion.objects.get(deployed=True).pk == v1.pk
+
+
+def test_evaluation_page_has_per_label_table_clickable_confusion_and_plots(team, client_for):
+    s = make_sample(team.project, seed=1)
+    model = make_model(team.project)
+    model.predictions = [[str(s.pk), "bees", "ants", 0.6]]
+    model.save()
+    c = client_for(team.user("viewer"))
+    url = reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    page = c.get(url).content.decode()
+    assert 'id="per-label"' in page and 'id="confusion"' in page and "pr.png" in page
+    part = c.get(url + "?true=bees&predicted=ants", HTTP_HX_REQUEST="true").content.decode()
+    assert "<html" not in part and str(s.pk) in part
+    png = c.get(reverse("model_plot", kwargs={"project_id": team.project.pk, "model_id": model.pk, "kind": "confusion"}))
+    assert png["Content-Type"] == "image/png" and png.content[:4] == b"\x89PNG"
+
+
+def test_job_progress_fragment_polls_until_final(team, client_for):
+    job = TrainingJob.objects.create(project=team.project, mode="full", status="running", progress=0.4, message="epoch 2/8")
+    c = client_for(team.user("viewer"))
+    url = reverse("job_status", kwargs={"project_id": team.project.pk, "job_id": job.pk})
+    r = c.get(url, HTTP_HX_REQUEST="true")
+    assert r.status_code == 200 and 'hx-trigger="every 1s"' in r.content.decode() and "40" in r.content.decode()
+    TrainingJob.objects.filter(pk=job.pk).update(status="succeeded", progress=1.0)
+    assert c.get(url, HTTP_HX_REQUEST="true").status_code == 286
+
+
+def test_start_full_training_queues_one_job(team, client_for, django_capture_on_commit_callbacks):
+    c = client_for(team.user("admin"))
+    with mock.patch("training.tasks.run_training_job.apply_async") as apply:
+        with django_capture_on_commit_callbacks(execute=True):
+            c.post(reverse("training_start", kwargs={"project_id": team.project.pk}), {"mode": "full"})
+            r = c.post(reverse("training_start", kwargs={"project_id": team.project.pk}), {"mode": "full"}, follow=True)
+    assert apply.call_count == 1 and apply.call_args.kwargs["queue"] == "training"
+    assert "already queued or running" in r.content.decode()
+
+
+def test_review_confirm_and_fix(team, client_for):
+    a = make_sample(team.project, seed=1, labels=["ants"])
+    b = make_sample(team.project, seed=2, labels=["ants"])
+    model = make_model(team.project, mode="quick")
+    model.metrics["likely_errors"] = [
+        {"sample_id": str(a.pk), "given": "ants", "predicted": "bees", "confidence": 0.93},
+        {"sample_id": str(b.pk), "given": "ants", "predicted": "bees", "confidence": 0.91},
+    ]
+    model.save()
+    c = client_for(team.user("admin"))
+    url = reverse("review_page", kwargs={"project_id": team.project.pk})
+    page = c.get(url).content.decode()
+    assert f"review-{a.pk}" in page and f"review-{b.pk}" in page
+    decide = reverse("review_decide", kwargs={"project_id": team.project.pk})
+    c.post(decide, {"sample": str(a.pk), "decision": "confirm"})
+    c.post(decide, {"sample": str(b.pk), "decision": "fix", "label": "bees"})
+    assert [l.name for l in b.labels.all()] == ["bees"]
+    assert LabelEvent.objects.filter(sample=a, via="review-confirm").exists()
+    page = c.get(url).content.decode()
+    assert f"review-{a.pk}" not in page and f"review-{b.pk}" not in page

@@ -1,0 +1,166 @@
+"""Model pages: versions side by side, training with a live progress bar, evaluation, review queue."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+
+from labeling import services as labeling_services
+from labeling.models import LabelEvent
+from projects.access import ProjectAccess
+from projects.roles import Role
+from projects.views import error_text, project_view
+from training import selectors, services
+from training.ml import metrics as ml_metrics
+from training.models import ModelVersion, TrainingJob
+
+
+def _model(access: ProjectAccess, model_id) -> ModelVersion:
+    model = selectors.model_get(project=access.project, model_id=model_id)
+    if model is None:
+        raise Http404("No such model.")
+    return model
+
+
+def _job(access: ProjectAccess, job_id) -> TrainingJob:
+    job = selectors.training_job_get(project=access.project, job_id=job_id)
+    if job is None:
+        raise Http404("No such training.")
+    return job
+
+
+@project_view()
+def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    models = selectors.model_list(project=access.project)
+    jobs = list(selectors.training_job_list(project=access.project).exclude(mode="quick")[:10])
+    quick_jobs = list(selectors.training_job_list(project=access.project).filter(mode="quick")[:1])
+    return render(request, "training/models.html", {
+        "access": access, "project": access.project, "models": models, "jobs": jobs, "last_quick": quick_jobs[0] if quick_jobs else None,
+    })
+
+
+@project_view()
+def job_status(request: HttpRequest, access: ProjectAccess, job_id) -> HttpResponse:
+    job = _job(access, job_id)
+    response = render(request, "training/job_status.html", {"access": access, "project": access.project, "job": job})
+    if request.htmx and job.status in TrainingJob.FINAL:
+        response.status_code = 286  # stop polling; the final state is swapped in
+    return response
+
+
+@project_view(Role.ADMIN, methods=("POST",))
+def training_start(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    mode = request.POST.get("mode")
+    if mode == "full" and selectors.training_job_active(project=access.project, mode="full"):
+        messages.error(request, "A full training is already queued or running.")
+    else:
+        try:
+            services.training_job_create(project=access.project, mode=mode, user=request.user)
+        except ValidationError as exc:
+            messages.error(request, error_text(exc))
+        else:
+            messages.success(request, "Training queued." if mode == "full" else "Quick retrain queued.")
+    return redirect("models_page", project_id=access.project.pk)
+
+
+@project_view(Role.ADMIN, methods=("POST",))
+def training_cancel(request: HttpRequest, access: ProjectAccess, job_id) -> HttpResponse:
+    job = services.training_job_cancel(job=_job(access, job_id))
+    if request.htmx:
+        return render(request, "training/job_status.html", {"access": access, "project": access.project, "job": job})
+    messages.success(request, "Cancel requested.")
+    return redirect("models_page", project_id=access.project.pk)
+
+
+@project_view(Role.ADMIN, methods=("POST",))
+def model_deploy(request: HttpRequest, access: ProjectAccess, model_id) -> HttpResponse:
+    model = services.model_deploy(model=_model(access, model_id))
+    messages.success(request, f"Version {model.version} is now deployed.")
+    return redirect("models_page", project_id=access.project.pk)
+
+
+@project_view(Role.ADMIN, methods=("POST",))
+def model_delete(request: HttpRequest, access: ProjectAccess, model_id) -> HttpResponse:
+    model = _model(access, model_id)
+    try:
+        services.model_delete(model=model)
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+    else:
+        messages.success(request, f"Version {model.version} deleted.")
+    return redirect("models_page", project_id=access.project.pk)
+
+
+@project_view()
+def model_detail(request: HttpRequest, access: ProjectAccess, model_id) -> HttpResponse:
+    model = _model(access, model_id)
+    cell = None
+    true, predicted = request.GET.get("true"), request.GET.get("predicted")
+    if true and predicted:
+        cell = {"true": true, "predicted": predicted,
+                "samples": selectors.model_cell_samples(model=model, true=true, predicted=predicted)}
+    context = {
+        "access": access, "project": access.project, "model": model, "m": model.metrics or {},
+        "confusion": selectors.model_confusion_rows(model=model), "cell": cell,
+    }
+    template = "training/model_detail.html"
+    if request.htmx and cell is not None:
+        template += "#cell-samples"
+    return render(request, template, context)
+
+
+@project_view()
+def model_plot(request: HttpRequest, access: ProjectAccess, model_id, kind: str) -> HttpResponse:
+    model = _model(access, model_id)
+    m = model.metrics or {}
+    if kind == "confusion":
+        png = ml_metrics.confusion_matrix_png(m.get("confusion_matrix") or {"labels": [], "matrix": []})
+    elif kind == "pr":
+        png = ml_metrics.pr_curves_png(m.get("pr_curves") or {})
+    else:
+        raise Http404("No such plot.")
+    response = HttpResponse(png, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+@project_view()
+def model_download(request: HttpRequest, access: ProjectAccess, model_id) -> HttpResponse:
+    from training.export import model_onnx_name
+
+    model = _model(access, model_id)
+    name = model_onnx_name(model)
+    filename = f"{access.project.name[:40].replace(' ', '-')}-v{model.version}.onnx"
+    return FileResponse(default_storage.open(name, "rb"), as_attachment=True, filename=filename,
+                        content_type="application/octet-stream")
+
+
+@project_view(Role.ADMIN)
+def review_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    return render(request, "training/review.html", {
+        "access": access, "project": access.project, "items": selectors.review_items(project=access.project),
+    })
+
+
+@project_view(Role.ADMIN, methods=("POST",))
+def review_decide(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    from labeling.selectors import sample_get, sample_label_names
+
+    sample = sample_get(project=access.project, sample_id=request.POST.get("sample"))
+    if sample is None:
+        raise Http404("No such sample.")
+    if request.POST.get("decision") == "fix" and request.POST.get("label"):
+        try:
+            labeling_services.sample_labels_set(sample=sample, names=[request.POST["label"]], user=request.user, via="review-fix")
+        except ValidationError as exc:
+            messages.error(request, error_text(exc))
+        else:
+            messages.success(request, f"Relabeled as “{request.POST['label']}”.")
+    else:
+        names = sample_label_names(sample)
+        LabelEvent.objects.create(sample=sample, user=request.user, old=names, new=names, via="review-confirm")
+        messages.success(request, "Label confirmed.")
+    return redirect("review_page", project_id=access.project.pk)
