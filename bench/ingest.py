@@ -68,7 +68,7 @@ def _images(include_val: bool, limit: int | None) -> list[tuple[str, bytes]]:
     if not HYMENOPTERA.is_dir():
         sys.exit(f"hymenoptera_data not found at {HYMENOPTERA}; set PICTOR_DATASETS to the datasets folder")
     splits = ["train", "val"] if include_val else ["train"]
-    paths = [p for s in splits for c in ("ants", "bees") for p in sorted((HYMENOPTERA / s / c).glob("*.jpg"))]
+    paths = [p for s in splits for c in ("ants", "bees") for p in sorted((HYMENOPTERA / s / c).iterdir()) if p.suffix.lower() in (".jpg", ".jpeg")]
     if limit:
         # Both classes, evenly, for --quick.
         ants = [p for p in paths if p.parent.name == "ants"][: limit // 2]
@@ -148,12 +148,12 @@ class RawTimm:
         With other jobs on the cores, OpenMP's spinning threads can make 2 threads slower than 1.
         """
         torch = self.torch
-        sample = images[: 2 * self.batch_size]
+        sample = images[: self.batch_size]
         self.calibration = {}
         for threads in sorted({1, os.cpu_count() or 1}):
             torch.set_num_threads(threads)
-            self.run(sample[: self.batch_size])
-            self.calibration[threads] = min(self.run(sample)["total"] for _ in range(2)) / len(sample)
+            self.run(sample[:2])
+            self.calibration[threads] = self.run(sample)["total"] / len(sample)
         self.threads = min(self.calibration, key=self.calibration.get)
         torch.set_num_threads(self.threads)
 

@@ -44,6 +44,8 @@ try:
     # 0: the backbone's native resolution; smaller values make test and demo runs fast.
     PICTOR_FINETUNE_RESOLUTION = E.env_int(ENV, "PICTOR_FINETUNE_RESOLUTION", default=0)
     PICTOR_QUICK_DEBOUNCE = E.env_float(ENV, "PICTOR_QUICK_DEBOUNCE", default=0.3)
+    # Requests per key (or signed-in user) and period: "600/min", "20/s".
+    PICTOR_API_RATE = ENV.get("PICTOR_API_RATE", "1200/min")
     _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
 except E.EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
@@ -60,9 +62,11 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework_api_key",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "projects",
     "labeling",
     "training",
+    "inference",
 ]
 
 MIDDLEWARE = [
@@ -97,6 +101,9 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=0 if TESTING else 60)}
+if ENV.get("PICTOR_TEST_DB_NAME"):
+    # Lets two test runs share one PostgreSQL server without fighting over "test_<name>".
+    DATABASES["default"]["TEST"] = {"NAME": ENV["PICTOR_TEST_DB_NAME"]}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker are separate processes on the embedded default: WAL lets readers proceed
     # while one writes, and IMMEDIATE transactions wait for the lock instead of failing mid-way.
@@ -199,13 +206,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["projects.api_auth.HasUserOrKey"],
     "DEFAULT_PAGINATION_CLASS": "config.api.Pagination",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["inference.throttles.KeyRateThrottle"],
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # ?format= belongs to the API contract (format=series), not to DRF's renderer switch.
+    "URL_FORMAT_OVERRIDE": None,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pictor API",
     "DESCRIPTION": "Self-hosted AutoML for image classification.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from our own static files (drf-spectacular-sidecar), never a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
 }
 
 if not DEBUG and not TESTING:

@@ -1,10 +1,16 @@
 from django.contrib import admin
 from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from inference.api import InvokeView, PretrainedInvokeView
 from projects.api import ProjectDetailView
 
 api_v1 = [
     path("projects/<str:project_id>", ProjectDetailView.as_view(), name="api_project"),
+    path("projects/<str:project_id>/invoke", InvokeView.as_view(), name="api_invoke"),
+    path("pretrained/imagenet/invoke", PretrainedInvokeView.as_view(), name="api_pretrained_invoke"),
+    path("schema", SpectacularAPIView.as_view(), name="api_schema"),
+    path("docs", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("", include("labeling.api_urls")),
     path("", include("training.api_urls")),
 ]
@@ -16,6 +22,7 @@ urlpatterns = [
     path("", include("projects.urls")),
     path("", include("labeling.urls")),
     path("", include("training.urls")),
+    path("", include("inference.urls")),
 ]
 
 handler400 = "config.api.handler400"

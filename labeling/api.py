@@ -174,7 +174,9 @@ class SampleDetailView(APIView):
         access = api_access(request, project_id)
         sample = _sample_or_404(access, sample_id)
         body = sample_json(request, sample)
-        body["prediction"] = None  # filled by the deployed model once training exists
+        from labeling.hooks import prediction_for
+
+        body["prediction"] = prediction_for(sample=sample)
         return Response(body)
 
     def delete(self, request, project_id, sample_id):

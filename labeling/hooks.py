@@ -23,3 +23,14 @@ def suggestions_for(*, project, samples) -> dict:
     for fn in SUGGESTERS:
         out.update(fn(project, samples))
     return out
+
+# PREDICTORS: fn(sample) -> the deployed model's result object for the sample, or None.
+PREDICTORS: list = []
+
+
+def prediction_for(*, sample):
+    for fn in PREDICTORS:
+        result = fn(sample)
+        if result is not None:
+            return result
+    return None

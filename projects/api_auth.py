@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.http import Http404
-from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
 from projects.access import ProjectAccess, _parse_uuid, project_access_get
@@ -29,10 +27,9 @@ class ProjectKeyAuthentication(authentication.BaseAuthentication):
             api_key = ProjectAPIKey.objects.get_from_key(key.strip())
         except ProjectAPIKey.DoesNotExist:
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.") from None
-        # One UPDATE, no read-modify-write: concurrent requests never lose a count.
-        ProjectAPIKey.objects.filter(pk=api_key.pk).update(
-            last_used=timezone.now(), request_count=F("request_count") + 1
-        )
+        from projects.keys import api_key_record_use
+
+        api_key_record_use(key=api_key)
         return (AnonymousUser(), api_key)
 
     def authenticate_header(self, request):

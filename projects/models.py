@@ -108,3 +108,15 @@ class ProjectAPIKey(AbstractAPIKey):
 
     class Meta(AbstractAPIKey.Meta):
         verbose_name = "project API key"
+
+
+class KeyUsage(models.Model):
+    """Requests per API key per day (UTC), for the project's API page and the dashboard."""
+
+    api_key = models.ForeignKey(ProjectAPIKey, on_delete=models.CASCADE, related_name="usage")
+    day = models.DateField()
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["api_key", "day"], name="one_usage_row_per_key_day")]
+        ordering = ["-day"]

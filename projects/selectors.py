@@ -22,6 +22,7 @@ class ProjectSummary:
     labeled: int = 0
     deployed_version: int | None = None
     last_training_status: str | None = None
+    api_requests_today: int = 0
     extra: dict = field(default_factory=dict)
 
     @property

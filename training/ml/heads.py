@@ -195,8 +195,11 @@ def _check_y(y: np.ndarray, n: int, multi_label: bool, n_classes: int | None) ->
         return y.astype(np.float32), c
     if y.ndim != 1 or y.shape[0] != n:
         raise ValueError(f"single-label targets must be (N,) class indices, got {y.shape}")
-    if n and (y.min() < 0 or not np.issubdtype(y.dtype, np.integer)):
-        raise ValueError("single-label targets must be non-negative integer class indices")
+    if n and not np.issubdtype(y.dtype, np.integer):
+        if not (np.issubdtype(y.dtype, np.floating) and np.array_equal(y, np.round(y))):
+            raise ValueError("single-label targets must be integer class indices")
+    if n and y.min() < 0:
+        raise ValueError("single-label targets must be non-negative class indices")
     c = int(y.max()) + 1 if n else 0
     if n_classes is not None:
         if c > n_classes:
@@ -299,7 +302,8 @@ def _fit_many(
         return loss
 
     work = n * d * m * c
-    with _torch_threads(1 if work < _SINGLE_THREAD_WORK else torch.get_num_threads()):
+    # enable_grad: callers may sit inside torch.inference_mode()/no_grad() (e.g. a serving thread)
+    with _torch_threads(1 if work < _SINGLE_THREAD_WORK else torch.get_num_threads()), torch.enable_grad():
         opt.step(closure)
     Wn = W.detach().numpy().reshape(d, m, c).transpose(1, 0, 2).copy()
     bn = b.detach().numpy().reshape(m, c).copy()

@@ -1,0 +1,170 @@
+"""Invoke: validate images, pick the model, one forward pass for the batch, shape the answers."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labeling import imaging
+from labeling import services as labeling_services
+from labeling.models import Sample
+from projects.models import Project
+from training.models import ModelVersion
+
+FULL_FRAME = [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}, {"x": 0, "y": 1}]
+
+
+class NoModel(Exception):
+    pass
+
+
+class UnknownModel(Exception):
+    pass
+
+
+@dataclass
+class InvokeItem:
+    filename: str
+    data: bytes
+    image: imaging.ValidatedImage | None = None
+    error: imaging.UploadError | None = None
+    result: dict = field(default_factory=dict)
+
+
+def items_validate(items: list[InvokeItem]) -> None:
+    limits = labeling_services.image_limits()
+    for item in items:
+        try:
+            item.image = imaging.validate_image(item.data, limits=limits, filename=item.filename)
+        except imaging.UploadError as exc:
+            item.error = exc
+
+
+def model_for_invoke(*, project: Project, model_id: str | None) -> ModelVersion:
+    qs = ModelVersion.objects.select_related("project").filter(project=project)
+    if model_id:
+        try:
+            model = qs.filter(pk=model_id).first()
+        except Exception:  # malformed UUID
+            model = None
+        if model is None:
+            raise UnknownModel(model_id)
+        return model
+    model = qs.filter(deployed=True).first()
+    if model is None:
+        raise NoModel()
+    return model
+
+
+def result_object(*, model: ModelVersion, probs: np.ndarray, top_k: int | None) -> dict:
+    ref = {"id": str(model.pk), "version": model.version}
+    order = np.argsort(-probs)
+    if model.project.is_multi_label:
+        th = model.thresholds or [0.5] * len(model.label_names)
+        labels = [
+            {"label": model.label_names[i], "confidence": round(float(probs[i]), 6), "threshold": round(float(th[i]), 6),
+             "present": bool(probs[i] >= th[i])}
+            for i in order
+        ]
+        present = [x["label"] for x in labels if x["present"]]
+        return {"present": present, "labels": labels[:top_k] if top_k else labels, "model": ref}
+    labels = [{"label": model.label_names[i], "confidence": round(float(probs[i]), 6)} for i in order]
+    best = labels[0]
+    return {"label": best["label"], "confidence": best["confidence"], "labels": labels[:top_k] if top_k else labels, "model": ref}
+
+
+def _wants_capture(project: Project, requested: bool, probs: np.ndarray) -> bool:
+    if requested or project.capture == Project.Capture.ALL:
+        return True
+    return project.capture == Project.Capture.UNCERTAIN and float(np.max(probs)) < project.capture_threshold
+
+
+def invoke(
+    *,
+    project: Project,
+    items: list[InvokeItem],
+    model_id: str | None = None,
+    top_k: int | None = None,
+    capture: bool = False,
+    explain: bool = False,
+    user=None,
+) -> ModelVersion:
+    """Fill each valid item's `result`; raises NoModel / UnknownModel before touching images."""
+    from inference.predictors import predict, predictor_get
+
+    model = model_for_invoke(project=project, model_id=model_id)
+    items_validate(items)
+    valid = [i for i in items if i.error is None]
+    if not valid:
+        return model
+    prediction = predict(model, [i.image.image for i in valid])
+    for item, probs in zip(valid, prediction.probs):
+        item.result = result_object(model=model, probs=probs, top_k=top_k)
+        if _wants_capture(project, capture, probs):
+            report = labeling_services.samples_ingest(
+                project=project, items=[labeling_services.IngestItem(filename=item.filename or "capture", data=item.data)],
+                user=user, source=Sample.Source.CAPTURE,
+            )
+            (r,) = report.results
+            if r.ok:
+                item.result["sample_id"] = str(r.sample.pk)
+        if explain:
+            from training.ml.explain import heatmap_png, occlusion_map
+
+            predictor = predictor_get(model)
+            cls = int(np.argmax(probs))
+            heat = occlusion_map(predictor.predict, item.image.image, cls)
+            item.result["explanation"] = {
+                "method": "occlusion",
+                "label": model.label_names[cls],
+                "heatmap_png": base64.b64encode(heatmap_png(item.image.image, heat)).decode(),
+            }
+    return model
+
+
+def stored_uri(*, project: Project, sha256: str, build_uri) -> str | None:
+    sample = Sample.objects.filter(project=project, sha256=sha256).only("pk").first()
+    return build_uri(sample.pk) if sample else None
+
+
+def series(*, project: Project, result: dict, uri: str | None, pretrained: list | None) -> dict:
+    """The engine output format (seed 000): one whole-frame entry per label, library labels first."""
+    pid = str(project.pk)
+
+    def entry(label: str, confidence: float, library: bool) -> dict:
+        obj = {"type": "object", "label": label, "confidence": confidence, "boundingPoly": FULL_FRAME}
+        if library:
+            obj["libraryId"] = pid
+        if uri:
+            obj["uri"] = uri
+        out = {"startTimeMs": 0, "stopTimeMs": 0, "object": obj}
+        if library:
+            out["libraryId"] = pid
+        return out
+
+    entries = [entry(x["label"], x["confidence"], True) for x in result.get("labels", [])]
+    for _index, name, p in pretrained or []:
+        entries.append(entry(name, round(float(p), 6), False))
+    return {"series": entries}
+
+
+def pretrained_topk(images: list, k: int) -> list:
+    from training.embedders import embedder_get
+
+    return embedder_get("lite0").imagenet_topk(images, k=k)
+
+
+def sample_prediction(sample: Sample) -> dict | None:
+    """The deployed model's answer for a stored sample (None when nothing is deployed)."""
+    from django.core.files.storage import default_storage
+
+    try:
+        model = model_for_invoke(project=sample.project, model_id=None)
+    except NoModel:
+        return None
+    with default_storage.open(sample.image_name, "rb") as f:
+        item = InvokeItem(filename=sample.filename, data=f.read())
+    invoke(project=sample.project, items=[item], model_id=str(model.pk))
+    return item.result or None

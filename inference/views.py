@@ -1,0 +1,83 @@
+"""The project's API page: keys (create, show once, revoke), usage, ready-made snippets."""
+
+from __future__ import annotations
+
+import base64
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+
+from projects import keys
+from projects.access import ProjectAccess
+from projects.models import ProjectAPIKey
+from projects.roles import Role
+from projects.views import error_text, project_view
+
+
+def _context(request: HttpRequest, access: ProjectAccess, **extra) -> dict:
+    project = access.project
+    base = request.build_absolute_uri("/").rstrip("/")
+    return {
+        "access": access,
+        "project": project,
+        "keys": keys.api_key_list(project=project) if access.can(Role.ADMIN) else [],
+        "usage": keys.api_usage_by_day(project=project),
+        "base_url": base,
+        "invoke_url": f"{base}/api/v1/projects/{project.pk}/invoke",
+        "docs_url": reverse("api_docs"),
+        **extra,
+    }
+
+
+@project_view()
+def api_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    return render(request, "inference/api.html", _context(request, access))
+
+
+@project_view(Role.ADMIN, methods=("POST",))
+def api_key_create(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    try:
+        key_obj, key = keys.api_key_create(
+            project=access.project, name=request.POST.get("name", ""), scope=request.POST.get("scope", ""),
+            created_by=request.user,
+        )
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
+        return redirect("api_page", project_id=access.project.pk)
+    # The secret is rendered once, in this response; only its hash is stored.
+    return render(request, "inference/api.html", _context(request, access, new_key=key, new_key_obj=key_obj))
+
+
+@project_view(Role.ADMIN, methods=("POST",))
+def api_key_revoke(request: HttpRequest, access: ProjectAccess, prefix: str) -> HttpResponse:
+    key = ProjectAPIKey.objects.filter(project=access.project, prefix=prefix).first()
+    if key is None:
+        raise Http404("No such key.")
+    keys.api_key_revoke(key=key)
+    messages.success(request, f"Key {key.name} ({key.prefix}) revoked; it stops working now.")
+    return redirect("api_page", project_id=access.project.pk)
+
+
+@project_view(methods=("POST",))
+def sample_explain(request: HttpRequest, access: ProjectAccess, sample_id) -> HttpResponse:
+    """Heat map of where the deployed model looked, for the sample page (JSON for its script)."""
+    from django.core.files.storage import default_storage
+
+    from inference import services
+    from labeling.selectors import sample_get
+
+    sample = sample_get(project=access.project, sample_id=sample_id)
+    if sample is None:
+        raise Http404("No such sample.")
+    with default_storage.open(sample.image_name, "rb") as f:
+        item = services.InvokeItem(filename=sample.filename, data=f.read())
+    try:
+        services.invoke(project=access.project, items=[item], explain=True)
+    except services.NoModel:
+        return JsonResponse({"error": {"code": "no_model", "message": "Deploy a model first."}}, status=409)
+    if item.error is not None:
+        return JsonResponse({"error": {"code": item.error.code, "message": item.error.message}}, status=item.error.http_status)
+    return JsonResponse(item.result)

@@ -1,0 +1,318 @@
+"""The full fine-tune job through a REAL Celery worker: end to end, cancelled, and its worker killed.
+
+POST /trainings {"mode": "full"} → on_commit → Redis → `celery worker -Q training` (a separate
+process) → fine-tune → ONNX artifact + model version. The worker must see what this test wrote, so
+the tests run in transaction mode (rows are committed), the worker's DATABASE_URL points at
+pytest-django's test database, and both processes keep media under the same PICTOR_DATA_DIR.
+Training is made tiny through the worker's environment (128 px, one step per epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from rest_framework.test import APIClient
+
+from conftest import datasets_dir
+from tests.procs import BIN, clean_env, start, stop
+
+HYM = datasets_dir() / "hymenoptera_data"
+PER_CLASS = 12
+RESOLUTION = 128
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("needs PostgreSQL: a worker process cannot share pytest's SQLite test database")
+    user = quote(db.get("USER") or "", safe="")
+    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def _redis_url() -> str:
+    import redis
+
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        pytest.skip("needs Redis: REDIS_URL is not set (scripts/test.sh sets it when Redis answers)")
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs Redis: {url} does not answer ({exc})")
+    return url
+
+
+def _dataset_files(split: str = "train") -> dict[str, list[Path]]:
+    if not HYM.is_dir():
+        pytest.skip(f"hymenoptera_data not found at {HYM}; set PICTOR_DATASETS to the datasets folder")
+    return {cls: sorted((HYM / split / cls).glob("*.jpg")) for cls in ("ants", "bees")}
+
+
+class Rig:
+    """One project with labeled, embedded ants and bees; starts workers that share its database and media."""
+
+    def __init__(self, team, tmp_path: Path, settings):
+        from labeling.tests.factories import make_sample
+        from training.services import embeddings_compute
+
+        self.redis_url = _redis_url()
+        self.database_url = _database_url()
+        files = _dataset_files()
+        self.team = team
+        self.project = team.project
+        self.tmp = tmp_path
+        # One data folder for both processes: the worker derives MEDIA_ROOT = PICTOR_DATA_DIR/media.
+        self.data_dir = tmp_path / "data"
+        self.media = self.data_dir / "media"
+        self.media.mkdir(parents=True)
+        settings.STORAGES = {
+            **settings.STORAGES,
+            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(self.media)}},
+        }
+        # The quick baseline inside the full job reads the vectors of these backbones (worker: the env).
+        settings.PICTOR_BACKBONES = ["lite0"]
+        seed = 0
+        for cls, paths in files.items():
+            for path in paths[:PER_CLASS]:
+                make_sample(self.project, seed=seed, labels=[cls], data=path.read_bytes())
+                seed += 1
+        assert embeddings_compute(project_id=self.project.pk) == 2 * PER_CLASS
+        self.api = APIClient()
+        self.api.force_authenticate(team.user("admin"))
+        self.base = f"/api/v1/projects/{self.project.pk}/trainings"
+        self.workers: list[tuple[subprocess.Popen, Path]] = []
+
+    def start_worker(self, name: str, **env: str) -> tuple[subprocess.Popen, Path]:
+        environment = clean_env(**{
+            "PICTOR_DATA_DIR": str(self.data_dir),
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "SECRET_KEY": "w" * 40,
+            "PICTOR_BACKBONES": "lite0",
+            "PICTOR_FINETUNE_BACKBONE": "lite0",
+            "PICTOR_FINETUNE_RESOLUTION": str(RESOLUTION),
+            "PICTOR_FINETUNE_SECONDS": "60",
+            "PICTOR_FINETUNE_EPOCHS": "1",
+            # Two CPU threads for torch is all this machine has; don't oversubscribe it.
+            "OMP_NUM_THREADS": "2",
+            **env,
+        })
+        log = self.tmp / f"{name}.log"
+        proc = start(
+            [
+                str(BIN / "celery"), "-A", "config", "worker", "-Q", "training", "-c", "1",
+                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
+                "-n", f"{name}@%h",
+            ],
+            env=environment,
+            log=log,
+        )
+        self.workers.append((proc, log))
+        return proc, log
+
+    def stop_all(self) -> None:
+        # Cold shutdown (SIGQUIT): a warm one would wait for a still-running fine-tune.
+        for proc, _ in self.workers:
+            stop(proc, signal.SIGQUIT, timeout=20)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for _, log in self.workers if log.exists())
+
+    def post_full(self) -> str:
+        r = self.api.post(self.base, {"mode": "full"}, format="json")
+        assert r.status_code == 202, r.content
+        assert r.json()["status"] == "queued"
+        return r.json()["id"]
+
+    def get(self, job_id: str) -> dict:
+        r = self.api.get(f"{self.base}/{job_id}")
+        assert r.status_code == 200, r.content
+        return r.json()
+
+    def poll(self, job_id: str, until, *, timeout: float, seen: list | None = None) -> dict:
+        """Poll the job over the API until until(job) holds; fail (with the worker logs) on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.get(job_id)
+            if seen is not None:
+                seen.append((job["status"], job["progress"], job["message"]))
+            if until(job):
+                return job
+            if time.monotonic() > deadline:
+                pytest.fail(f"job state not reached within {timeout:.0f} s: {job}\n{self.logs()}")
+            for proc, log in self.workers:
+                if proc.poll() is not None and proc.returncode not in (-signal.SIGKILL,):
+                    pytest.fail(f"worker exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+            time.sleep(0.15)
+
+
+@pytest.fixture
+def rig(team, tmp_path, settings):
+    r = Rig(team, tmp_path, settings)
+    yield r
+    r.stop_all()
+
+
+def _final(job: dict) -> bool:
+    return job["status"] in ("succeeded", "failed", "cancelled")
+
+
+def _training(job: dict) -> bool:
+    """Running, inside the fine-tune loop (it reports "epoch i/n")."""
+    return _final(job) or (job["status"] == "running" and job["message"].startswith("epoch"))
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_full_training_runs_end_to_end_in_a_real_worker(rig):
+    import onnxruntime as ort
+    from django.core.files.storage import default_storage
+
+    from training.ml import backbone as bb
+    from training.models import ModelVersion, TrainingJob
+
+    rig.start_worker("trainer")
+    started = time.monotonic()
+    job_id = rig.post_full()
+    seen: list = []
+    job = rig.poll(job_id, _final, timeout=180, seen=seen)
+    elapsed = time.monotonic() - started
+
+    assert job["status"] == "succeeded", f"{job}\n{rig.logs()}"
+    assert job["progress"] == 1
+    assert job["error"] is None
+    assert job["model"] is not None
+    # Progress was reported while it ran, and the epoch history was stored.
+    assert any(s == "running" and 0 < p < 1 for s, p, _ in seen), seen
+    row = TrainingJob.objects.get(pk=job_id)
+    assert row.attempts == 1 and row.started and row.heartbeat and row.finished
+    assert row.history and row.history[-1]["epoch"] == 1 and row.history[-1]["val_accuracy"] is not None
+
+    model = ModelVersion.objects.get(pk=job["model"]["id"])
+    assert model.mode == ModelVersion.Mode.FULL and model.project_id == rig.project.pk
+    assert model.features == f"lite0@{RESOLUTION}"
+    assert model.label_names == ["ants", "bees"]
+    assert not model.deployed  # a full model is deployed by hand, never automatically
+    m = model.metrics
+    for key in ("accuracy", "macro_f1", "per_label", "confusion_matrix", "baseline_quick", "better_than_quick"):
+        assert key in m, key
+    assert 0 <= m["accuracy"] <= 1 and set(m["per_label"]) == {"ants", "bees"}
+    assert m["confusion_matrix"]["labels"] == ["ants", "bees"]
+    assert sum(map(sum, m["confusion_matrix"]["matrix"])) == m["split"]["test"]
+    assert sum(m["split"].values()) == 2 * PER_CLASS
+    # The worker had vectors for PICTOR_BACKBONES=lite0, so the like-for-like baseline was computed.
+    assert m["baseline_quick"] is not None and m["baseline_quick"]["features"] == "lite0"
+    assert isinstance(m["better_than_quick"], bool)
+    assert len(model.predictions) == m["split"]["test"]
+
+    # The artifact is in the shared storage and serves probabilities through onnxruntime.
+    assert model.artifact_name.endswith(".onnx") and default_storage.exists(model.artifact_name)
+    with default_storage.open(model.artifact_name, "rb") as f:
+        session = ort.InferenceSession(f.read(), providers=["CPUExecutionProvider"])
+    image = _dataset_files("val")["bees"][0].read_bytes()  # never uploaded
+    (probs,) = session.run(["probabilities"], {"input": bb.preprocess([image], RESOLUTION)})
+    assert probs.shape == (1, 2) and np.all(probs >= 0)
+    assert abs(float(probs.sum()) - 1) < 1e-4
+
+    r = rig.api.get(f"/api/v1/projects/{rig.project.pk}/models/{model.pk}")
+    assert r.status_code == 200 and r.json()["mode"] == "full"
+    print(f"full job succeeded in {elapsed:.1f} s (train {m['train_seconds']} s)")
+
+
+def test_cancelling_a_running_full_training(rig):
+    from training.models import ModelVersion, TrainingJob
+
+    rig.start_worker("trainer", PICTOR_FINETUNE_EPOCHS="60", PICTOR_FINETUNE_SECONDS="120")
+    job_id = rig.post_full()
+    job = rig.poll(job_id, _training, timeout=120)
+    assert job["status"] == "running", job
+
+    r = rig.api.post(f"{rig.base}/{job_id}/cancel")
+    assert r.status_code == 202, r.content
+    assert r.json()["status"] == "running"  # a running job stops at its next step, not now
+
+    cancel_sent = time.monotonic()
+    job = rig.poll(job_id, _final, timeout=30)
+    assert job["status"] == "cancelled", f"{job}\n{rig.logs()}"
+    assert time.monotonic() - cancel_sent < 30
+    assert job["model"] is None and job["error"] == "Cancelled by a user."
+    row = TrainingJob.objects.get(pk=job_id)
+    assert row.cancel_requested and row.finished and row.model_id is None
+    assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
+    # It stopped mid-run: far fewer epochs than planned were validated.
+    assert len(row.history) < 60
+
+    # A cancelled job cannot be cancelled again.
+    r = rig.api.post(f"{rig.base}/{job_id}/cancel")
+    assert r.status_code == 409
+
+
+def test_killed_worker_fails_the_job_and_a_redelivery_does_nothing(rig):
+    import redis
+
+    from training import quick, services
+    from training.models import ModelVersion, TrainingJob
+
+    # Something is deployed before the full training starts.
+    assert quick.quick_retrain_run(project_id=rig.project.pk) == "succeeded"
+    deployed = ModelVersion.objects.get(project=rig.project, deployed=True)
+    assert deployed.mode == ModelVersion.Mode.QUICK
+
+    worker, log = rig.start_worker("doomed", PICTOR_FINETUNE_EPOCHS="60", PICTOR_FINETUNE_SECONDS="120")
+    job_id = rig.post_full()
+    job = rig.poll(job_id, _training, timeout=120)
+    assert job["status"] == "running", job
+    assert TrainingJob.objects.get(pk=job_id).heartbeat is not None
+
+    os.killpg(worker.pid, signal.SIGKILL)  # the main process and its pool child, no chance to clean up
+    worker.wait(timeout=10)
+    row = TrainingJob.objects.get(pk=job_id)
+    assert row.status == TrainingJob.Status.RUNNING  # nobody told the database
+
+    # The sweeper fails it once the heartbeat is older than the stale limit.
+    stale = 2
+    while (time.time() - row.heartbeat.timestamp()) <= stale:
+        time.sleep(0.2)
+    assert services.training_jobs_sweep(stale_seconds=stale) == 1
+    job = rig.get(job_id)
+    assert job["status"] == "failed"
+    assert "no heartbeat" in job["error"] and "deployed model is unchanged" in job["error"]
+    assert job["model"] is None
+    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [deployed.pk]
+    assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
+
+    # The killed worker never acknowledged the message (acks_late): Redis hands it to another
+    # worker once its visibility timeout (hours) has passed. Age it instead of waiting, then a fresh
+    # worker restores it at start-up; the redelivered task must find the job failed and do nothing.
+    broker = redis.Redis.from_url(rig.redis_url)
+    tags = broker.zrange("unacked_index", 0, -1)
+    assert len(tags) == 1, tags
+    broker.zadd("unacked_index", {tags[0]: 0})
+    _, log2 = rig.start_worker("successor")
+    deadline = time.monotonic() + 90
+    while "training.tasks.run_training_job" not in log2.read_text() or " succeeded in " not in log2.read_text():
+        if time.monotonic() > deadline:
+            pytest.fail(f"the unacknowledged task was not redelivered within 90 s\n{rig.logs()}")
+        time.sleep(0.3)
+    assert ": None" in log2.read_text().split(" succeeded in ", 1)[1].splitlines()[0]
+    row = TrainingJob.objects.get(pk=job_id)
+    assert row.status == TrainingJob.Status.FAILED and row.attempts == 1
+    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [deployed.pk]
+    assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
+    assert broker.zcard("unacked_index") == 0  # acknowledged this time
