@@ -74,10 +74,21 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Coalescing locks and throttles live in the cache (Redis on CI): no test inherits another's."""
+    """Coalescing locks and throttles live in the cache (Redis on CI): no test inherits another's.
+
+    Only our own keys go: the broker shares that Redis database, and a FLUSHDB would also delete
+    the queues' bindings, silently dropping tasks that running workers send afterwards.
+    """
+    from django.conf import settings
     from django.core.cache import cache
 
-    cache.clear()
+    if settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        client = cache._cache.get_client(write=True)
+        prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+    else:
+        cache.clear()
     yield
 
 

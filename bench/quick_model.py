@@ -22,6 +22,7 @@ Rows per size:
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -70,12 +71,19 @@ def grow(X, y, n, seed=0):
     return Xn, y[idx]
 
 
+CPU: dict[int, float] = {}
+
+
 def timed(fn, repeats=1):
-    best, out = float("inf"), None
+    """Best wall time of ``repeats`` runs (and the CPU seconds of that run in CPU[id(result)])."""
+    best, out, cpu = float("inf"), None, 0.0
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = fn()
+        dt = time.perf_counter() - t0
+        if dt < best:
+            best, out, cpu = dt, res, time.process_time() - c0
+    CPU[id(out)] = cpu
     return best, out
 
 
@@ -137,23 +145,26 @@ def main(argv=None):
         if n in args.sklearn_cv_sizes:
             t_skcv, (lr_cv, C) = timed(lambda: sklearn_cv_job(X, y), 1)
             sk_cv = (t_skcv, float(lr_cv.score(Xte, yte)), C)
-        rows.append((n, t_fit, acc_fit, t_sk, acc_sk, t_auto, acc_auto, res, sk_cv))
+        cpus = (CPU[id(head)], CPU[id(lr)], CPU[id(res)])
+        rows.append((n, t_fit, acc_fit, t_sk, acc_sk, t_auto, acc_auto, res, sk_cv, cpus))
         print(f"  done {n}: fit {t_fit:.2f}s sklearn {t_sk:.2f}s automl {t_auto:.2f}s", file=sys.stderr)
 
     print("# Quick model: torch L-BFGS head vs scikit-learn\n")
     print(f"Features: {source}; test accuracy on {len(yte)} held-out real images; 10 classes; 2 CPU cores.")
-    print(f"Cold start (fresh interpreter: imports + first 1k fit): {cold:.2f} s; all rows below are warm.\n")
+    print(f"Cold start (fresh interpreter: imports + first 1k fit): {cold:.2f} s; all rows below are warm.")
+    print(f"Load average at the end: {os.getloadavg()[0]:.1f} on 2 cores (above ~2, other processes compete and "
+          "wall times inflate; CPU s = this process's own work summed over its threads).\n")
     print("## One fit\n")
-    print("| labeled | `fit_head` s | acc | sklearn `LogisticRegression(C=10)` s | acc | speed-up |")
+    print("| labeled | `fit_head` s (CPU s) | acc | sklearn `LogisticRegression(C=10)` s (CPU s) | acc | speed-up (wall) |")
     print("|---:|---:|---:|---:|---:|---:|")
-    for n, t_fit, acc_fit, t_sk, acc_sk, *_ in rows:
-        print(f"| {n:,} | {t_fit:.2f} | {acc_fit:.3f} | {t_sk:.2f} | {acc_sk:.3f} | {t_sk / t_fit:.1f}x |")
+    for n, t_fit, acc_fit, t_sk, acc_sk, _, _, _, _, cpus in rows:
+        print(f"| {n:,} | {t_fit:.2f} ({cpus[0]:.2f}) | {acc_fit:.3f} | {t_sk:.2f} ({cpus[1]:.2f}) | {acc_sk:.3f} | {t_sk / t_fit:.1f}x |")
     print("\n## The whole quick-model job (CV over the l2 grid + out-of-fold probabilities + refit)\n")
-    print("| labeled | `automl_fit` s | folds | chosen l2 | acc | sklearn 5-fold x 3 C + refit s | acc | speed-up |")
+    print("| labeled | `automl_fit` s (CPU s) | folds | chosen l2 | acc | sklearn 5-fold x 3 C + refit s | acc | speed-up |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, _, _, _, _, t_auto, acc_auto, res, sk_cv in rows:
+    for n, _, _, _, _, t_auto, acc_auto, res, sk_cv, cpus in rows:
         sk = f"{sk_cv[0]:.2f} | {sk_cv[1]:.3f} | {sk_cv[0] / t_auto:.1f}x" if sk_cv else "— | — | —"
-        print(f"| {n:,} | {t_auto:.2f} | {res.k} | {res.l2:g} | {acc_auto:.3f} | {sk} |")
+        print(f"| {n:,} | {t_auto:.2f} ({cpus[2]:.2f}) | {res.k} | {res.l2:g} | {acc_auto:.3f} | {sk} |")
 
 
 if __name__ == "__main__":

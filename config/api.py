@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.pagination import PageNumberPagination
@@ -75,6 +76,11 @@ def exception_handler(exc, context):
     elif isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"non_field_errors": exc.messages}
         exc = exceptions.ValidationError(detail)
+    elif isinstance(exc, DataError):
+        # A value the database refuses to store or compare (PostgreSQL: a NUL character in text):
+        # the input is at fault, so it is a 400, not a 500.
+        log.warning("API input refused by the database: %s", exc)
+        exc = ApiError("invalid", "The request contains a value that cannot be stored (for example a NUL character).")
     response = drf_exception_handler(exc, context)
     if response is None:
         log.exception("unhandled API error", exc_info=exc)

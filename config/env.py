@@ -103,7 +103,8 @@ def broker_settings(environ: Mapping[str, str], *, data: Path) -> dict:
             "result_backend": redis_url,
             "cache": {
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
-                "LOCATION": redis_url,
+                # A separate database can be given; never FLUSHDB a database the broker uses.
+                "LOCATION": environ.get("PICTOR_CACHE_URL", "").strip() or redis_url,
                 "KEY_PREFIX": "pictor",
                 "TIMEOUT": 300,
             },

@@ -7,6 +7,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import schema as doc
 from config.api import ApiError, error_body
 from inference import services
 from labeling.api import upload_items
@@ -67,6 +68,20 @@ def _answer(items: list[services.InvokeItem], shape) -> Response:
 class InvokeView(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
+    @doc.endpoint(
+        "invoke", tag="invoke", parameters=[doc.PROJECT, *doc.INVOKE_QUERY],
+        summary="Classify images with the deployed model (or the one named by ?model=)",
+        description="One image (multipart `file`, or JSON `{\"data\"}`) answers with its result object; several "
+        "(repeated `file` parts, or JSON `{\"items\": [...]}`) answer `{\"results\": [...]}` in order, 207 "
+        "when some images failed. Single-label results carry `label`/`confidence`, multi-label ones `present`; "
+        "`?format=series` wraps each label as an entry of the engine output format.",
+        request=doc.INVOKE_REQUEST, examples=doc.IMAGE_EXAMPLES,
+        responses={
+            200: doc.INVOKE_OK,
+            207: doc.OpenApiResponse(doc.InvokeBatchResultSerializer, description="Some images failed, some were answered."),
+            **doc.image_errors(409, r409="`no_model`: nothing is deployed yet and no model was named."),
+        },
+    )
     def post(self, request, project_id):
         access = api_access(request, project_id, invoke=True)
         project = access.project
@@ -118,6 +133,16 @@ class PretrainedInvokeView(APIView):
 
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
+    @doc.endpoint(
+        "pretrained_invoke", tag="invoke", parameters=doc.PRETRAINED_QUERY,
+        summary="ImageNet-1k labels from the built-in backbone (any valid key or signed-in user)",
+        request=doc.INVOKE_REQUEST, examples=doc.IMAGE_EXAMPLES,
+        responses={
+            200: doc.PRETRAINED_OK,
+            207: doc.OpenApiResponse(doc.PretrainedBatchSerializer, description="Some images failed."),
+            **doc.image_errors(),
+        },
+    )
     def post(self, request):
         top_k = _int_param(request, "top_k", lo=1, hi=1000) or 5
         items = _items(request)

@@ -10,12 +10,14 @@ from django.db import transaction
 from django.http import FileResponse
 from django.core.files.storage import default_storage
 from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import schema as doc
 from config.api import ApiError, Pagination, error_body
 from labeling import selectors, services
 from labeling.models import Sample
@@ -124,10 +126,19 @@ def ingest_response(request: Request, report: services.IngestReport) -> Response
 
 
 class LabelListView(APIView):
+    @doc.endpoint(
+        "labels_list", tag="labels", parameters=[doc.PROJECT], summary="The project's labels",
+        responses={200: doc.LabelListSerializer, **doc.errors()},
+    )
     def get(self, request, project_id):
         access = api_access(request, project_id)
         return Response({"results": [{"id": str(x.pk), "name": x.name} for x in selectors.label_list(project=access.project)]})
 
+    @doc.endpoint(
+        "labels_create", tag="labels", parameters=[doc.PROJECT], summary="Create a label (labeler and up)",
+        request=doc.LabelCreateSerializer,
+        responses={201: doc.LabelSerializer, **doc.errors(400, 409, r409="`conflict`: a label with that name exists.")},
+    )
     def post(self, request, project_id):
         access = api_access(request, project_id, minimum=Role.LABELER)
         name = request.data.get("name") if isinstance(request.data, dict) else None
@@ -143,6 +154,11 @@ class LabelListView(APIView):
 class SampleListView(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
 
+    @doc.endpoint(
+        "samples_list", tag="samples", parameters=[doc.PROJECT, *doc.SAMPLES_QUERY],
+        summary="The project's samples, newest first, a page at a time",
+        responses={200: doc.SamplePageSerializer, **doc.errors(400)},
+    )
     def get(self, request, project_id):
         access = api_access(request, project_id)
         qs = selectors.sample_list(
@@ -154,6 +170,19 @@ class SampleListView(APIView):
         page = paginator.paginate_queryset(qs, request, view=self)
         return paginator.get_paginated_response([sample_json(request, s) for s in page])
 
+    @doc.endpoint(
+        "samples_create", tag="samples", parameters=[doc.PROJECT],
+        summary="Upload images (labeler and up): multipart `file` parts, or JSON with base64 data",
+        description="Labels that don't exist yet are created. A file already in the project comes back with its "
+        "existing id and `duplicate: true` (its labels are updated if labels were sent). A bad file in a batch "
+        "fails only itself: 207 when the batch is mixed.",
+        request=doc.SAMPLE_UPLOAD, examples=doc.IMAGE_EXAMPLES,
+        responses={
+            201: doc.SamplesCreatedSerializer,
+            207: OpenApiResponse(doc.SamplesCreatedSerializer, description="Some files failed, some went in."),
+            **doc.image_errors(failed=doc.UploadFailedSerializer),
+        },
+    )
     def post(self, request, project_id):
         access = api_access(request, project_id, minimum=Role.LABELER)
         items = upload_items(request)
@@ -170,6 +199,11 @@ def _sample_or_404(access, sample_id) -> Sample:
 
 
 class SampleDetailView(APIView):
+    @doc.endpoint(
+        "sample_retrieve", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE],
+        summary="One sample, with the deployed model's prediction",
+        responses={200: doc.SampleDetailSerializer, **doc.errors()},
+    )
     def get(self, request, project_id, sample_id):
         access = api_access(request, project_id)
         sample = _sample_or_404(access, sample_id)
@@ -179,6 +213,10 @@ class SampleDetailView(APIView):
         body["prediction"] = prediction_for(sample=sample)
         return Response(body)
 
+    @doc.endpoint(
+        "sample_delete", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="Delete a sample (labeler and up)",
+        responses={204: doc.NO_CONTENT, **doc.errors()},
+    )
     def delete(self, request, project_id, sample_id):
         access = api_access(request, project_id, minimum=Role.LABELER)
         services.sample_delete(sample=_sample_or_404(access, sample_id))
@@ -186,6 +224,11 @@ class SampleDetailView(APIView):
 
 
 class SampleLabelsView(APIView):
+    @doc.endpoint(
+        "sample_labels_update", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE],
+        summary="Set a sample's labels (labeler and up)", request=doc.SampleLabelsSerializer,
+        responses={200: doc.SampleSerializer, **doc.errors(400)},
+    )
     def put(self, request, project_id, sample_id):
         access = api_access(request, project_id, minimum=Role.LABELER)
         sample = _sample_or_404(access, sample_id)
@@ -218,10 +261,24 @@ class _SampleFileView(APIView):
         return response
 
 
+@doc.extend_schema_view(
+    get=doc.endpoint(
+        "sample_image", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="The sample's original image file",
+        responses={(200, "image/*"): OpenApiResponse(doc.OpenApiTypes.BINARY, description="The file as uploaded."),
+                   **doc.errors()},
+    )
+)
 class SampleImageView(_SampleFileView):
     field = "image_name"
 
 
+@doc.extend_schema_view(
+    get=doc.endpoint(
+        "sample_thumbnail", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="The sample's thumbnail (WebP)",
+        responses={(200, "image/webp"): OpenApiResponse(doc.OpenApiTypes.BINARY, description="A small WebP image."),
+                   **doc.errors()},
+    )
+)
 class SampleThumbnailView(_SampleFileView):
     field = "thumbnail_name"
 
@@ -229,6 +286,12 @@ class SampleThumbnailView(_SampleFileView):
 class SampleNextView(APIView):
     """The samples the active learner wants labeled next, leased to the caller so teammates get others."""
 
+    @doc.endpoint(
+        "samples_next", tag="samples", parameters=[doc.PROJECT, *doc.NEXT_QUERY],
+        summary="The unlabeled samples the active learner wants labeled next (labeler and up)",
+        description="They are leased to the caller for a while, so teammates get others.",
+        responses={200: doc.NextSamplesSerializer, **doc.errors(400)},
+    )
     def get(self, request, project_id):
         from labeling import queue
         from labeling.hooks import suggestions_for
@@ -256,3 +319,23 @@ class SampleNextView(APIView):
                 }
             )
         return Response({"results": results})
+
+
+class ProjectExportView(APIView):
+    """GET .../export: the dataset as a zip (spooled to disk past 64 MB, streamed back)."""
+
+    @doc.endpoint(
+        "project_export", tag="projects", parameters=[doc.PROJECT],
+        summary="The dataset as a zip: a folder per label (multi-label: labels.csv) plus samples.csv",
+        responses={(200, "application/zip"): OpenApiResponse(doc.OpenApiTypes.BINARY, description="A zip file."),
+                   **doc.errors()},
+    )
+    def get(self, request, project_id):
+        import tempfile
+
+        access = api_access(request, project_id)
+        spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024)
+        services.project_export_zip(project=access.project, fileobj=spool)
+        spool.seek(0)
+        name = "".join(c if c.isalnum() or c in "-_" else "-" for c in access.project.name)[:50] or "project"
+        return FileResponse(spool, as_attachment=True, filename=f"{name}.zip", content_type="application/zip")

@@ -3,6 +3,7 @@ from django.urls import path
 from labeling import api
 
 urlpatterns = [
+    path("projects/<str:project_id>/export", api.ProjectExportView.as_view(), name="api_export"),
     path("projects/<str:project_id>/labels", api.LabelListView.as_view(), name="api_labels"),
     path("projects/<str:project_id>/samples", api.SampleListView.as_view(), name="api_samples"),
     # Before the sample route, which would otherwise take "next" for a sample id.

@@ -16,6 +16,12 @@ from projects.roles import Role
 from projects.views import error_text, project_view
 
 
+def _key_order(label) -> tuple:
+    """Labels in the order of their keys (1-9, then letters), keyless ones last."""
+    keys = services.SHORTCUT_KEYS
+    return (keys.index(label.shortcut) if label.shortcut in keys and label.shortcut else len(keys), label.name)
+
+
 def _context(request: HttpRequest, access: ProjectAccess, *, current: Sample | None, following: Sample | None = None,
              back: int = 0, score: float | None = None, error: str | None = None) -> dict:
     project = access.project
@@ -30,7 +36,7 @@ def _context(request: HttpRequest, access: ProjectAccess, *, current: Sample | N
         "following": following,
         "score": score,
         "back": back,
-        "labels": selectors.label_list(project=project),
+        "labels": sorted(selectors.label_list(project=project), key=_key_order),
         "current_labels": current_labels,
         "suggestion": suggestion,
         "done_today": queue.done_today(project=project, user=request.user),

@@ -123,8 +123,12 @@ def remaining_count(*, project: Project) -> int:
 
 def done_today(*, project: Project, user) -> int:
     start = timezone.now().replace(hour=0, minute=0, second=0, microsecond=0)
+    # Undone labels do not count (the number falls back when the labeler presses Z), nor do labels
+    # that arrived with uploads (a zip's folder names are not a day's labeling work).
     return (
-        LabelEvent.objects.filter(sample__project=project, user=user, created__gte=start)
+        LabelEvent.objects.filter(sample__project=project, user=user, created__gte=start, undone=False)
+        .exclude(via__in=["undo", "upload", "api", "capture"])
+        .exclude(new=[])
         .values("sample_id")
         .distinct()
         .count()

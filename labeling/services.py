@@ -375,3 +375,48 @@ def sample_delete(*, sample: Sample) -> None:
         transaction.on_commit(lambda: files_delete(names))
         if was_labeled:
             transaction.on_commit(lambda: labels_changed.send(sender=Sample, project_id=project_id))
+
+
+def _safe_folder(name: str) -> str:
+    """A label name as one zip path segment: no separators, no dot-only names."""
+    cleaned = name.replace("/", "_").replace("\\", "_").strip(". ")
+    return cleaned or "_"
+
+
+def project_export_zip(*, project: Project, fileobj) -> int:
+    """Write the dataset as a zip into fileobj: a folder per label (single-label) or labels.csv
+    (multi-label), unlabeled images under unlabeled/, and samples.csv. Returns the sample count."""
+    import csv
+    import io
+    import zipfile
+
+    from django.core.files.storage import default_storage
+
+    samples = Sample.objects.filter(project=project).prefetch_related("labels").order_by("created", "id")
+    index = io.StringIO()
+    index_writer = csv.writer(index)
+    index_writer.writerow(["id", "sha256", "filename", "labels", "created"])
+    multi = io.StringIO()
+    multi_writer = csv.writer(multi)
+    multi_writer.writerow(["filename", "labels"])
+    count = 0
+    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as zf:
+        for sample in samples.iterator(chunk_size=500):
+            names = sorted(label.name for label in sample.labels.all())
+            ext = sample.image_name.rsplit(".", 1)[-1]
+            # The sample id keeps names unique; the label folder name is made path-safe.
+            base = f"{sample.pk}.{ext}"
+            if project.is_multi_label:
+                path = f"images/{base}"
+                multi_writer.writerow([path, ";".join(names)])
+            else:
+                folder = _safe_folder(names[0]) if names else "unlabeled"
+                path = f"{folder}/{base}"
+            with default_storage.open(sample.image_name, "rb") as f:
+                zf.writestr(path, f.read())
+            index_writer.writerow([str(sample.pk), sample.sha256, path, ";".join(names), sample.created.isoformat()])
+            count += 1
+        zf.writestr("samples.csv", index.getvalue())
+        if project.is_multi_label:
+            zf.writestr("labels.csv", multi.getvalue())
+    return count

@@ -1,12 +1,18 @@
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import schema as doc
 from labeling.selectors import label_list
 from projects.api_auth import api_access
 from projects.selectors import project_summary
 
 
 class ProjectDetailView(APIView):
+    @doc.endpoint(
+        "projects_retrieve", tag="projects", parameters=[doc.PROJECT],
+        summary="The project: labels, sample counts and the deployed model (invoke keys may read it too)",
+        responses={200: doc.ProjectSerializer, **doc.errors()},
+    )
     def get(self, request, project_id):
         # Invoke-scoped keys may read this too: clients need the label names to use results.
         access = api_access(request, project_id, invoke=True)

@@ -77,3 +77,60 @@ def celery_call(task: str, args: list, *, env: dict, timeout: float = 60) -> str
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout.strip()
+
+
+def worker_database_url() -> str:
+    """A URL for the pytest-django test database, for worker processes (PostgreSQL only)."""
+    from urllib.parse import quote
+
+    import pytest
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"] != "django.db.backends.postgresql":
+        pytest.skip("needs PostgreSQL: a worker process cannot share pytest's SQLite test database")
+    user = quote(db.get("USER") or "", safe="")
+    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+def worker_redis_url() -> str:
+    import pytest
+    import redis
+
+    url = os.environ.get("REDIS_URL", "")
+    if not url:
+        pytest.skip("needs Redis: REDIS_URL is not set (scripts/test.sh sets it when Redis answers)")
+    try:
+        redis.Redis.from_url(url, socket_timeout=2).ping()
+    except redis.RedisError as exc:
+        pytest.skip(f"needs Redis: {url} does not answer ({exc})")
+    return url
+
+
+def shared_data_dir(settings, data_dir: Path) -> dict:
+    """Point this process's storage and model cache at data_dir, as a worker with
+    PICTOR_DATA_DIR=data_dir derives them; returns the env for such a worker."""
+    media = data_dir / "media"
+    media.mkdir(parents=True, exist_ok=True)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
+    }
+    settings.MODEL_CACHE_DIR = data_dir / "model-cache"
+    return {
+        "PICTOR_DATA_DIR": str(data_dir),
+        "DATABASE_URL": worker_database_url(),
+        "REDIS_URL": worker_redis_url(),
+        "SECRET_KEY": "w" * 40,
+    }
+
+
+def celery_worker(queues: str, *, env: dict, log: Path, name: str = "w") -> subprocess.Popen:
+    return start(
+        [str(BIN / "celery"), "-A", "config", "worker", "-Q", queues, "-c", "1", "-n", f"{name}@%h",
+         "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        env=env,
+        log=log,
+    )

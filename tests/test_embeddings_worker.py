@@ -8,8 +8,8 @@ database, and both processes store media under the same PICTOR_DATA_DIR.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from urllib.parse import quote
+import uuid
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -17,37 +17,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from conftest import datasets_dir
-from tests.procs import BIN, clean_env, start, stop
+from tests.procs import celery_worker, clean_env, shared_data_dir, stop
 
 HYM = datasets_dir() / "hymenoptera_data"
 BACKBONES = ["lite0", "lite2"]
-
-
-def _database_url() -> str:
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("needs PostgreSQL: a worker process cannot share pytest's SQLite test database")
-    user = quote(db.get("USER") or "", safe="")
-    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-def _redis_url() -> str:
-    import os
-
-    import redis
-
-    url = os.environ.get("REDIS_URL", "")
-    if not url:
-        pytest.skip("needs Redis: REDIS_URL is not set (scripts/test.sh sets it when Redis answers)")
-    try:
-        redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"needs Redis: {url} does not answer ({exc})")
-    return url
 
 
 def _images(n_per_class: int) -> list[tuple[str, bytes]]:
@@ -60,50 +33,65 @@ def _images(n_per_class: int) -> list[tuple[str, bytes]]:
     ]
 
 
+@contextmanager
+def embeddings_routed_to(queue: str):
+    """Send this process's embed_project messages to a queue of this test's own.
+
+    Other test runs on the same machine may share the Redis database and run workers on the
+    ``embeddings`` queue; they must not take this test's message (nor this worker theirs). Only
+    the queue name changes: the task is still sent by the real signal → schedule → route path.
+    """
+    from config.celery import app
+
+    original = app.conf.task_routes
+
+    def use(routes) -> None:
+        app.conf.task_routes = routes
+        app.amqp.flush_routes()
+        app.amqp.router = app.amqp.Router()
+
+    use({**original, "training.tasks.embed_project": {"queue": queue}})
+    try:
+        yield
+    finally:
+        use(original)
+
+
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_uploaded_images_are_embedded_by_a_real_worker_over_redis(team, settings, tmp_path):
     from training.models import Embedding
     from training.selectors import embedding_progress
 
-    redis_url = _redis_url()
-    database_url = _database_url()
     images = _images(3)
-
     # One data folder for both processes: settings derive MEDIA_ROOT = PICTOR_DATA_DIR/media and
-    # MODEL_CACHE_DIR = PICTOR_DATA_DIR/model-cache, so point this process's storage there too.
+    # MODEL_CACHE_DIR = PICTOR_DATA_DIR/model-cache, and shared_data_dir points this process's
+    # storage there too. It skips unless PostgreSQL (the worker joins pytest's test database,
+    # committed data thanks to transaction=True) and Redis are available.
     data_dir = tmp_path / "data"
-    media = data_dir / "media"
-    media.mkdir(parents=True)
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
-    }
-    settings.MODEL_CACHE_DIR = data_dir / "model-cache"
-    settings.PICTOR_BACKBONES = BACKBONES  # what the worker uses by default
-
     env = clean_env(
-        PICTOR_DATA_DIR=str(data_dir),
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        SECRET_KEY="w" * 40,
+        **shared_data_dir(settings, data_dir),
         PICTOR_BACKBONES=",".join(BACKBONES),
         PICTOR_EMBED_BATCH="4",  # several batches for six images
     )
+    settings.PICTOR_BACKBONES = BACKBONES
+    media = data_dir / "media"
     log = tmp_path / "worker.log"
-    worker = start(
-        [
-            str(BIN / "celery"), "-A", "config", "worker", "-Q", "embeddings", "-c", "1",
-            "--without-gossip", "--without-mingle", "--loglevel", "INFO",
-        ],
-        env=env,
-        log=log,
-    )
+    queue = f"embeddings-test-{uuid.uuid4().hex[:12]}"
+    worker = celery_worker(queue, env=env, log=log, name="embed")
     try:
+        # Upload once the worker listens: a message waiting in Redis could meet another run's
+        # FLUSHDB (the suite clears the cache, i.e. its Redis database, before every test).
+        deadline = time.monotonic() + 60
+        while " ready." not in log.read_text():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the worker did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.2)
         api = APIClient()
         api.force_authenticate(team.user("labeler"))
         files = [SimpleUploadedFile(name, data, content_type="image/jpeg") for name, data in images]
-        r = api.post(f"/api/v1/projects/{team.project.pk}/samples", {"file": files}, format="multipart")
+        with embeddings_routed_to(queue):
+            r = api.post(f"/api/v1/projects/{team.project.pk}/samples", {"file": files}, format="multipart")
         assert r.status_code == 201, r.content
         sample_ids = {s["id"] for s in r.json()["samples"]}
         assert len(sample_ids) == len(images)

@@ -5,6 +5,8 @@ process) → fine-tune → ONNX artifact + model version. The worker must see wh
 the tests run in transaction mode (rows are committed), the worker's DATABASE_URL points at
 pytest-django's test database, and both processes keep media under the same PICTOR_DATA_DIR.
 Training is made tiny through the worker's environment (128 px, one step per epoch).
+
+The last test runs in process: a cancel that arrives after the fine-tune loop's last step.
 """
 
 from __future__ import annotations
@@ -123,6 +125,13 @@ class Rig:
             log=log,
         )
         self.workers.append((proc, log))
+        # Wait until it consumes: its start-up declares the queue binding in Redis, which the
+        # per-test cache.clear() (a FLUSHDB of the shared broker database) removed.
+        deadline = time.monotonic() + 60
+        while " ready." not in (log.read_text() if log.exists() else ""):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"worker {name} did not start:\n{log.read_text()[-4000:]}")
+            time.sleep(0.2)
         return proc, log
 
     def stop_all(self) -> None:
@@ -144,10 +153,12 @@ class Rig:
         assert r.status_code == 200, r.content
         return r.json()
 
-    def poll(self, job_id: str, until, *, timeout: float, seen: list | None = None) -> dict:
+    def poll(self, job_id: str, until, *, timeout: float, seen: list | None = None, each=None) -> dict:
         """Poll the job over the API until until(job) holds; fail (with the worker logs) on timeout."""
         deadline = time.monotonic() + timeout
         while True:
+            if each is not None:
+                each()
             job = self.get(job_id)
             if seen is not None:
                 seen.append((job["status"], job["progress"], job["message"]))
@@ -184,14 +195,18 @@ def test_full_training_runs_end_to_end_in_a_real_worker(rig):
     import onnxruntime as ort
     from django.core.files.storage import default_storage
 
+    from training import services
     from training.ml import backbone as bb
     from training.models import ModelVersion, TrainingJob
 
-    rig.start_worker("trainer")
+    stale = 12
+    rig.start_worker("trainer", PICTOR_JOB_STALE_SECONDS=str(stale))
     started = time.monotonic()
     job_id = rig.post_full()
     seen: list = []
-    job = rig.poll(job_id, _final, timeout=180, seen=seen)
+    # The sweeper runs all along with the worker's own stale limit: the heartbeat stays fresh
+    # through the phases that report no progress (reading, model load, linear probe, export).
+    job = rig.poll(job_id, _final, timeout=180, seen=seen, each=lambda: services.training_jobs_sweep(stale_seconds=stale))
     elapsed = time.monotonic() - started
 
     assert job["status"] == "succeeded", f"{job}\n{rig.logs()}"
@@ -240,7 +255,8 @@ def test_cancelling_a_running_full_training(rig):
 
     rig.start_worker("trainer", PICTOR_FINETUNE_EPOCHS="60", PICTOR_FINETUNE_SECONDS="120")
     job_id = rig.post_full()
-    job = rig.poll(job_id, _training, timeout=120)
+    # Cancel as soon as a worker claimed it: the fine-tune polls for the cancel at every step.
+    job = rig.poll(job_id, lambda j: _final(j) or j["status"] == "running", timeout=120)
     assert job["status"] == "running", job
 
     r = rig.api.post(f"{rig.base}/{job_id}/cancel")
@@ -316,3 +332,35 @@ def test_killed_worker_fails_the_job_and_a_redelivery_does_nothing(rig):
     assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [deployed.pk]
     assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
     assert broker.zcard("unacked_index") == 0  # acknowledged this time
+
+
+def test_a_cancel_arriving_after_the_last_training_step_still_wins(team, settings, tmp_path, monkeypatch):
+    """In process: should_stop is polled only inside the loop, so full_train checks again afterwards."""
+    from labeling.tests.factories import make_sample
+    from training import full, runner, services
+    from training.models import ModelVersion, TrainingJob
+
+    files = _dataset_files()
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}},
+    }
+    settings.PICTOR_FINETUNE_BACKBONE = "lite0"
+    settings.PICTOR_FINETUNE_EPOCHS = 1
+    settings.PICTOR_FINETUNE_RESOLUTION = 64
+    for seed, (cls, path) in enumerate((cls, p) for cls, paths in files.items() for p in paths[:5]):
+        make_sample(team.project, seed=seed, labels=[cls], data=path.read_bytes())
+    job = TrainingJob.objects.create(project=team.project, mode="full")
+    finetune = full.ft.finetune
+
+    def finetune_then_cancel(**kwargs):
+        result = finetune(**kwargs)  # the whole loop ran without seeing a cancel
+        services.training_job_cancel(job=TrainingJob.objects.get(pk=job.pk))
+        return result
+
+    monkeypatch.setattr(full.ft, "finetune", finetune_then_cancel)
+    assert runner.training_job_run(job_id=job.pk) == "cancelled"
+    job.refresh_from_db()
+    assert job.status == "cancelled" and job.model_id is None
+    assert not ModelVersion.objects.filter(project=team.project).exists()
+    assert not any(tmp_path.glob("projects/*/models/*"))

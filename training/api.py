@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config import schema as doc
 from config.api import ApiError
 from projects.api_auth import api_access
 from projects.roles import Role
@@ -67,10 +68,23 @@ def _model(access, model_id) -> ModelVersion:
 
 
 class TrainingListView(APIView):
+    @doc.endpoint(
+        "trainings_list", tag="trainings", parameters=[doc.PROJECT], summary="The project's recent trainings",
+        responses={200: doc.TrainingListSerializer, **doc.errors()},
+    )
     def get(self, request, project_id):
         access = api_access(request, project_id)
         return Response({"results": [job_json(j) for j in selectors.training_job_list(project=access.project)[:50]]})
 
+    @doc.endpoint(
+        "trainings_create", tag="trainings", parameters=[doc.PROJECT],
+        summary="Start a training (admin): `quick` (a linear head on embeddings) or `full` (a fine-tune)",
+        request=doc.TrainingCreateSerializer,
+        responses={
+            202: doc.TrainingCreatedSerializer,
+            **doc.errors(400, 409, r409="`conflict`: a full training of this project is already queued or running."),
+        },
+    )
     def post(self, request, project_id):
         access = api_access(request, project_id, minimum=Role.ADMIN)
         mode = request.data.get("mode") if isinstance(request.data, dict) else None
@@ -83,12 +97,21 @@ class TrainingListView(APIView):
 
 
 class TrainingDetailView(APIView):
+    @doc.endpoint(
+        "training_retrieve", tag="trainings", parameters=[doc.PROJECT, doc.JOB], summary="One training and its progress",
+        responses={200: doc.TrainingSerializer, **doc.errors()},
+    )
     def get(self, request, project_id, job_id):
         access = api_access(request, project_id)
         return Response(job_json(_job(access, job_id)))
 
 
 class TrainingCancelView(APIView):
+    @doc.endpoint(
+        "training_cancel", tag="trainings", parameters=[doc.PROJECT, doc.JOB],
+        summary="Cancel a training (admin): a queued one now, a running one at its next step",
+        responses={202: doc.TrainingSerializer, **doc.errors(409, r409="`conflict`: the training has already ended.")},
+    )
     def post(self, request, project_id, job_id):
         access = api_access(request, project_id, minimum=Role.ADMIN)
         job = _job(access, job_id)
@@ -99,16 +122,28 @@ class TrainingCancelView(APIView):
 
 
 class ModelListView(APIView):
+    @doc.endpoint(
+        "models_list", tag="models", parameters=[doc.PROJECT], summary="The project's model versions, with metrics",
+        responses={200: doc.ModelListSerializer, **doc.errors()},
+    )
     def get(self, request, project_id):
         access = api_access(request, project_id)
         return Response({"results": [model_json(m) for m in selectors.model_list(project=access.project)]})
 
 
 class ModelDetailView(APIView):
+    @doc.endpoint(
+        "model_retrieve", tag="models", parameters=[doc.PROJECT, doc.MODEL], summary="One model version",
+        responses={200: doc.ModelSerializer, **doc.errors()},
+    )
     def get(self, request, project_id, model_id):
         access = api_access(request, project_id)
         return Response(model_json(_model(access, model_id)))
 
+    @doc.endpoint(
+        "model_delete", tag="models", parameters=[doc.PROJECT, doc.MODEL], summary="Delete a model version (admin)",
+        responses={204: doc.NO_CONTENT, **doc.errors(409, r409="`conflict`: the deployed model cannot be deleted.")},
+    )
     def delete(self, request, project_id, model_id):
         access = api_access(request, project_id, minimum=Role.ADMIN)
         try:
@@ -119,6 +154,11 @@ class ModelDetailView(APIView):
 
 
 class ModelDeployView(APIView):
+    @doc.endpoint(
+        "model_deploy", tag="models", parameters=[doc.PROJECT, doc.MODEL],
+        summary="Deploy a model version (admin); the previous one stops being deployed",
+        responses={200: doc.ModelSerializer, **doc.errors()},
+    )
     def post(self, request, project_id, model_id):
         access = api_access(request, project_id, minimum=Role.ADMIN)
         model = services.model_deploy(model=_model(access, model_id))

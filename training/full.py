@@ -104,6 +104,9 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
         multi_label=multi, config=config, progress=progress,
         should_stop=lambda: services.training_job_cancel_requested(job=job),
     )
+    # should_stop is polled only inside the training loop: a cancel that arrives after its last
+    # step must still win over storing a model version.
+    _stop_if_cancelled(job)
     services.training_job_heartbeat(job=job, progress=0.92, message="evaluating on held-out samples")
     test_probs = _predict(result, [images[ids[i]] for i in test])
     y_test = Y[test]
@@ -129,11 +132,17 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
         path = Path(tmp) / "model.onnx"
         ft.export_classifier_onnx(result.model, path, result.resolution, multi_label=multi)
         artifact = path.read_bytes()
+    _stop_if_cancelled(job)
     return services.model_version_create(
         project=project, mode=ModelVersion.Mode.FULL, features=f"{result.backbone}@{result.resolution}",
         label_names=label_names, thresholds=[0.5] * len(label_names) if multi else None, metrics=evaluation,
         predictions=predictions, n_train=len(train), artifact=artifact, suffix="onnx",
     )
+
+
+def _stop_if_cancelled(job: TrainingJob) -> None:
+    if services.training_job_cancel_requested(job=job):
+        raise ft.Cancelled("fine-tuning cancelled")
 
 
 def _predict(result: ft.FinetuneResult, images: list[bytes]) -> np.ndarray:

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 from django.conf import settings
-from django.core.cache import cache
+from config.dispatch import cache_add, cache_delete, enqueue
 from django.core.files.storage import default_storage
 from django.db import transaction
 
@@ -36,12 +36,15 @@ def _pending_key(project_id) -> str:
 
 def quick_retrain_schedule(*, project_id) -> bool:
     """Debounced and coalesced: at most one quick retrain per project waits in the queue."""
-    if not cache.add(_pending_key(project_id), 1, timeout=120):
+    key = _pending_key(project_id)
+    if not cache_add(key, 1, timeout=120):
         return False
     from training.tasks import quick_retrain
 
     countdown = settings.PICTOR_QUICK_DEBOUNCE
-    transaction.on_commit(lambda: quick_retrain.apply_async(args=[str(project_id)], countdown=countdown))
+    transaction.on_commit(
+        lambda: enqueue(quick_retrain, args=[str(project_id)], countdown=countdown, release_key=key)
+    )
     return True
 
 
@@ -216,7 +219,7 @@ def quick_retrain_run(*, project_id) -> str | None:
     """The debounced retrain: one job row and one fit for whatever labels exist now."""
     from training.runner import training_job_run
 
-    cache.delete(_pending_key(project_id))
+    cache_delete(_pending_key(project_id))
     project = Project.objects.filter(pk=project_id).first()
     if project is None:
         return None

@@ -1,4 +1,4 @@
-from django.core.cache import cache
+from config.dispatch import cache_add, enqueue
 from django.db import transaction
 from django.dispatch import receiver
 
@@ -20,10 +20,11 @@ def _retrain_on_labels(sender, project_id, **kwargs):
 
 
 def _queue_refresh_schedule(project_id) -> None:
-    if cache.add(f"queue-refresh:{project_id}", 1, timeout=30):
+    key = f"queue-refresh:{project_id}"
+    if cache_add(key, 1, timeout=30):
         from training.tasks import queue_refresh
 
-        transaction.on_commit(lambda: queue_refresh.delay(str(project_id)))
+        transaction.on_commit(lambda: enqueue(queue_refresh, args=[str(project_id)], release_key=key))
 
 
 @receiver(queue_exhausted)

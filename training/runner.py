@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import traceback
 
-from django.db import DatabaseError
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.utils import timezone
 
 from training import services
 from training.models import ModelVersion, TrainingJob
@@ -26,7 +30,8 @@ def training_job_run(*, job_id) -> str | None:
         if job.mode == ModelVersion.Mode.QUICK:
             model = quick.quick_train(job=job)
         else:
-            model = full.full_train(job=job)
+            with _Pulse(job_id=job.pk):
+                model = full.full_train(job=job)
     except services.JobGone:
         log.info("job %s was ended elsewhere while running", job_id)
         return None
@@ -58,3 +63,43 @@ def training_job_timed_out(*, job_id) -> None:
     job = TrainingJob.objects.filter(pk=job_id).first()
     if job is not None:
         services.training_job_finish(job=job, status=S.FAILED, error="The job hit its time limit.")
+
+
+class _Pulse(contextlib.AbstractContextManager):
+    """Keeps a running job's heartbeat fresh from a background thread while it trains.
+
+    Progress reports alone leave long silent stretches (reading every image, loading the model,
+    the linear-probe pass over the whole train split, held-out evaluation, the quick baseline,
+    ONNX export; or a few slow steps on a busy CPU) that can outlast PICTOR_JOB_STALE_SECONDS, and
+    the sweeper would then fail a healthy job. The heartbeat means "the worker process is alive":
+    the thread dies with a killed worker, so the sweeper still catches those; a hung-but-alive
+    job is bounded by the task's time limit instead.
+    """
+
+    def __init__(self, *, job_id, every: float | None = None):
+        self.job_id = job_id
+        self.every = every or min(30.0, max(1.0, settings.PICTOR_JOB_STALE_SECONDS / 4))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"job-pulse-{job_id}", daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+        return None
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    alive = TrainingJob.objects.filter(pk=self.job_id, status=S.RUNNING).update(heartbeat=timezone.now())
+                except DatabaseError:
+                    log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
+                    continue
+                if not alive:  # ended elsewhere (cancelled, swept): the trainer notices on its own
+                    return
+        finally:
+            connection.close()  # this thread's own connection

@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import numpy as np
 from django.conf import settings
-from django.core.cache import cache
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from config.dispatch import enqueue
 from labeling.models import Sample
 from projects.models import Project
 from training.models import Embedding, ModelVersion, TrainingJob
@@ -26,29 +26,20 @@ def _scheduled_key(project_id) -> str:
 
 
 def embeddings_schedule(*, project_id) -> bool:
-    """Queue one embedding run for the project unless one is already waiting (coalescing)."""
-    try:
-        if not cache.add(_scheduled_key(project_id), 1, timeout=600):
-            return False
-    except Exception:
-        # Runs after the upload committed: a cache outage must not turn a stored upload into an
-        # error. The periodic sweep queues the run once the cache is back.
-        log.exception("could not schedule embeddings for project %s", project_id)
-        return False
-    transaction.on_commit(lambda: _enqueue(project_id))
-    return True
+    """Queue one embedding run for the project unless one is already waiting (coalescing).
 
-
-def _enqueue(project_id) -> None:
+    Runs after the upload committed, so it never raises: with the cache unreachable it still tries
+    to queue; with the broker unreachable it logs, frees the coalescing key and the periodic sweep
+    queues the run later (config.dispatch).
+    """
+    from config.dispatch import cache_add, enqueue
     from training.tasks import embed_project
 
-    try:
-        embed_project.delay(str(project_id))
-    except Exception:
-        # Broker unreachable: release the coalescing key so the next upload (or the periodic
-        # sweep) can queue the run, and never fail the upload that triggered this after commit.
-        cache.delete(_scheduled_key(project_id))
-        log.exception("could not queue embeddings for project %s", project_id)
+    key = _scheduled_key(project_id)
+    if not cache_add(key, 1, timeout=600):
+        return False
+    transaction.on_commit(lambda: enqueue(embed_project, args=[str(project_id)], release_key=key))
+    return True
 
 
 def _missing_ids(project_id, backbone: str) -> list:
@@ -117,8 +108,10 @@ def embeddings_compute(*, project_id, backbones: list[str] | None = None, batch_
     """Embed every sample of the project that lacks a vector; idempotent, resumable. Returns the count."""
     from training.embedders import embedder_get
 
+    from config.dispatch import cache_delete
+
     # Cleared first, so uploads arriving while this runs schedule a follow-up run.
-    cache.delete(_scheduled_key(project_id))
+    cache_delete(_scheduled_key(project_id))
     backbones = backbones or settings.PICTOR_BACKBONES
     batch_size = batch_size or settings.PICTOR_EMBED_BATCH
     written = 0
@@ -192,7 +185,8 @@ def training_job_create(*, project, mode: str, user=None) -> TrainingJob:
     from training.tasks import run_training_job
 
     queue = "training" if mode == ModelVersion.Mode.FULL else "default"
-    transaction.on_commit(lambda: run_training_job.apply_async(args=[str(job.pk)], queue=queue))
+    # If the broker is down the job stays queued; the jobs sweep re-sends queued jobs.
+    transaction.on_commit(lambda: enqueue(run_training_job, args=[str(job.pk)], queue=queue))
     return job
 
 
@@ -334,3 +328,46 @@ def quick_models_prune(*, project, keep: int = 5) -> int:
     ).delete()
     transaction.on_commit(lambda: files_delete(names))
     return len(old)
+
+
+def training_jobs_resend(*, older_than: int = 300) -> int:
+    """Re-send queued jobs nobody picked up (the broker was down when they were created).
+
+    A duplicate delivery is harmless: only one worker's claim (queued → running) can succeed.
+    """
+    from config.dispatch import cache_add
+    from training.tasks import run_training_job
+
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    sent = 0
+    for job in TrainingJob.objects.filter(status=S.QUEUED, created__lt=cutoff).only("pk", "mode")[:100]:
+        if cache_add(f"job-resent:{job.pk}", 1, timeout=600):
+            queue = "training" if job.mode == ModelVersion.Mode.FULL else "default"
+            sent += enqueue(run_training_job, args=[str(job.pk)], queue=queue)
+    return sent
+
+
+def quick_models_refresh_stale() -> int:
+    """Queue a quick retrain where labels changed after the newest quick model (missed dispatches)."""
+    from django.db.models import Max
+
+    from labeling.models import LabelEvent
+    from training.quick import quick_retrain_schedule
+
+    last_label = dict(
+        LabelEvent.objects.values_list("sample__project_id").annotate(t=Max("created")).values_list("sample__project_id", "t")
+    )
+    last_model = dict(
+        ModelVersion.objects.filter(mode=ModelVersion.Mode.QUICK).values_list("project_id").annotate(t=Max("created"))
+        .values_list("project_id", "t")
+    )
+    last_try = dict(
+        TrainingJob.objects.filter(mode=ModelVersion.Mode.QUICK).values_list("project_id").annotate(t=Max("created"))
+        .values_list("project_id", "t")
+    )
+    n = 0
+    for project_id, labeled in last_label.items():
+        newest = max(filter(None, [last_model.get(project_id), last_try.get(project_id)]), default=None)
+        if newest is None or labeled > newest:
+            n += quick_retrain_schedule(project_id=project_id)
+    return n

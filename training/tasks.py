@@ -5,6 +5,7 @@ import logging
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import DatabaseError
 
 from training import services
 
@@ -36,11 +37,10 @@ def quick_retrain(project_id: str) -> str | None:
 
 @shared_task(name="training.tasks.queue_refresh", time_limit=120, soft_time_limit=110)
 def queue_refresh(project_id: str) -> int:
-    from django.core.cache import cache
-
+    from config.dispatch import cache_delete
     from training import quick
 
-    cache.delete(f"queue-refresh:{project_id}")
+    cache_delete(f"queue-refresh:{project_id}")
     return quick.queue_refresh(project_id=project_id)
 
 
@@ -49,6 +49,11 @@ def queue_refresh(project_id: str) -> int:
     time_limit=settings.PICTOR_TRAINING_TIME_LIMIT + 120,
     soft_time_limit=settings.PICTOR_TRAINING_TIME_LIMIT,
     acks_late=True,
+    # Only transient database trouble is retried (the runner put the job back to queued first);
+    # a training that fails on its own merits is final.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=5,
+    max_retries=3,
 )
 def run_training_job(job_id: str) -> str | None:
     from training import runner
@@ -62,4 +67,8 @@ def run_training_job(job_id: str) -> str | None:
 
 @shared_task(name="training.tasks.training_jobs_sweep", time_limit=60)
 def training_jobs_sweep() -> int:
-    return services.training_jobs_sweep()
+    """Fail stale running jobs, re-send lost queued ones, retrain quick models that missed labels."""
+    failed = services.training_jobs_sweep()
+    services.training_jobs_resend()
+    services.quick_models_refresh_stale()
+    return failed

@@ -9,8 +9,12 @@ from training import selectors
 @project_view()
 def embedding_status(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     progress = selectors.embedding_progress(project_id=access.project.pk)
-    response = render(request, "training/embedding_status.html", {"access": access, "progress": progress})
-    if request.htmx and progress["complete"]:
+    from config.dispatch import broker_recently_failed
+
+    down = broker_recently_failed()
+    context = {"access": access, "progress": progress, "broker_down": down}
+    response = render(request, "training/embedding_status.html", context)
+    if request.htmx and progress["complete"] and not down:
         # htmx stops polling on 286; the final state is still swapped in.
         response.status_code = 286
     return response

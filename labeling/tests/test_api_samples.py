@@ -216,3 +216,34 @@ def test_labels_endpoint_creates_and_refuses_duplicates(team):
     assert r.status_code == 409 and r.json()["error"]["code"] == "conflict"
     assert [x["name"] for x in c.get(url(team, "/labels")).json()["results"]] == ["ants"]
     assert api(team.user("viewer")).post(url(team, "/labels"), {"name": "x"}, format="json").status_code == 403
+
+
+def test_export_zips_label_folders_and_samples_csv(team):
+    import csv
+
+    c = api(team.user("viewer"))
+    from labeling.tests.factories import make_sample
+
+    a = make_sample(team.project, seed=40, labels=["ants"])
+    make_sample(team.project, seed=41, labels=["bees"])
+    make_sample(team.project, seed=42)
+    r = c.get(url(team, "/export"))
+    assert r.status_code == 200 and r["Content-Type"] == "application/zip"
+    zf = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
+    names = zf.namelist()
+    assert f"ants/{a.pk}.jpg" in names and any(n.startswith("bees/") for n in names) and any(n.startswith("unlabeled/") for n in names)
+    rows = list(csv.DictReader(io.StringIO(zf.read("samples.csv").decode())))
+    assert {r["labels"] for r in rows} == {"ants", "bees", ""} and set(rows[0]) == {"id", "sha256", "filename", "labels", "created"}
+    assert zf.read(f"ants/{a.pk}.jpg") == jpeg(40)
+    assert api(team.user("outsider")).get(url(team, "/export")).status_code == 404
+
+
+def test_multi_label_export_has_labels_csv(team):
+    from labeling.tests.factories import make_sample
+
+    team.project.task = "multi_label"
+    team.project.save()
+    make_sample(team.project, seed=43, labels=["beach", "sunset"])
+    r = api(team.user("viewer")).get(url(team, "/export"))
+    zf = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
+    assert "beach;sunset" in zf.read("labels.csv").decode()

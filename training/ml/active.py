@@ -5,13 +5,14 @@ Pure numpy (float32; no Django, no torch). Inputs are the L2-normalised backbone
 Strategy ``"active"`` has two phases (see shared/notes/active-learning.md for the measurements):
 
 1. **Typicality** (TypiClust; Hacohen, Dekel & Weinshall, "Active Learning on a Budget", ICML 2022)
-   while there is no model or some class still has fewer than ``min_per_class`` labels. All
+   while there is no model, fewer than ``min_labeled`` (30) labels, or some class still has fewer
+   than ``min_per_class`` (3) labels (details and the reasons in :func:`phase`). All
    embeddings are clustered with k-means into ``n_labeled + batch_size`` clusters; the largest
    clusters that hold no labeled sample each give their most *typical* unlabeled point (typicality =
    inverse mean Euclidean distance to its ``knn`` (20) nearest neighbours inside the cluster). Dense,
    representative points, one per uncovered mode of the data. (Farthest-first / k-center greedy is
    deliberately not used: it picks outliers and loses to random order at small budgets.)
-2. **Uncertainty + diversity** once every class has a few labels and a model exists: uncertainty is
+2. **Uncertainty + diversity** once a model exists and every class has a few labels: uncertainty is
    ``1 - (p_top1 - p_top2)`` (single-label margin) or, for multi-label, ``1 - min_l d_l`` where
    ``d_l`` is label l's distance from its threshold, scaled to [0, 1] (``(p - t) / (1 - t)`` above,
    ``(t - p) / t`` below). The ``candidate_factor * batch_size`` (5x) most uncertain unlabeled points
@@ -62,7 +63,7 @@ def _sq_dists(X: np.ndarray, C: np.ndarray, c_sq: np.ndarray | None = None) -> n
     return d
 
 
-def _assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _assign(X: np.ndarray, C: np.ndarray, x_sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Nearest centroid and its squared distance for every row, in chunks."""
     n = X.shape[0]
     labels = np.empty(n, dtype=np.int64)
@@ -74,7 +75,7 @@ def _assign(X: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lab = part.argmin(axis=1)
         labels[s : s + _CHUNK] = lab
         best[s : s + _CHUNK] = part[np.arange(lab.size), lab]
-    best += np.einsum("ij,ij->i", X, X)
+    best += np.einsum("ij,ij->i", X, X) if x_sq is None else x_sq
     np.maximum(best, 0.0, out=best)
     return labels, best
 
@@ -132,11 +133,12 @@ def kmeans(
     k = min(k, n)
     fit_rows = np.sort(rng.choice(n, fit_cap, replace=False)) if n > fit_cap else np.arange(n)
     F = X[fit_rows]
+    f_sq = np.einsum("ij,ij->i", F, F)
     with _single_thread():
         C = F[_kmeanspp(F, k, rng)].copy()
     k = C.shape[0]
     for _ in range(n_iter):
-        labels, dist = _assign(F, C)
+        labels, dist = _assign(F, C, f_sq)
         counts = np.bincount(labels, minlength=k)
         sums = _segment_sum(F, labels, k)
         nonempty = counts > 0
@@ -263,7 +265,7 @@ def _typiclust(
     is_lab[: lab.size] = True
     P = X[rows]
     k = int(min(labeled.sum() + batch, max_clusters, rows.size))
-    _, assign = kmeans(P, k, seed=rng, fit_cap=fit_cap)
+    _, assign = kmeans(P, k, seed=rng, fit_cap=fit_cap, n_iter=6)
     k = int(assign.max()) + 1
     sizes = np.bincount(assign, minlength=k)
     covered = np.bincount(assign[is_lab], minlength=k)
@@ -286,15 +288,15 @@ def _typiclust(
                 cand = members[~is_lab[members] & ~taken[members]]
                 if cand.size == 0:
                     continue
-                ref = members if members.size <= density_cap else rng.choice(members, density_cap, replace=False)
-                cand_s = cand if cand.size <= density_cap else rng.choice(cand, density_cap, replace=False)
-                # members of cand_s that are not in ref still get a kNN density against ref
-                in_ref = np.isin(cand_s, ref)
-                typ = np.empty(cand_s.size, np.float32)
-                if in_ref.any():
-                    typ[in_ref] = typicality(P[cand_s[in_ref]], P[ref], knn=knn, self_included=True)
-                if (~in_ref).any():
-                    typ[~in_ref] = typicality(P[cand_s[~in_ref]], P[ref], knn=knn, self_included=False)
+                    # density inside the cluster, estimated on (at most) density_cap of its members;
+                # the candidates are the unlabeled, not yet picked ones of that sample
+                ref = members if members.size <= density_cap else np.sort(rng.choice(members, density_cap, replace=False))
+                ok = ~is_lab[ref] & ~taken[ref]
+                if not ok.any():
+                    ref = np.union1d(ref[:density_cap - 1], cand[:1])
+                    ok = ~is_lab[ref] & ~taken[ref]
+                typ = typicality(P[ref[ok]], P[ref], knn=knn, self_included=True)
+                cand_s = ref[ok]
                 best = int(cand_s[int(np.argmax(typ))])
                 picks.append(int(rows[best]))
                 scores.append(float(typ.max()))
@@ -358,7 +360,7 @@ def rank(
     candidate_factor: int = 5,
     pool_cap: int = 20_000,
     fit_cap: int = 10_000,
-    density_cap: int = 1_000,
+    density_cap: int = 500,
     max_clusters: int = 500,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The next ``batch_size`` unlabeled rows to label, in the order to show them.
@@ -396,7 +398,7 @@ def rank(
     if strategy == "oldest":
         return unl[:batch].astype(np.int64), np.zeros(batch, np.float32)
     if strategy == "random":
-        return np.sort(rng.choice(unl, batch, replace=False)).astype(np.int64)[rng.permutation(batch)], np.zeros(batch, np.float32)
+        return rng.choice(unl, batch, replace=False).astype(np.int64), np.zeros(batch, np.float32)
     if strategy != "active":
         raise ValueError(f"unknown strategy {strategy!r}")
 

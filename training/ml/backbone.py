@@ -24,6 +24,7 @@ import math
 import os
 import tempfile
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -212,6 +213,20 @@ def crop_size_for(resolution: int) -> int:
     return int(math.floor(resolution / CROP_PCT))
 
 
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """Rescale 16-bit / 32-bit grayscale to 8 bits.
+
+    Why: PIL's ``convert("RGB")`` clips these modes at 255, so a 16-bit scan or microscopy PNG
+    would come out almost entirely white.
+    """
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return img
+    values = np.asarray(img, dtype=np.float32)
+    peak = float(values.max()) if values.size else 0.0
+    scale = 255.0 / 65535.0 if peak > 255.0 else 1.0
+    return Image.fromarray(np.clip(values * scale, 0, 255).astype(np.uint8), mode="L")
+
+
 def _flatten_transparency(img: Image.Image) -> Image.Image:
     """Composite transparent images onto white.
 
@@ -253,7 +268,7 @@ def load_image(data: ImageInput, *, min_size: int | None = None) -> Image.Image:
     if opened_here and min_size is not None and img.format == "JPEG":
         img.draft("RGB", (min_size, min_size))
     img = ImageOps.exif_transpose(img) or img
-    img = _flatten_transparency(img)
+    img = _flatten_transparency(_to_8bit(img))
     if img.mode != "RGB":
         img = img.convert("RGB")
     return img
@@ -363,7 +378,10 @@ def export_onnx(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The TorchScript exporter is deprecated in favour of dynamo, which needs onnxscript
+            # and is ~10x slower to export these graphs; silence the notice, keep the exporter.
+            warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
                 wrapper,
                 (dummy,),

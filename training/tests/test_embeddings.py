@@ -27,7 +27,11 @@ def model_cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _embedding_settings(settings, model_cache_dir, tmp_path):
+def _embedding_settings(settings, model_cache_dir, tmp_path, monkeypatch):
+    from config import dispatch
+
+    # A broker failure recorded by an earlier test would keep the status card polling.
+    monkeypatch.setattr(dispatch, "_last_failure", 0.0)
     settings.MODEL_CACHE_DIR = model_cache_dir
     settings.PICTOR_BACKBONES = BACKBONES
     settings.PICTOR_EMBED_BATCH = 16
@@ -233,50 +237,66 @@ def test_matrix_cache_follows_new_and_deleted_embeddings(team):
 
 def test_schedule_coalesces_until_the_run_starts(team, django_capture_on_commit_callbacks):
     pid = team.project.pk
-    with mock.patch.object(tasks.embed_project, "delay") as delay:
+    with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=True):
             assert services.embeddings_schedule(project_id=pid) is True
             assert services.embeddings_schedule(project_id=pid) is False
         with django_capture_on_commit_callbacks(execute=True):
             assert services.embeddings_schedule(project_id=pid) is False  # still pending
-        assert delay.call_args_list == [mock.call(str(pid))]
+        assert send.call_args_list == [mock.call(args=[str(pid)])]
 
         # The run clears the flag first, so uploads arriving during it queue a follow-up.
         services.embeddings_compute(project_id=pid)
         with django_capture_on_commit_callbacks(execute=True):
             assert services.embeddings_schedule(project_id=pid) is True
-        assert delay.call_count == 2
+        assert send.call_count == 2
 
 
 def test_nothing_is_queued_before_commit(team, django_capture_on_commit_callbacks):
-    with mock.patch.object(tasks.embed_project, "delay") as delay:
+    with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
             assert services.embeddings_schedule(project_id=team.project.pk) is True
-        assert delay.call_count == 0 and len(callbacks) == 1
+        assert send.call_count == 0 and len(callbacks) == 1
 
 
 def test_uploading_samples_queues_one_run_per_project(team, django_capture_on_commit_callbacks):
     from labeling import services as labeling_services
 
     items = [labeling_services.IngestItem(filename=f"{i}.jpg", data=jpeg_bytes(i)) for i in range(3)]
-    with mock.patch.object(tasks.embed_project, "delay") as delay:
+    with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=True):
             labeling_services.samples_ingest(project=team.project, items=items, user=team.user("labeler"))
         with django_capture_on_commit_callbacks(execute=True):
             make_sample(team.project, seed=50)  # while the first run is still queued
-    assert delay.call_args_list == [mock.call(str(team.project.pk))]
+    assert send.call_args_list == [mock.call(args=[str(team.project.pk)])]
 
 
 def test_a_broker_outage_releases_the_flag_and_does_not_fail_the_caller(team, django_capture_on_commit_callbacks):
+    from config.dispatch import broker_recently_failed
+
     pid = team.project.pk
-    with mock.patch.object(tasks.embed_project, "delay", side_effect=ConnectionError("broker down")) as delay:
+    with mock.patch.object(tasks.embed_project, "apply_async", side_effect=ConnectionError("broker down")) as send:
         with django_capture_on_commit_callbacks(execute=True):
             assert services.embeddings_schedule(project_id=pid) is True
-        assert delay.call_count == 1
-    with mock.patch.object(tasks.embed_project, "delay") as delay:
+        assert send.call_count == 1
+    assert broker_recently_failed()  # the status card warns
+    with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=True):
             assert services.embeddings_schedule(project_id=pid) is True  # not stuck for 10 minutes
-        assert delay.call_count == 1
+        assert send.call_count == 1
+
+
+def test_a_cache_outage_still_queues_the_run(team, django_capture_on_commit_callbacks):
+    from django.core.cache import cache
+
+    with mock.patch.object(tasks.embed_project, "apply_async") as send, mock.patch.object(
+        cache, "add", side_effect=ConnectionError("cache down")
+    ), mock.patch.object(cache, "delete", side_effect=ConnectionError("cache down")):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert services.embeddings_schedule(project_id=team.project.pk) is True
+        assert send.call_count == 1
+        make_sample(team.project, seed=1)
+        assert services.embeddings_compute(project_id=team.project.pk, backbones=["lite0"]) == 1
 
 
 def test_sweep_schedules_only_projects_with_missing_vectors(team, django_capture_on_commit_callbacks):
@@ -287,10 +307,10 @@ def test_sweep_schedules_only_projects_with_missing_vectors(team, django_capture
 
     other = Project.objects.exclude(pk=done_project.pk).get()
     make_sample(other, seed=2)
-    with mock.patch.object(tasks.embed_project, "delay") as delay:
+    with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=True):
             assert tasks.embeddings_sweep() == 1
-    assert delay.call_args_list == [mock.call(str(other.pk))]
+    assert send.call_args_list == [mock.call(args=[str(other.pk)])]
 
 
 def test_task_runs_compute(team):

@@ -275,3 +275,11 @@ def test_preprocess_equals_resize_then_center_crop():
     ref = ref.crop((left, top, left + 224, top + 224))
     expected = bb.to_model_input([ref])[0]
     assert np.abs(ours - expected).mean() < 1e-3
+
+
+def test_sixteen_bit_grayscale_is_rescaled_not_clipped():
+    arr = np.full((8, 8), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    value = bb.load_image(buf.getvalue()).getpixel((4, 4))
+    assert value[0] == value[1] == value[2] and 120 <= value[0] <= 135

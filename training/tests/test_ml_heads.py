@@ -184,3 +184,18 @@ def test_bad_inputs_are_rejected():
         heads.fit_head(X, np.array([[0, 2]] * 4), multi_label=True, l2=0.1)
     with pytest.raises(ValueError):
         heads.automl_fit({"lite0": X, "lite2": np.zeros((5, 3), np.float32)}, np.zeros(4, int), multi_label=False)
+
+
+def test_automl_tunes_on_a_subsample_when_large():
+    rng = np.random.default_rng(9)
+    centers = rng.standard_normal((3, 12)) * 2
+    X, y = _blobs(100, centers, 1.0, seed=9)
+    res = heads.automl_fit({"lite0": X}, y, multi_label=False, l2_grid=(1.0, 0.1), tune_rows=100)
+    # l2 chosen on a ~1/3 subsample, rescaled by its share of the rows
+    assert all(r["n_eval"] < 150 for r in res.cv_table)
+    assert any(res.l2 == pytest.approx(r["l2"]) for r in res.cv_table)
+    assert res.l2 < 1.0 * 0.5
+    # out-of-fold probabilities still cover every row
+    assert res.oof_probs.shape == (300, 3)
+    assert (res.oof_probs.argmax(1) == y).mean() > 0.8
+    assert res.head.meta["n_train"] == 300
