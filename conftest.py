@@ -89,6 +89,9 @@ def _fresh_cache():
             client.delete(key)
     else:
         cache.clear()
+    import config.dispatch
+
+    config.dispatch._last_failure = 0.0  # a simulated outage in one test must not colour the next
     yield
 
 

@@ -339,6 +339,7 @@ def main() -> int:
     parser.add_argument("--soak", type=float, default=10.0, help="length of the 50-client run, seconds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--keep", action="store_true", help="keep the temporary data folder (database, server log)")
     args = parser.parse_args()
     if not HYMENOPTERA.is_dir():
         sys.exit(f"hymenoptera_data not found at {HYMENOPTERA}; set PICTOR_DATASETS to the datasets folder")
@@ -359,7 +360,7 @@ def main() -> int:
         wait_ready(f"{base}/api/v1/schema", proc)
         url = f"{base}/api/v1/projects/{project_id}/invoke"
         # Warm every worker (model load on the first request of each) and the connection.
-        concurrent(url, key, images, clients=2 * args.workers, seconds=3)
+        warm = concurrent(url, key, images, clients=2 * args.workers, seconds=3)
         print(f"latency: {args.requests} sequential requests, each with the raw model ...", file=sys.stderr, flush=True)
         raw = latency(url, key, project_id, images, args.requests)
         print(f"throughput: 8 clients, {args.throughput_seconds:.0f} s ...", file=sys.stderr, flush=True)
@@ -370,6 +371,8 @@ def main() -> int:
         text = log.read_text(errors="replace")
         problems = [f"{text.count(marker)}× {marker!r}" for marker in ("Traceback", "WORKER TIMEOUT", "Internal Server Error")
                     if marker in text]
+        if warm["errors"] or any(s != 200 for s in warm["statuses"]):
+            problems.append(f"warm-up statuses {status_text(warm['statuses'])}, {len(warm['errors'])} connection errors")
         import gunicorn
         import onnxruntime
 
@@ -377,14 +380,22 @@ def main() -> int:
                 "gunicorn": gunicorn.__version__, "ort": onnxruntime.__version__, "load": load,
                 "wall": time.perf_counter() - started}
         md = report(args, meta, raw, tput, soak, ", ".join(problems))
+        if "Traceback" in text:
+            first = text.index("Traceback")
+            start = text.rfind("\n", 0, max(0, text.rfind("\n", 0, first) - 1)) + 1  # the line before it too
+            md += "\nFirst error in the server log:\n\n```\n" + text[start : start + 4000].strip() + "\n```\n"
     finally:
         if proc is not None:
             stop_server(proc)
-        shutil.rmtree(data_dir, ignore_errors=True)
+        if args.keep:
+            print(f"kept {data_dir} (server log: gunicorn.log)", file=sys.stderr)
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
     print(md)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(md)
-    bad = sum(c for s, c in soak["statuses"].items() if s >= 500) + len(soak["errors"])
+    bad = sum(c for s, c in warm["statuses"].items() if s >= 500) + len(warm["errors"])
+    bad += sum(c for s, c in soak["statuses"].items() if s >= 500) + len(soak["errors"])
     bad += sum(c for s, c in tput["statuses"].items() if s >= 500) + len(tput["errors"])
     return 1 if bad else 0
 

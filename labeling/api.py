@@ -247,7 +247,7 @@ class _SampleFileView(APIView):
     field = "image_name"
 
     def get(self, request, project_id, sample_id):
-        access = api_access(request, project_id, invoke=True)
+        access = api_access(request, project_id)
         sample = _sample_or_404(access, sample_id)
         name = getattr(sample, self.field)
         try:

@@ -47,19 +47,26 @@ def _available(project: Project, holder: str, now) -> QuerySet[Sample]:
 def _try_lease(sample: Sample, holder: str, now, ttl: timedelta) -> bool:
     expires = now + ttl
     # An expired lease is taken over with a conditional UPDATE: of two racers only one matches.
-    if Lease.objects.filter(sample=sample, expires__lte=now).update(holder=holder, expires=expires, created=now):
+    taken = bool(Lease.objects.filter(sample=sample, expires__lte=now).update(holder=holder, expires=expires, created=now))
+    if not taken:
+        try:
+            with transaction.atomic():
+                Lease.objects.create(sample=sample, project_id=sample.project_id, holder=holder, expires=expires, created=now)
+            taken = True
+        except IntegrityError:
+            return False
+    # The candidate was read before the lease: a teammate may have claimed and labeled it in
+    # between (labeling deletes its lease, which is what let ours in). Labeling commits labeled_at
+    # together with that delete, so checking after our lease is in sees it.
+    if Sample.objects.filter(pk=sample.pk, labeled_at__isnull=True).exists():
         return True
-    try:
-        with transaction.atomic():
-            Lease.objects.create(sample=sample, project_id=sample.project_id, holder=holder, expires=expires, created=now)
-        return True
-    except IntegrityError:
-        return False
+    Lease.objects.filter(sample=sample, holder=holder).delete()
+    return False
 
 
-def _candidates(project: Project, holder: str, now, want: int) -> list[tuple[Sample, float | None]]:
+def _candidates(project: Project, holder: str, now, want: int, tried: set) -> list[tuple[Sample, float | None]]:
     """Samples in queue order: the active learner's batch first, then the project's fallback order."""
-    available = _available(project, holder, now)
+    available = _available(project, holder, now).exclude(pk__in=tried)
     out: list[tuple[Sample, float | None]] = []
     seen: set = set()
     if project.queue_strategy == Project.QueueStrategy.ACTIVE:
@@ -94,13 +101,19 @@ def queue_claim(*, project: Project, holder: str, count: int = 1) -> list[QueueI
         .order_by("created", "id")[:count]
     )
     items = [QueueItem(sample=lease.sample, score=None) for lease in mine]
-    if len(items) >= count:
-        return items
-    for sample, score in _candidates(project, holder, now, count - len(items)):
-        if _try_lease(sample, holder, now, ttl):
-            items.append(QueueItem(sample=sample, score=score))
-            if len(items) >= count:
-                break
+    tried: set = set()
+    # Teammates may lease every candidate of one read before we get to them: read again, past the
+    # ones already tried, until we have enough or nothing is left.
+    while len(items) < count:
+        candidates = _candidates(project, holder, now, count - len(items), tried)
+        if not candidates:
+            break
+        for sample, score in candidates:
+            tried.add(sample.pk)
+            if _try_lease(sample, holder, now, ttl):
+                items.append(QueueItem(sample=sample, score=score))
+                if len(items) >= count:
+                    break
     return items
 
 

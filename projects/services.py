@@ -80,13 +80,14 @@ def project_update(
 def project_delete(*, project: Project, confirmation: str) -> None:
     if (confirmation or "").strip() != project.name:
         raise ValidationError({"confirmation": "Type the project's name exactly to delete it."})
+    from projects.signals import project_deleted
+
     project_id = project.pk
     with transaction.atomic():
         project.delete()
-    # Stored files go after the rows are gone, so a failure here leaves orphans, never dangling rows.
-    from projects.signals import project_deleted
-
-    project_deleted.send(sender=Project, project_id=project_id)
+        # Stored files go once the rows are surely gone (after commit, even inside an outer
+        # transaction), so a failure leaves orphaned files, never rows pointing at nothing.
+        transaction.on_commit(lambda: project_deleted.send(sender=Project, project_id=project_id))
 
 
 def _owners_locked(project: Project) -> list[Membership]:

@@ -48,6 +48,7 @@ def project_view(minimum: str = Role.VIEWER, methods: tuple[str, ...] = ("GET",)
 
 
 @login_required
+@require_http_methods(["GET", "HEAD"])
 def dashboard(request: HttpRequest) -> HttpResponse:
     summaries = selectors.project_summaries_for_user(user=request.user)
     return render(request, "projects/dashboard.html", {"summaries": summaries})
