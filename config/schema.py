@@ -36,8 +36,8 @@ class ProjectKeyScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "bearerFormat": "Pictor API key",
             "description": "A project API key: `Authorization: Bearer <api key>`. It works only on its own "
-            "project (404 elsewhere). Scope `invoke` reaches only `POST .../invoke`, `GET /projects/{id}` and "
-            "the sample image files; scope `full` reaches every endpoint.",
+            "project (404 elsewhere). Scope `invoke` reaches only `POST .../invoke` and `GET /projects/{id}` "
+            "(and the ImageNet endpoint); scope `full` reaches every endpoint.",
         }
 
 

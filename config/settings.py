@@ -107,7 +107,6 @@ if ENV.get("PICTOR_TEST_DB_NAME"):
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web and worker are separate processes on the embedded default: WAL lets readers proceed
     # while one writes, and IMMEDIATE transactions wait for the lock instead of failing mid-way.
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         "transaction_mode": "IMMEDIATE",
@@ -126,7 +125,11 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 if TESTING:
     # Hashing strength is not what the tests check, and PBKDF2 would dominate their run time.
-    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # PBKDF2 stays available for tests whose users sign in to a server process in production mode.
+    PASSWORD_HASHERS = [
+        "django.contrib.auth.hashers.MD5PasswordHasher",
+        "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"

@@ -164,7 +164,7 @@ class SampleListView(APIView):
         qs = selectors.sample_list(
             project=access.project,
             labeled=_bool_param(request.query_params.get("labeled"), "labeled"),
-            label=request.query_params.get("label") or None,
+            label=services.clean_text(request.query_params.get("label") or "") or None,
         )
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)

@@ -39,7 +39,16 @@ def image_limits() -> imaging.ImageLimits:
     )
 
 
+def clean_text(value: str) -> str:
+    """Drop control characters (NUL and friends): databases, zip names and CSV all choke on them."""
+    import unicodedata
+
+    return "".join(c for c in str(value or "") if unicodedata.category(c) != "Cc")
+
+
 def _clean_label_name(name: str) -> str:
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(name or "") if c not in " \t"):
+        raise ValidationError({"name": "Label names cannot contain control characters."})
     name = " ".join(str(name or "").split())
     if not name:
         raise ValidationError({"name": "A label needs a name."})
@@ -287,6 +296,7 @@ def sample_ingest_one(
     source: str,
     limits: imaging.ImageLimits,
 ) -> IngestResult:
+    item.filename = clean_text(item.filename)[-255:]
     result = IngestResult(filename=item.filename)
     try:
         image = imaging.validate_image(item.data, limits=limits, filename=item.filename)

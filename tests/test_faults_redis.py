@@ -48,7 +48,8 @@ def start_redis(port: int, tmp_path) -> subprocess.Popen:
 
 def login(base: str, username: str) -> requests.Session:
     s = requests.Session()
-    s.get(f"{base}/accounts/login/", timeout=10)
+    page = s.get(f"{base}/accounts/login/", timeout=10)
+    assert page.status_code == 200 and "csrftoken" in s.cookies, (page.status_code, page.text[:500])
     r = s.post(f"{base}/accounts/login/", data={"username": username, "password": PASSWORD,
                "csrfmiddlewaretoken": s.cookies["csrftoken"]}, headers={"Referer": f"{base}/accounts/login/"}, timeout=10)
     assert r.status_code == 200 and "/accounts/login/" not in r.url
@@ -67,7 +68,10 @@ def test_uploads_and_labels_survive_a_redis_restart(team, settings, tmp_path):
     port, web_port = free_port(), free_port()
     redis_proc = start_redis(port, tmp_path)
     env = shared_data_dir(settings, tmp_path / "data")
-    env = clean_env(**env, REDIS_URL=f"redis://127.0.0.1:{port}/0", PICTOR_BACKBONES="lite0", PICTOR_QUICK_DEBOUNCE="0.2")
+    env = clean_env(**{**env, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "PICTOR_BACKBONES": "lite0",
+                       "PICTOR_QUICK_DEBOUNCE": "0.2",
+                       # Static files straight from the finders: no collectstatic step for this server.
+                       "DEBUG": "true"})
     settings.PICTOR_BACKBONES = ["lite0"]
     web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
     web = start([str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{web_port}", "--workers", "1",
@@ -76,6 +80,12 @@ def test_uploads_and_labels_survive_a_redis_restart(team, settings, tmp_path):
     base = f"http://127.0.0.1:{web_port}"
     statuses: list[int] = []
     try:
+        from django.contrib.auth.hashers import make_password
+
+        # The server runs in production mode, where the tests' fast MD5 hasher does not exist.
+        user = team.user("labeler")
+        user.password = make_password(PASSWORD, hasher="pbkdf2_sha256")
+        user.save(update_fields=["password"])
         wait_http(f"{base}/accounts/login/", proc=web, log=web_log)
         s = login(base, "labeler")
         api = f"{base}/api/v1/projects/{team.project.pk}"

@@ -247,3 +247,14 @@ def test_multi_label_export_has_labels_csv(team):
     r = api(team.user("viewer")).get(url(team, "/export"))
     zf = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
     assert "beach;sunset" in zf.read("labels.csv").decode()
+
+
+def test_control_characters_are_refused_or_stripped_never_a_500(team):
+    c = api(team.user("labeler"))
+    r = c.post(url(team, "/labels"), {"name": "a\u0000b"}, format="json")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
+    r = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(50)).decode(), "labels": ["q\u0000"], "filename": "x\u0000.jpg"}, format="json")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
+    r = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(51)).decode(), "filename": "x\u0000y.jpg"}, format="json")
+    assert r.status_code == 201 and Sample.objects.get(pk=r.json()["samples"][0]["id"]).filename == "xy.jpg"
+    assert c.get(url(team, "/samples?label=a%00b")).status_code == 200
