@@ -10,7 +10,7 @@ import logging
 from django.core.exceptions import PermissionDenied, ValidationError as DjangoValidationError
 from django.db import DataError
 from django.http import Http404, JsonResponse
-from rest_framework import exceptions, status
+from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler

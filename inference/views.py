@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError

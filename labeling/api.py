@@ -6,7 +6,6 @@ import base64
 import binascii
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.http import FileResponse
 from django.core.files.storage import default_storage
 from django.urls import reverse

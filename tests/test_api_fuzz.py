@@ -35,7 +35,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from inference.tests.conftest import deployed  # noqa: F401 (fixture)
+
 from labeling.models import Sample
 from projects import keys
 from training.models import ModelVersion, TrainingJob

@@ -4,7 +4,7 @@ import pytest
 
 from projects.models import Project
 from projects.tests.factories import PASSWORD, UserFactory
-from tests.browser import ARTIFACTS, browser_page  # noqa: F401  (fixture)
+from tests.browser import ARTIFACTS
 
 
 @pytest.mark.browser

@@ -6,7 +6,7 @@ from labeling.models import LabelEvent, Sample
 from labeling.services import label_create
 from labeling.tests.factories import make_sample
 from projects.tests.factories import PASSWORD
-from tests.browser import ARTIFACTS, browser_page  # noqa: F401  (fixture)
+from tests.browser import ARTIFACTS
 
 
 def sign_in(page, base, username, next_path="/"):

@@ -16,7 +16,7 @@ from collections import Counter
 import pytest
 import requests
 
-from inference.tests.conftest import deployed, hym_files  # noqa: F401 (fixture)
+from inference.tests.conftest import hym_files
 from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
 from projects import keys

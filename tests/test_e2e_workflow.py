@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import time
 import zipfile
 
@@ -129,6 +128,8 @@ def test_two_people_take_a_project_from_upload_to_api(live_server, settings, tmp
                 b.click("button:has-text('Join project')")
                 b.wait_for_selector("h1:has-text('Ants or bees')")
                 b.click("nav.projectnav >> text=Upload")
+                b.wait_for_url("**/upload/")
+                b.wait_for_load_state("load")  # upload.js listens for the file input's change
                 b.set_input_files("#file-input", str(zip_path))
                 b.wait_for_selector("#upload-report:not([hidden])", timeout=300_000)
                 assert b.inner_text("#count-accepted") == str(len(truth))
@@ -141,6 +142,8 @@ def test_two_people_take_a_project_from_upload_to_api(live_server, settings, tmp
 
                 # B labels 20 images with the keyboard; the model's suggestion is there to accept.
                 b.click("nav.projectnav >> text=Label")
+                b.wait_for_url("**/label/")
+                b.wait_for_load_state("load")  # label.js holds the keyboard handler
                 b.wait_for_selector("#label-image")
                 suggested = 0
                 start = int(b.inner_text("#done-today"))
@@ -191,6 +194,7 @@ def test_two_people_take_a_project_from_upload_to_api(live_server, settings, tmp
 
                 # A: an invoke key from the API page.
                 a.click("nav.projectnav >> text=API")
+                a.wait_for_url("**/api/")
                 a.fill("#key-name", "e2e")
                 a.select_option("#key-scope", "invoke")
                 a.click("#key-form button[type=submit]")

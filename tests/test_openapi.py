@@ -4,7 +4,6 @@ its Swagger UI from our own static files (no CDN)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml

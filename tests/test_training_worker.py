@@ -16,14 +16,13 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pytest
 from rest_framework.test import APIClient
 
 from conftest import datasets_dir
-from tests.procs import BIN, clean_env, start, stop
+from tests.procs import BIN, clean_env, start, stop, worker_database_url, worker_redis_url
 
 HYM = datasets_dir() / "hymenoptera_data"
 PER_CLASS = 12
@@ -32,31 +31,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
 # ----------------------------------------------------------------------------- environment
-
-
-def _database_url() -> str:
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"] != "django.db.backends.postgresql":
-        pytest.skip("needs PostgreSQL: a worker process cannot share pytest's SQLite test database")
-    user = quote(db.get("USER") or "", safe="")
-    password = f":{quote(db['PASSWORD'], safe='')}" if db.get("PASSWORD") else ""
-    auth = f"{user}{password}@" if user else ""
-    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"
-
-
-def _redis_url() -> str:
-    import redis
-
-    url = os.environ.get("REDIS_URL", "")
-    if not url:
-        pytest.skip("needs Redis: REDIS_URL is not set (scripts/test.sh sets it when Redis answers)")
-    try:
-        redis.Redis.from_url(url, socket_timeout=2).ping()
-    except redis.RedisError as exc:
-        pytest.skip(f"needs Redis: {url} does not answer ({exc})")
-    return url
 
 
 def _dataset_files(split: str = "train") -> dict[str, list[Path]]:
@@ -72,8 +46,8 @@ class Rig:
         from labeling.tests.factories import make_sample
         from training.services import embeddings_compute
 
-        self.redis_url = _redis_url()
-        self.database_url = _database_url()
+        self.redis_url = worker_redis_url()
+        self.database_url = worker_database_url()
         files = _dataset_files()
         self.team = team
         self.project = team.project

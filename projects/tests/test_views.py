@@ -1,6 +1,5 @@
 import re
 
-import pytest
 from django.urls import reverse
 
 from projects.models import Membership, Project

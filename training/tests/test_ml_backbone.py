@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -13,14 +12,7 @@ from PIL import Image
 
 from training.ml import backbone as bb
 
-DATASETS = Path(
-    os.environ.get("PICTOR_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets")
-)
-HYMENOPTERA = DATASETS / "hymenoptera_data"
-needs_hymenoptera = pytest.mark.skipif(
-    not HYMENOPTERA.is_dir(),
-    reason=f"hymenoptera_data not found at {HYMENOPTERA}; set PICTOR_DATASETS to the datasets dir",
-)
+from training.tests.conftest import HYMENOPTERA, needs_hymenoptera
 
 ANT, BEE = 310, 309  # ImageNet-1k indices
 

@@ -6,8 +6,6 @@ Runs are deliberately tiny (few images, low resolution, one epoch): they check t
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +16,7 @@ from torch.utils.data import RandomSampler, WeightedRandomSampler
 from training.ml import backbone as bb
 from training.ml import finetune as ft
 
-DATASETS = Path(
-    os.environ.get("PICTOR_DATASETS", Path(__file__).resolve().parents[3] / "shared" / "datasets")
-)
-HYMENOPTERA = DATASETS / "hymenoptera_data"
-needs_hymenoptera = pytest.mark.skipif(
-    not HYMENOPTERA.is_dir(),
-    reason=f"hymenoptera_data not found at {HYMENOPTERA}; set PICTOR_DATASETS to the datasets dir",
-)
+from training.tests.conftest import HYMENOPTERA, needs_hymenoptera
 
 TINY = dict(epochs=1, batch_size=8, resolution=96, train_blocks=1, max_seconds=None,
             progress_every=1)

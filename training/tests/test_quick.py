@@ -11,7 +11,6 @@ from labeling.models import QueueBatch
 from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
 from training import quick, services
-from training.ml import metrics as ml_metrics
 from training.models import ModelVersion, TrainingJob
 
 HYM = datasets_dir() / "hymenoptera_data"
