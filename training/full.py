@@ -108,7 +108,9 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
     # step must still win over storing a model version.
     _stop_if_cancelled(job)
     services.training_job_heartbeat(job=job, progress=0.92, message="evaluating on held-out samples")
-    test_probs = _predict(result, [images[ids[i]] for i in test])
+    test_probs = ft.predict_probabilities(
+        result.model, [images[ids[i]] for i in test], resolution=result.resolution, multi_label=multi
+    ).astype(np.float32)
     y_test = Y[test]
     evaluation = metrics.evaluate(y_test, test_probs, label_names=label_names, multi_label=multi)
     evaluation["evaluation"] = f"held-out test split of {len(test)} samples (not used for training or early stopping)"
@@ -143,23 +145,6 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
 def _stop_if_cancelled(job: TrainingJob) -> None:
     if services.training_job_cancel_requested(job=job):
         raise ft.Cancelled("fine-tuning cancelled")
-
-
-def _predict(result: ft.FinetuneResult, images: list[bytes]) -> np.ndarray:
-    import torch
-
-    from training.ml import backbone as bb
-
-    model = result.model.eval()
-    device = next(model.parameters()).device
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(images), 16):
-            x = torch.from_numpy(bb.preprocess(images[start : start + 16], result.resolution)).to(device)
-            logits = model(x)
-            p = torch.sigmoid(logits) if result.multi_label else torch.softmax(logits, dim=1)
-            out.append(p.cpu().numpy())
-    return np.concatenate(out).astype(np.float32)
 
 
 def _quick_baseline(project, ids, Y, train, test, label_names, multi) -> dict | None:

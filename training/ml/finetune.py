@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -572,8 +574,8 @@ def _fit_schedule(planned: int, done: int, epoch_seconds: float, elapsed: float,
 # --------------------------------------------------------------------------------------------
 
 
-def export_classifier_onnx(model: nn.Module, path, resolution: int, *,
-                           multi_label: bool = False):
+def export_classifier_onnx(model: nn.Module, path: str | os.PathLike, resolution: int, *,
+                           multi_label: bool = False) -> Path:
     """Export a fine-tuned model for onnxruntime serving.
 
     Input ``input``: float32 ``(N, 3, R, R)`` in [-1, 1] (``backbone.preprocess``). Outputs, in
