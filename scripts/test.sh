@@ -26,6 +26,21 @@ fi
 
 if pg_up; then
   export DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
+  # A test database left behind by an interrupted run (and processes still connected to it, such as
+  # a killed run's worker) would stop pytest-django from creating a fresh one: clear it first.
+  $BIN/python - <<'PY' || echo "WARNING: could not clear a leftover test database"
+import os
+from urllib.parse import urlparse
+
+import psycopg
+
+url = urlparse(os.environ["DATABASE_URL"])
+name = os.environ.get("PICTOR_TEST_DB_NAME") or "test_" + url.path.lstrip("/")
+admin = url._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
+with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+    conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [name])
+    conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+PY
 else
   [ "${CI:-}" = "true" ] && { echo "ERROR: PostgreSQL is required on CI and is not reachable"; exit 1; }
   echo "WARNING: PostgreSQL is not reachable; the suite runs on SQLite and PostgreSQL-only tests skip"
