@@ -51,16 +51,21 @@ def labeled_set(*, project, backbones: list[str]) -> LabeledSet:
         by_sample.setdefault(sid, []).append(name)
     ids, feats = aligned_features(project_id=project.pk, backbones=backbones, sample_ids=list(by_sample))
     label_names = sorted({n for sid in ids for n in by_sample[sid]})
-    index = {n: i for i, n in enumerate(label_names)}
     multi = project.is_multi_label
-    if multi:
-        y = np.zeros((len(ids), len(label_names)), np.float32)
-        for r, sid in enumerate(ids):
-            for n in by_sample[sid]:
-                y[r, index[n]] = 1
-    else:
-        y = np.array([index[by_sample[sid][0]] for sid in ids], dtype=np.int64)
+    y = targets(by_sample=by_sample, ids=ids, label_names=label_names, multi_label=multi)
     return LabeledSet(sample_ids=ids, features=feats, y=y, label_names=label_names, multi_label=multi)
+
+
+def targets(*, by_sample: dict, ids: list, label_names: list[str], multi_label: bool) -> np.ndarray:
+    """Class indices (single-label) or a 0/1 matrix (multi-label) for `ids`, in `label_names` order."""
+    index = {n: i for i, n in enumerate(label_names)}
+    if not multi_label:
+        return np.array([index[by_sample[sid][0]] for sid in ids], dtype=np.int64)
+    y = np.zeros((len(ids), len(label_names)), np.float32)
+    for r, sid in enumerate(ids):
+        for n in by_sample[sid]:
+            y[r, index[n]] = 1
+    return y
 
 
 def unlabeled_ids(*, project) -> set:

@@ -17,6 +17,7 @@ from django.core.files.storage import default_storage
 from labeling.models import SampleLabel
 from training import services
 from training.data import aligned_features
+from training.data import targets as data_targets
 from training.ml import finetune as ft
 from training.ml import heads, metrics
 from training.models import ModelVersion, TrainingJob
@@ -61,19 +62,10 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
     label_names = sorted({n for v in by_sample.values() for n in v})
     if len(label_names) < 2 or len(ids) < 8:
         raise NotEnoughLabels("Fine-tuning needs at least 8 labeled samples of at least two labels.")
-    index = {n: i for i, n in enumerate(label_names)}
     multi = project.is_multi_label
-    if multi:
-        Y = np.zeros((len(ids), len(label_names)), np.float32)
-        for r, sid in enumerate(ids):
-            for n in by_sample[sid]:
-                Y[r, index[n]] = 1
-        targets = [row.tolist() for row in Y]
-        strat = [min(by_sample[sid]) for sid in ids]
-    else:
-        Y = np.array([index[by_sample[sid][0]] for sid in ids])
-        targets = [int(t) for t in Y]
-        strat = [by_sample[sid][0] for sid in ids]
+    Y = data_targets(by_sample=by_sample, ids=ids, label_names=label_names, multi_label=multi)
+    targets = [row.tolist() for row in Y] if multi else [int(t) for t in Y]
+    strat = [min(by_sample[sid]) for sid in ids]  # stratify by the (first) label
     train, val, test = _split(len(ids), strat, seed=int(job.pk.int % 2**31))
     if len(val) == 0 or len(test) == 0:
         raise NotEnoughLabels("Fine-tuning needs a few labeled samples of every label to hold some out.")
