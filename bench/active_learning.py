@@ -28,12 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-
-HYMENOPTERA = Path("/work/shared/datasets/hymenoptera_data")
+from common import HYMENOPTERA, REPO  # noqa: E402  (common puts the repo on sys.path)
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = [
     "t-shirt", "trouser", "pullover", "dress", "coat",

@@ -41,27 +41,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from common import HYMENOPTERA, OUT_DIR, REPO, django_setup
 
-HYMENOPTERA = Path(os.environ.get("PICTOR_DATASETS") or REPO.parent / "shared" / "datasets") / "hymenoptera_data"
-OUT = REPO / "bench" / "out" / "ingest.md"
+OUT = OUT_DIR / "ingest.md"
 UPLOAD_SIZE = 32
-
-
-def _django_setup(data_dir: Path) -> None:
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    os.environ["DEBUG"] = "true"
-    os.environ["PICTOR_DATA_DIR"] = str(data_dir)
-    for name in ("DATABASE_URL", "REDIS_URL", "PYTEST_VERSION"):
-        os.environ.pop(name, None)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def _images(include_val: bool, limit: int | None) -> list[tuple[str, bytes]]:
@@ -277,7 +260,7 @@ def main() -> None:
     data_dir = Path(tempfile.mkdtemp(prefix="pictor-bench-ingest-"))
     started = time.perf_counter()
     try:
-        _django_setup(data_dir)
+        django_setup(data_dir)
         from django.conf import settings
 
         # The ONNX graphs are exported once and reused across runs (like a worker's model cache).

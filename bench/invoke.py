@@ -50,12 +50,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from common import HYMENOPTERA, OUT_DIR, REPO
 
-HYMENOPTERA = Path(os.environ.get("PICTOR_DATASETS") or REPO.parent / "shared" / "datasets") / "hymenoptera_data"
-OUT = REPO / "bench" / "out" / "invoke.md"
+OUT = OUT_DIR / "invoke.md"
 TARGET_OVERHEAD_MS = 10.0
 
 

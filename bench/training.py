@@ -13,16 +13,14 @@ seconds at 1k/10k/100k labeled vectors are in bench/quick_model.py.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-HYM = Path(os.environ.get("PICTOR_DATASETS") or REPO.parent / "shared" / "datasets") / "hymenoptera_data"
-OUT = REPO / "bench" / "out"
+from common import HYMENOPTERA as HYM
+from common import OUT_DIR as OUT
+from common import django_setup
 
 
 def main() -> None:
@@ -30,21 +28,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 epoch at 160 px, lite0 features only")
     args = ap.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="pictor-bench-training-"))
-    for name in ("DATABASE_URL", "REDIS_URL", "PYTEST_VERSION"):
-        os.environ.pop(name, None)
-    os.environ.update(DJANGO_SETTINGS_MODULE="config.settings", DEBUG="true", PICTOR_DATA_DIR=str(data_dir),
-                      PICTOR_LOG_LEVEL="WARNING")
-    if args.quick:
-        os.environ.update(PICTOR_BACKBONES="lite0", PICTOR_FINETUNE_EPOCHS="1", PICTOR_FINETUNE_RESOLUTION="160")
-    import django
-
-    django.setup()
+    quick_env = {"PICTOR_BACKBONES": "lite0", "PICTOR_FINETUNE_EPOCHS": "1", "PICTOR_FINETUNE_RESOLUTION": "160"}
+    django_setup(data_dir, PICTOR_LOG_LEVEL="WARNING", **(quick_env if args.quick else {}))
     import numpy as np
     import onnxruntime as ort
     from django.conf import settings
     from django.contrib.auth import get_user_model
     from django.core.files.storage import default_storage
-    from django.core.management import call_command
 
     from labeling import services as ls
     from projects.services import project_create
@@ -54,7 +44,6 @@ def main() -> None:
     from training.ml import heads
     from training.models import ModelVersion, TrainingJob
 
-    call_command("migrate", verbosity=0)
     user = get_user_model().objects.create_user("bench", password="x")
     project = project_create(name="training bench", owner=user)
     items = [ls.IngestItem(filename=p.name, data=p.read_bytes(), labels=[cls])
