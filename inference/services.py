@@ -10,6 +10,7 @@ import numpy as np
 from labeling import imaging
 from labeling import services as labeling_services
 from labeling.models import Sample
+from projects.access import parse_uuid
 from projects.models import Project
 from training.models import ModelVersion
 
@@ -45,10 +46,8 @@ def items_validate(items: list[InvokeItem]) -> None:
 def model_for_invoke(*, project: Project, model_id: str | None) -> ModelVersion:
     qs = ModelVersion.objects.select_related("project").filter(project=project)
     if model_id:
-        try:
-            model = qs.filter(pk=model_id).first()
-        except Exception:  # malformed UUID
-            model = None
+        pk = parse_uuid(model_id)
+        model = qs.filter(pk=pk).first() if pk is not None else None
         if model is None:
             raise UnknownModel(model_id)
         return model

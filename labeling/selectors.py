@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from labeling.models import Label, LabelEvent, Sample
+from projects.access import parse_uuid
 from projects.models import Project
 
 
@@ -34,15 +34,15 @@ def sample_list(*, project: Project, labeled: bool | None = None, label: str | N
 
 
 def sample_get(*, project: Project, sample_id) -> Sample | None:
-    try:
-        return (
-            Sample.objects.filter(project=project, pk=sample_id)
-            .select_related("project")
-            .prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name")))
-            .first()
-        )
-    except (ValueError, TypeError, ValidationError):
+    pk = parse_uuid(sample_id)
+    if pk is None:
         return None
+    return (
+        Sample.objects.filter(project=project, pk=pk)
+        .select_related("project")
+        .prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name")))
+        .first()
+    )
 
 
 def sample_label_names(sample: Sample) -> list[str]:

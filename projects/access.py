@@ -33,7 +33,8 @@ class ProjectAccess:
         return at_least(self.role, minimum)
 
 
-def _parse_uuid(value: object) -> uuid.UUID | None:
+def parse_uuid(value: object) -> uuid.UUID | None:
+    """The UUID in value, or None: malformed ids from URLs and bodies end as 404s, not errors."""
     if isinstance(value, uuid.UUID):
         return value
     try:
@@ -46,7 +47,7 @@ def project_access_get(
     *, user: AbstractBaseUser | AnonymousUser, project_id: object, minimum: str = Role.VIEWER
 ) -> ProjectAccess:
     """Return the project and the user's membership, or raise Http404 / PermissionDenied."""
-    pid = _parse_uuid(project_id)
+    pid = parse_uuid(project_id)
     if pid is None or not user.is_authenticated:
         raise Http404("No such project.")
     membership = (

@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import authentication, exceptions, permissions
 
-from projects.access import ProjectAccess, _parse_uuid, project_access_get
+from projects.access import ProjectAccess, parse_uuid, project_access_get
 from projects.models import ProjectAPIKey
 from projects.roles import Role
 
@@ -51,7 +51,7 @@ def api_access(request, project_id, *, minimum: str = Role.VIEWER, invoke: bool 
     key = request.auth if isinstance(request.auth, ProjectAPIKey) else None
     if key is None:
         return project_access_get(user=request.user, project_id=project_id, minimum=minimum)
-    pid = _parse_uuid(project_id)
+    pid = parse_uuid(project_id)
     if pid is None or key.project_id != pid:
         raise Http404("No such project.")
     if key.scope == ProjectAPIKey.Scope.INVOKE and not invoke:

@@ -9,8 +9,9 @@ import numpy as np
 from django.conf import settings
 from django.db.models import Count, Max
 
-from labeling.models import Sample
-from training.models import Embedding
+from labeling.models import LabelEvent, Sample
+from projects.access import parse_uuid
+from training.models import Embedding, ModelVersion, TrainingJob
 
 _matrix_lock = threading.Lock()
 _matrices: OrderedDict = OrderedDict()
@@ -89,55 +90,29 @@ def sample_similar_context(sample: Sample) -> dict:
 
 
 def training_job_list(*, project):
-    from training.models import TrainingJob
-
     return TrainingJob.objects.filter(project=project).select_related("model").order_by("-created")
 
 
 def training_job_get(*, project, job_id):
-    from django.core.exceptions import ValidationError
-
-    from training.models import TrainingJob
-
-    try:
-        return TrainingJob.objects.select_related("model").filter(project=project, pk=job_id).first()
-    except (ValueError, ValidationError):
-        return None
+    pk = parse_uuid(job_id)
+    return TrainingJob.objects.select_related("model").filter(project=project, pk=pk).first() if pk else None
 
 
 def training_job_active(*, project, mode: str) -> bool:
-    from training.models import TrainingJob
-
     return TrainingJob.objects.filter(project=project, mode=mode, status__in=["queued", "running"]).exists()
 
 
 def model_list(*, project):
-    from training.models import ModelVersion
-
     return list(ModelVersion.objects.filter(project=project).order_by("-version"))
 
 
 def model_get(*, project, model_id):
-    from django.core.exceptions import ValidationError
-
-    from training.models import ModelVersion
-
-    try:
-        return ModelVersion.objects.filter(project=project, pk=model_id).first()
-    except (ValueError, ValidationError):
-        return None
-
-
-def deployed_model(*, project_id):
-    from training.models import ModelVersion
-
-    return ModelVersion.objects.filter(project_id=project_id, deployed=True).first()
+    pk = parse_uuid(model_id)
+    return ModelVersion.objects.filter(project=project, pk=pk).first() if pk else None
 
 
 def project_training_figures(project_ids: list) -> dict:
     """Dashboard figures: deployed model and the last training's status per project."""
-    from training.models import ModelVersion, TrainingJob
-
     out: dict = {pid: {} for pid in project_ids}
     for m in ModelVersion.objects.filter(project_id__in=project_ids, deployed=True):
         out[m.project_id]["deployed_version"] = m.version
@@ -158,18 +133,9 @@ def model_cell_samples(*, model, true: str, predicted: str, limit: int = 60) -> 
         p_has = predicted in p if isinstance(p, list) else p == predicted
         if t_has and p_has:
             ids.append(sid)
-    keys = [_uuid_key(i) for i in ids[:limit]]
+    keys = [parse_uuid(i) for i in ids[:limit]]
     by_id = Sample.objects.prefetch_related("labels").in_bulk(keys)
     return [by_id[k] for k in keys if k in by_id]
-
-
-def _uuid_key(value):
-    import uuid
-
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return value
 
 
 def model_confusion_rows(*, model) -> list[dict]:
@@ -189,14 +155,11 @@ def model_confusion_rows(*, model) -> list[dict]:
 
 def review_items(*, project, limit: int = 50) -> list[dict]:
     """Likely label errors of the newest quick model that nobody has reviewed since."""
-    from labeling.models import LabelEvent
-    from training.models import ModelVersion
-
     model = ModelVersion.objects.filter(project=project, mode="quick").order_by("-version").first()
     if model is None:
         return []
     errors = (model.metrics or {}).get("likely_errors") or []
-    ids = [_uuid_key(e["sample_id"]) for e in errors]
+    ids = [parse_uuid(e["sample_id"]) for e in errors]
     reviewed = set(
         LabelEvent.objects.filter(sample_id__in=ids, via__in=["review-confirm", "review-fix"]).values_list("sample_id", flat=True)
     )
