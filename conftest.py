@@ -99,6 +99,15 @@ def _fresh_cache():
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _api_responses_conform():
+    """Every API response any test receives is validated against the served schema."""
+    from tests import conformance
+
+    conformance.install()
+    yield
+
+
 @pytest.fixture(scope="session")
 def shared_model_cache(tmp_path_factory):
     """ONNX exports of the backbones happen once per test session, not once per test."""

@@ -26,6 +26,8 @@ try:
     PICTOR_INVITE_DAYS = E.env_int(ENV, "PICTOR_INVITE_DAYS", default=7)
     PICTOR_MAX_UPLOAD_BYTES = E.env_int(ENV, "PICTOR_MAX_UPLOAD_BYTES", default=20 * 1024 * 1024)
     PICTOR_MAX_PIXELS = E.env_int(ENV, "PICTOR_MAX_PIXELS", default=40_000_000)
+    # Images per upload or invoke request (shared/API.md "Limits"): more answer 413 too_large.
+    PICTOR_MAX_ITEMS = E.env_int(ENV, "PICTOR_MAX_ITEMS", default=64)
     PICTOR_ZIP_MAX_ENTRIES = E.env_int(ENV, "PICTOR_ZIP_MAX_ENTRIES", default=10_000)
     PICTOR_ZIP_MAX_BYTES = E.env_int(ENV, "PICTOR_ZIP_MAX_BYTES", default=2 * 1024**3)
     PICTOR_ZIP_MAX_RATIO = E.env_int(ENV, "PICTOR_ZIP_MAX_RATIO", default=100)
@@ -225,6 +227,8 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": r"/api/v1",
     "COMPONENT_SPLIT_REQUEST": True,
+    # 3.1: nullable objects are `oneOf [X, null]`, which validators and generated clients read right.
+    "OAS_VERSION": "3.1.0",
 }
 
 if not DEBUG and not TESTING:

@@ -5,11 +5,23 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from inference.api import InvokeView, PretrainedInvokeView
 from projects.api import ProjectDetailView
 
+class SchemaView(SpectacularAPIView):
+    """The schema as YAML (default) or JSON: `?format=json` (DRF's own ?format= switch is off, since
+    format= belongs to the invoke contract) or `Accept: application/vnd.oai.openapi+json`."""
+
+    def perform_content_negotiation(self, request, force=False):
+        wanted = request.query_params.get("format")
+        for renderer in self.get_renderers():
+            if wanted and renderer.format == wanted:
+                return renderer, renderer.media_type
+        return super().perform_content_negotiation(request, force)
+
+
 api_v1 = [
     path("projects/<str:project_id>", ProjectDetailView.as_view(), name="api_project"),
     path("projects/<str:project_id>/invoke", InvokeView.as_view(), name="api_invoke"),
     path("pretrained/imagenet/invoke", PretrainedInvokeView.as_view(), name="api_pretrained_invoke"),
-    path("schema", SpectacularAPIView.as_view(), name="api_schema"),
+    path("schema", SchemaView.as_view(), name="api_schema"),
     path("docs", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("", include("labeling.api_urls")),
     path("", include("training.api_urls")),

@@ -20,9 +20,10 @@ code                       status  when
                                    allowed container in a colour mode we cannot turn
                                    into RGB. The message names what was detected.
 ``invalid_image``          400     zero bytes; an allowed format whose header or pixel
-                                   data is corrupt or truncated; zero width/height; more
-                                   pixels than ``limits.max_pixels`` (decompression
-                                   bomb). The client sent "an image" but a broken one.
+                                   data is corrupt or truncated; zero width/height.
+                                   The client sent "an image" but a broken one.
+``too_large``              413     more pixels than ``limits.max_pixels`` (a
+                                   decompression bomb, or just too big; API.md "Limits").
 =========================  ======  ==================================================
 
 ``ZipError`` (the whole archive is refused; nothing from it should be imported):
@@ -317,7 +318,7 @@ def _bomb_error(exc: Exception, limit: int) -> ImageError:
     # the pixel count only in the message text; if that wording ever changes we still
     # reject, just with a less specific sentence.
     m = _PIL_BOMB_PIXELS.search(str(exc))
-    return ImageError("invalid_image", _pixels_message(int(m[1]) if m else None, limit))
+    return ImageError("too_large", _pixels_message(int(m[1]) if m else None, limit))
 
 # Broad on purpose: Pillow's decoders raise a zoo of types on hostile input
 # (OSError, SyntaxError, ValueError, struct.error, IndexError, EOFError,
@@ -385,7 +386,7 @@ def validate_image(data: bytes, *, limits: ImageLimits, filename: str = "") -> V
             if width <= 0 or height <= 0:
                 raise ImageError("invalid_image", "Image has zero width or height.")
             if width * height > max_pixels:
-                raise ImageError("invalid_image", _pixels_message(width * height, max_pixels))
+                raise ImageError("too_large", _pixels_message(width * height, max_pixels))
             try:
                 img.load()  # full decode of the first frame: truncation raises here
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:

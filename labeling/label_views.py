@@ -86,7 +86,7 @@ def label_submit(request: HttpRequest, access: ProjectAccess, sample_id) -> Http
     if not names:
         return _after_post(request, access, error="Choose a label first (or press S to skip).")
     try:
-        services.sample_labels_set(sample=sample, names=names, user=request.user, via="session")
+        services.sample_labels_set(sample=sample, names=names, user=request.user, via=LabelEvent.Via.SESSION)
     except ValidationError as exc:
         return _after_post(request, access, error=error_text(exc))
     return _after_post(request, access)

@@ -79,7 +79,20 @@ class LabelEvent(models.Model):
     )
     old = models.JSONField(default=list)
     new = models.JSONField(default=list)
-    via = models.CharField(max_length=20, default="web")
+    class Via(models.TextChoices):
+        WEB = "web", "web page or API session"
+        API = "api", "API key"
+        SESSION = "session", "labeling page"
+        GRID = "grid", "grid labeling"
+        UNDO = "undo", "undo"
+        MERGE = "merge", "label merge"
+        LABEL_DELETE = "label-delete", "label deletion"
+        REVIEW_FIX = "review-fix", "review: fixed"
+        REVIEW_CONFIRM = "review-confirm", "review: confirmed"
+        UPLOAD = "upload", "upload"
+        CAPTURE = "capture", "captured by invoke"
+
+    via = models.CharField(max_length=20, choices=Via.choices, default=Via.WEB)
     undone = models.BooleanField(default=False)
     created = models.DateTimeField(auto_now_add=True, db_index=True)
 

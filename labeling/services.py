@@ -134,7 +134,7 @@ def label_undo(*, project: Project, user: AbstractBaseUser) -> Sample | None:
         event = (
             LabelEvent.objects.select_for_update()
             .filter(sample__project=project, user=user, undone=False)
-            .exclude(via="undo")
+            .exclude(via=LabelEvent.Via.UNDO)
             .order_by("-created", "-id")
             .first()
         )
@@ -145,7 +145,7 @@ def label_undo(*, project: Project, user: AbstractBaseUser) -> Sample | None:
         event.save(update_fields=["undone"])
         if current != sorted(event.new):
             return None
-        return sample_labels_set(sample=event.sample, names=list(event.old), user=user, via="undo")
+        return sample_labels_set(sample=event.sample, names=list(event.old), user=user, via=LabelEvent.Via.UNDO)
 
 
 @transaction.atomic
@@ -163,7 +163,7 @@ def samples_label_bulk(
         elif mode == "remove":
             have = list(SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True))
             names = [n for n in have if n != label.name]
-        sample_labels_set(sample=sample, names=names, user=user, via="grid")
+        sample_labels_set(sample=sample, names=names, user=user, via=LabelEvent.Via.GRID)
     return len(samples)
 
 
@@ -202,7 +202,7 @@ def label_merge(*, source: Label, target: Label, user: AbstractBaseUser | None) 
     for sample in Sample.objects.filter(sample_labels__label=source).distinct():
         names = set(SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True))
         names = (names - {source.name}) | {target.name}
-        sample_labels_set(sample=sample, names=sorted(names), user=user, via="merge")
+        sample_labels_set(sample=sample, names=sorted(names), user=user, via=LabelEvent.Via.MERGE)
         moved += 1
     source.delete()
     return moved
@@ -214,7 +214,7 @@ def label_delete(*, label: Label, user: AbstractBaseUser | None) -> int:
     affected = 0
     for sample in Sample.objects.filter(sample_labels__label=label).distinct():
         names = [n for n in SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True) if n != label.name]
-        sample_labels_set(sample=sample, names=names, user=user, via="label-delete")
+        sample_labels_set(sample=sample, names=names, user=user, via=LabelEvent.Via.LABEL_DELETE)
         affected += 1
     label.delete()
     return affected

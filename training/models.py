@@ -92,3 +92,10 @@ class TrainingJob(models.Model):
 
     class Meta:
         ordering = ["-created"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=models.Q(mode="full", status__in=["queued", "running"]),
+                name="one_active_full_training",
+            )
+        ]

@@ -176,12 +176,21 @@ class JobGone(Exception):
     """The job was cancelled or failed by someone else (the sweeper, a user) while running."""
 
 
+class TrainingConflict(Exception):
+    """A full training of the project is already queued or running (API: 409 conflict)."""
+
+
 def training_job_create(*, project, mode: str, user=None) -> TrainingJob:
     if mode not in ModelVersion.Mode.values:
         from django.core.exceptions import ValidationError
 
         raise ValidationError({"mode": "mode must be 'quick' or 'full'."})
-    job = TrainingJob.objects.create(project=project, mode=mode, created_by=user)
+    try:
+        # The database holds the rule "one full training at a time" (constraint one_active_full_training).
+        with transaction.atomic():
+            job = TrainingJob.objects.create(project=project, mode=mode, created_by=user)
+    except IntegrityError:
+        raise TrainingConflict("A full training of this project is already queued or running.") from None
     from training.tasks import run_training_job
 
     queue = "training" if mode == ModelVersion.Mode.FULL else "default"

@@ -54,15 +54,14 @@ def job_status(request: HttpRequest, access: ProjectAccess, job_id) -> HttpRespo
 @project_view(Role.ADMIN, methods=("POST",))
 def training_start(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     mode = request.POST.get("mode")
-    if mode == "full" and selectors.training_job_active(project=access.project, mode="full"):
-        messages.error(request, "A full training is already queued or running.")
+    try:
+        services.training_job_create(project=access.project, mode=mode, user=request.user)
+    except services.TrainingConflict as exc:
+        messages.error(request, str(exc))
+    except ValidationError as exc:
+        messages.error(request, error_text(exc))
     else:
-        try:
-            services.training_job_create(project=access.project, mode=mode, user=request.user)
-        except ValidationError as exc:
-            messages.error(request, error_text(exc))
-        else:
-            messages.success(request, "Training queued." if mode == "full" else "Quick retrain queued.")
+        messages.success(request, "Training queued." if mode == "full" else "Quick retrain queued.")
     return redirect("models_page", project_id=access.project.pk)
 
 
@@ -154,13 +153,13 @@ def review_decide(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
         raise Http404("No such sample.")
     if request.POST.get("decision") == "fix" and request.POST.get("label"):
         try:
-            labeling_services.sample_labels_set(sample=sample, names=[request.POST["label"]], user=request.user, via="review-fix")
+            labeling_services.sample_labels_set(sample=sample, names=[request.POST["label"]], user=request.user, via=LabelEvent.Via.REVIEW_FIX)
         except ValidationError as exc:
             messages.error(request, error_text(exc))
         else:
             messages.success(request, f"Relabeled as “{request.POST['label']}”.")
     else:
         names = sample_label_names(sample)
-        LabelEvent.objects.create(sample=sample, user=request.user, old=names, new=names, via="review-confirm")
+        LabelEvent.objects.create(sample=sample, user=request.user, old=names, new=names, via=LabelEvent.Via.REVIEW_CONFIRM)
         messages.success(request, "Label confirmed.")
     return redirect("review_page", project_id=access.project.pk)

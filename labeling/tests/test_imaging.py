@@ -198,7 +198,7 @@ def test_too_large_message_in_megabytes() -> None:
 def test_pixel_limit_comes_from_limits() -> None:
     with pytest.raises(ImageError) as info:
         validate_image(bf.good_jpeg(), limits=ImageLimits(max_pixels=1000))
-    assert info.value.code == "invalid_image"
+    assert info.value.code == "too_large"
     assert info.value.message == "Image has 3,072 pixels; the limit is 1,000."
 
 
@@ -535,6 +535,6 @@ def test_zip_of_the_train_folder_uses_second_level_labels(hymenoptera: Path) -> 
 
 def test_pillow_bomb_message_fallback_and_bytes_like_input() -> None:
     err = imaging._bomb_error(Image.DecompressionBombError("reworded by a future Pillow"), 1000)
-    assert (err.code, err.message) == ("invalid_image", "Image has more pixels than the limit of 1,000.")
+    assert (err.code, err.message) == ("too_large", "Image has more pixels than the limit of 1,000.")
     v = validate_image(memoryview(bf.good_jpeg()), limits=LIMITS)  # type: ignore[arg-type]
     assert v.data == bf.good_jpeg() and isinstance(v.data, bytes)

@@ -1,0 +1,274 @@
+"""The samples and labels API's contract: input, filter and output serializers.
+
+The views validate with these and render with these, and the OpenAPI schema is generated from the
+same classes, so the documentation cannot drift from what runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from django.conf import settings
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
+from rest_framework import serializers as s
+
+from config.api import ApiError
+from config.schema import ErrorDetailSerializer, ItemErrorSerializer
+from labeling import selectors
+from labeling.models import Sample
+
+# --- fields --------------------------------------------------------------------------------------
+
+
+@extend_schema_field(OpenApiTypes.BYTE)
+class Base64Field(s.Field):
+    """A file sent as base64 text (a browser's `data:` URL is accepted too) → bytes."""
+
+    default_error_messages = {"invalid": "Not valid base64.", "blank": "This field may not be blank."}
+
+    def to_internal_value(self, data) -> bytes:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        if data.startswith("data:") and "," in data:
+            data = data.split(",", 1)[1]
+        if not data:
+            self.fail("blank")
+        try:
+            return base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            self.fail("invalid")
+
+    def to_representation(self, value):
+        return base64.b64encode(value).decode()
+
+
+class CleanTextField(s.CharField):
+    """Text with control characters (NUL and friends) dropped rather than refused: file names, filters."""
+
+    def to_internal_value(self, data) -> str:
+        from labeling.services import clean_text
+
+        return clean_text(super().to_internal_value(data))
+
+
+class LabelNamesField(s.ListField):
+    """Label names; a single string is taken as a list of one."""
+
+    child = s.CharField(allow_blank=True, trim_whitespace=False)
+
+    def to_internal_value(self, data):
+        return super().to_internal_value([data] if isinstance(data, str) else data)
+
+
+def check_item_count(count: int) -> None:
+    """More images than one request may carry → 413 too_large, naming the limit (API.md "Limits")."""
+    limit = settings.PICTOR_MAX_ITEMS
+    if count > limit:
+        raise ApiError("too_large", f"At most {limit} images per request; this one has {count}.", 413,
+                       {"items": [f"at most {limit}"]})
+
+
+# --- uploads (POST .../samples) ------------------------------------------------------------------
+
+
+class UploadItemSerializer(s.Serializer):
+    data = Base64Field(help_text="The image file, base64 (a `data:` URL is accepted too).")
+    labels = LabelNamesField(required=False, default=list, help_text="Label names; new names are created.")
+    filename = CleanTextField(required=False, allow_blank=True, max_length=255)
+
+
+def _items_limit_text() -> str:
+    return f"At most PICTOR_MAX_ITEMS images (default 64) per request; more answer 413 `too_large`."
+
+
+class UploadBatchSerializer(s.Serializer):
+    items = UploadItemSerializer(many=True, allow_empty=False, help_text=_items_limit_text())
+
+    def to_internal_value(self, data):
+        if isinstance(data, dict) and isinstance(data.get("items"), list):
+            check_item_count(len(data["items"]))
+        return super().to_internal_value(data)
+
+
+class UploadMultipartSerializer(s.Serializer):
+    file = s.ListField(child=s.FileField(allow_empty_file=True), allow_empty=False, help_text="One or more image files (repeat the part). "
+                       + _items_limit_text())
+    label = s.ListField(child=s.CharField(allow_blank=True), required=False, default=list,
+                        help_text="Labels for every file (repeatable).")
+
+    def validate_file(self, value):
+        check_item_count(len(value))
+        return value
+
+
+UPLOAD_JSON = PolymorphicProxySerializer(
+    component_name="SampleUpload",
+    serializers=[UploadItemSerializer, UploadBatchSerializer],
+    resource_type_field_name=None,
+    many=False,
+)
+UPLOAD_REQUEST = {"application/json": UPLOAD_JSON, "multipart/form-data": UploadMultipartSerializer}
+
+
+def uploaded_files(request) -> list[dict]:
+    """The request's images as [{"filename", "data", "labels"}], validated by the serializers above.
+
+    Multipart: repeated `file` parts (+ `label` parts for all). JSON: one item, or `{"items": [...]}`.
+    """
+    if request.content_type.startswith("multipart/form-data"):
+        files = request.FILES.getlist("file")
+        check_item_count(len(files))
+        form = UploadMultipartSerializer(data={"file": files, "label": request.data.getlist("label")})
+        form.is_valid(raise_exception=True)
+        labels = [v for v in form.validated_data["label"] if v.strip()]
+        return [{"filename": f.name or "", "data": f.read(), "labels": list(labels)} for f in form.validated_data["file"]]
+    body = request.data
+    if not isinstance(body, dict):
+        raise s.ValidationError({"non_field_errors": ["Send a JSON object with 'data' or 'items'."]})
+    if "items" in body:
+        form = UploadBatchSerializer(data=body)
+        form.is_valid(raise_exception=True)
+        raw = form.validated_data["items"]
+    else:
+        form = UploadItemSerializer(data=body)
+        form.is_valid(raise_exception=True)
+        raw = [form.validated_data]
+    return [
+        {"filename": item.get("filename") or f"item-{i}", "data": item["data"], "labels": item.get("labels") or []}
+        for i, item in enumerate(raw)
+    ]
+
+
+# --- filters -------------------------------------------------------------------------------------
+
+
+class SampleFilterSerializer(s.Serializer):
+    labeled = s.BooleanField(required=False, allow_null=True, default=None,
+                             help_text="Only labeled (true) or only unlabeled (false) samples.")
+    label = CleanTextField(required=False, allow_blank=True, default="", max_length=200,
+                        help_text="Only samples with this label (by name).")
+    page = s.IntegerField(required=False, min_value=1, help_text="Page number, from 1.")
+    page_size = s.IntegerField(required=False, min_value=1, max_value=500,
+                               help_text="Results per page (default 50, at most 500).")
+
+
+class NextFilterSerializer(s.Serializer):
+    count = s.IntegerField(required=False, default=1, min_value=1, max_value=100, help_text="How many samples, 1 to 100.")
+
+
+# --- inputs --------------------------------------------------------------------------------------
+
+
+class LabelCreateSerializer(s.Serializer):
+    name = s.CharField(max_length=200, help_text="A new label name; an existing name answers 409 `conflict`.")
+
+
+class SampleLabelsSerializer(s.Serializer):
+    labels = s.ListField(child=s.CharField(allow_blank=True, trim_whitespace=False), allow_empty=True,
+                         help_text="Label names (single-label projects: one, or [] to clear).")
+
+
+# --- outputs -------------------------------------------------------------------------------------
+
+
+class LabelSerializer(s.Serializer):
+    id = s.UUIDField()
+    name = s.CharField()
+
+
+class LabelListSerializer(s.Serializer):
+    results = LabelSerializer(many=True)
+
+
+def _absolute(request, name: str, sample: Sample) -> str:
+    url = reverse(name, kwargs={"project_id": sample.project_id, "sample_id": sample.pk})
+    return request.build_absolute_uri(url) if request is not None else url
+
+
+class SampleSerializer(s.Serializer):
+    """Needs `request` in its context for the absolute URLs."""
+
+    id = s.UUIDField(source="pk")
+    sha256 = s.CharField()
+    width = s.IntegerField()
+    height = s.IntegerField()
+    labels = s.SerializerMethodField()
+    image_url = s.SerializerMethodField()
+    thumbnail_url = s.SerializerMethodField()
+    filename = s.CharField(allow_blank=True)
+    source = s.ChoiceField(choices=Sample.Source.choices)
+    created = s.DateTimeField()
+
+    @extend_schema_field(s.ListField(child=s.CharField()))
+    def get_labels(self, sample) -> list[str]:
+        return selectors.sample_label_names(sample)
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_image_url(self, sample) -> str:
+        return _absolute(self.context.get("request"), "api_sample_image", sample)
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_thumbnail_url(self, sample) -> str:
+        return _absolute(self.context.get("request"), "api_sample_thumbnail", sample)
+
+
+class SamplePageSerializer(s.Serializer):
+    count = s.IntegerField()
+    next = s.URLField(allow_null=True)
+    previous = s.URLField(allow_null=True)
+    results = SampleSerializer(many=True)
+
+
+class SampleCreatedSerializer(SampleSerializer):
+    duplicate = s.BooleanField(help_text="The file was already in the project; this is its existing sample.")
+
+
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="SampleUploadEntry",
+        serializers=[SampleCreatedSerializer, ItemErrorSerializer],
+        resource_type_field_name=None,
+        many=False,
+    )
+)
+class UploadEntryField(s.Field):
+    """One file's outcome (an IngestResult): the sample, or the file's error."""
+
+    def to_representation(self, result):
+        if result.ok:
+            sample = result.sample
+            sample.duplicate = result.duplicate
+            return SampleCreatedSerializer(sample, context=self.context).data
+        return {"error": {"code": result.error_code, "message": result.error_message}, "filename": result.filename}
+
+
+class SamplesCreatedSerializer(s.Serializer):
+    samples = s.ListField(child=UploadEntryField(), help_text="In the order sent; a bad file fails only itself.")
+
+
+class UploadFailedSerializer(s.Serializer):
+    error = ErrorDetailSerializer()
+    samples = s.ListField(child=UploadEntryField(), required=False, help_text="Every file's error, in order.")
+
+
+class SuggestionSerializer(s.Serializer):
+    label = s.CharField()
+    confidence = s.FloatField()
+
+
+class NextSampleSerializer(s.Serializer):
+    id = s.UUIDField(source="sample.pk")
+    image_url = s.SerializerMethodField()
+    score = s.FloatField(allow_null=True)
+    suggestion = SuggestionSerializer(allow_null=True)
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_image_url(self, item) -> str:
+        return _absolute(self.context.get("request"), "api_sample_image", item.sample)
+
+
+class NextSamplesSerializer(s.Serializer):
+    results = NextSampleSerializer(many=True)
