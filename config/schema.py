@@ -150,3 +150,4 @@ IMAGE_EXAMPLES = [
     ),
 ]
 NO_CONTENT = OpenApiResponse(None, description="Done.")
+
