@@ -97,7 +97,7 @@ def setup_project(env: dict) -> tuple[str, str]:
     from labeling import services as labeling
     from projects import keys
     from projects.services import project_create
-    from training import quick
+    from training import runner
     from training import services as training
     from training.models import ModelVersion
 
@@ -112,7 +112,7 @@ def setup_project(env: dict) -> tuple[str, str]:
     report = labeling.samples_ingest(project=project, items=items, user=user)
     assert report.accepted == 20, report
     training.embeddings_compute(project_id=project.pk)
-    assert quick.quick_retrain_run(project_id=project.pk) == "succeeded"
+    assert runner.quick_retrain_run(project_id=project.pk) == "succeeded"
     model = ModelVersion.objects.filter(project=project).order_by("-version").first()
     if not model.deployed:
         training.model_deploy(model=model)

@@ -63,7 +63,7 @@ def main() -> int:
         sections.append(f"## {name} — {status}, {seconds:.0f} s\n\n{body.strip()}\n{figures}")
         print(body, flush=True)
     header = (
-        f"# Pictor benchmark report\n\n{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC · "
+        f"# Pictor benchmark report\n\n{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC · "
         f"{platform.machine()} · {platform.python_version()} · {'quick' if args.quick else 'full'} run\n\n"
         "Every figure is compared with a baseline measured in the same run on the same machine.\n"
     )

@@ -53,7 +53,7 @@ def main() -> None:
     services.embeddings_compute(project_id=project.pk)
     t_embed = time.perf_counter() - t
     t = time.perf_counter()
-    quick.quick_retrain_run(project_id=project.pk)
+    runner.quick_retrain_run(project_id=project.pk)
     t_quick = time.perf_counter() - t
     qm = ModelVersion.objects.get(project=project, mode="quick")
 

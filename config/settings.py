@@ -35,6 +35,8 @@ try:
     PICTOR_MAX_REQUEST_BYTES = E.env_int(ENV, "PICTOR_MAX_REQUEST_BYTES", default=1024**3)
     PICTOR_LEASE_SECONDS = E.env_int(ENV, "PICTOR_LEASE_SECONDS", default=600)
     PICTOR_JOB_STALE_SECONDS = E.env_int(ENV, "PICTOR_JOB_STALE_SECONDS", default=120)
+    # A quick training asked for before its labeled samples have features waits this long for them.
+    PICTOR_FEATURES_WAIT_SECONDS = E.env_int(ENV, "PICTOR_FEATURES_WAIT_SECONDS", default=600)
     PICTOR_TRAINING_TIME_LIMIT = E.env_int(ENV, "PICTOR_TRAINING_TIME_LIMIT", default=3600)
     # Backbones every sample is embedded with; the quick model picks among them by cross-validation.
     PICTOR_BACKBONES = E.env_list(ENV, "PICTOR_BACKBONES", default=["lite0", "lite2"])

@@ -81,7 +81,7 @@ class UploadItemSerializer(s.Serializer):
 
 
 def _items_limit_text() -> str:
-    return f"At most PICTOR_MAX_ITEMS images (default 64) per request; more answer 413 `too_large`."
+    return "At most PICTOR_MAX_ITEMS images (default 64) per request; more answer 413 `too_large`."
 
 
 class UploadBatchSerializer(s.Serializer):

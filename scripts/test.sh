@@ -67,6 +67,11 @@ if ! command -v chromium >/dev/null; then
   echo "WARNING: chromium is missing; browser tests skip (apt-get install chromium)"
 fi
 
+# Static checks first: lint, and the layers/no-cycles contracts of pyproject.toml [tool.importlinter].
+echo "ruff check"; $BIN/ruff check --quiet . || exit 1
+echo "import-linter"; $BIN/lint-imports --no-cache >/tmp/pictor-lint-imports.log 2>&1 || { cat /tmp/pictor-lint-imports.log; exit 1; }
+grep -E "Contracts:" /tmp/pictor-lint-imports.log
+
 export PICTOR_DATA_DIR="${PICTOR_TEST_DATA_DIR:-$(mktemp -d /tmp/pictor-test-XXXXXX)}"
 unset SECRET_KEY DEBUG
 exec $BIN/python -m pytest "$@"

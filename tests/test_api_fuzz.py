@@ -168,7 +168,7 @@ def test_generated_requests_never_get_a_5xx_and_errors_keep_the_envelope(deploye
                            suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
                 @given(case=strategy)
                 def run(case):
-                    check(operation, case)
+                    check(operation, case)  # noqa: B023 (run at once, inside this iteration)
 
                 try:
                     run()

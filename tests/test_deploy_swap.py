@@ -20,7 +20,7 @@ from inference.tests.conftest import hym_files
 from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
 from projects import keys
-from training import quick, services
+from training import runner, services
 from training.models import ModelVersion
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -38,7 +38,7 @@ def two_versions(deployed):  # noqa: F811
         sample = make_sample(project, data=path.read_bytes())
         sample_labels_set(sample=sample, names=["wasps"], user=None)
     services.embeddings_compute(project_id=project.pk)
-    assert quick.quick_retrain_run(project_id=project.pk) == "succeeded"
+    assert runner.quick_retrain_run(project_id=project.pk) == "succeeded"
     v2 = ModelVersion.objects.filter(project=project).exclude(pk=v1.pk).latest("version")
     assert set(v1.label_names) == {"ants", "bees"} and set(v2.label_names) == {"ants", "bees", "wasps"}
     return project, v1, v2

@@ -256,11 +256,11 @@ def test_cancelling_a_running_full_training(rig):
 def test_killed_worker_fails_the_job_and_a_redelivery_does_nothing(rig):
     import redis
 
-    from training import quick, services
+    from training import runner, services
     from training.models import ModelVersion, TrainingJob
 
     # Something is deployed before the full training starts.
-    assert quick.quick_retrain_run(project_id=rig.project.pk) == "succeeded"
+    assert runner.quick_retrain_run(project_id=rig.project.pk) == "succeeded"
     deployed = ModelVersion.objects.get(project=rig.project, deployed=True)
     assert deployed.mode == ModelVersion.Mode.QUICK
 

@@ -12,7 +12,7 @@ from config import schema as doc
 from config.api import ApiError
 from projects.api_auth import api_access
 from projects.roles import Role
-from training import selectors, services
+from training import pipeline, selectors, services
 from training import serializers as io
 from training.models import ModelVersion, TrainingJob
 
@@ -56,7 +56,7 @@ class TrainingListView(APIView):
         form = io.TrainingCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:
-            job = services.training_job_create(project=access.project, mode=form.validated_data["mode"], user=access.user)
+            job = pipeline.training_start(project=access.project, mode=form.validated_data["mode"], user=access.user)
         except services.TrainingConflict as exc:
             raise ApiError("conflict", str(exc), 409) from None
         return Response(io.TrainingCreatedSerializer(job).data, status=202)

@@ -8,9 +8,7 @@ import time
 
 import numpy as np
 from django.conf import settings
-from config.dispatch import cache_add, cache_delete, enqueue
 from django.core.files.storage import default_storage
-from django.db import transaction
 
 from django.utils import timezone
 
@@ -28,24 +26,6 @@ QUEUE_BATCH = 20
 
 class NotEnoughLabels(Exception):
     pass
-
-
-def _pending_key(project_id) -> str:
-    return f"quick-pending:{project_id}"
-
-
-def quick_retrain_schedule(*, project_id) -> bool:
-    """Debounced and coalesced: at most one quick retrain per project waits in the queue."""
-    key = _pending_key(project_id)
-    if not cache_add(key, 1, timeout=120):
-        return False
-    from training.tasks import quick_retrain
-
-    countdown = settings.PICTOR_QUICK_DEBOUNCE
-    transaction.on_commit(
-        lambda: enqueue(quick_retrain, args=[str(project_id)], countdown=countdown, release_key=key)
-    )
-    return True
 
 
 def _feature_parts(key: str) -> list[str]:
@@ -215,19 +195,7 @@ def _label_counts(model: ModelVersion) -> np.ndarray | None:
     return np.array([int(support.get(n, {}).get("support", 0)) for n in model.label_names])
 
 
-def quick_retrain_run(*, project_id) -> str | None:
-    """The debounced retrain: one job row and one fit for whatever labels exist now."""
-    from training.runner import training_job_run
+def check_trainable(*, project) -> None:
+    """Raise NotEnoughLabels unless the project has what a quick model needs."""
+    _check(labeled_set(project=project, backbones=settings.PICTOR_BACKBONES))
 
-    cache_delete(_pending_key(project_id))
-    project = Project.objects.filter(pk=project_id).first()
-    if project is None:
-        return None
-    try:
-        _check(labeled_set(project=project, backbones=settings.PICTOR_BACKBONES))
-    except NotEnoughLabels:
-        # Nothing to learn yet: the learner still needs a fresh cold-start batch.
-        queue_refresh(project_id=project_id)
-        return None
-    job = TrainingJob.objects.create(project=project, mode=ModelVersion.Mode.QUICK)
-    return training_job_run(job_id=job.pk)

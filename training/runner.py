@@ -11,11 +11,40 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 from django.utils import timezone
 
+from projects.models import Project
 from training import services
 from training.models import ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
 S = TrainingJob.Status
+
+
+def _wait_for_features(job: TrainingJob) -> str | None:
+    """A quick job needs the vectors of its labeled samples: requeue it (status queued, a message)
+    until they exist, up to PICTOR_FEATURES_WAIT_SECONDS after it was asked for, then fail clearly."""
+    from training import pipeline, selectors
+
+    if selectors.labeled_label_count(project_id=job.project_id) < 2:
+        return None  # features would not help: the fit fails with "not enough labels" right away
+    missing = selectors.labeled_without_features(project_id=job.project_id, backbones=settings.PICTOR_BACKBONES)
+    if not missing:
+        return None
+    limit = settings.PICTOR_FEATURES_WAIT_SECONDS
+    waited = (timezone.now() - job.created).total_seconds()
+    if waited >= limit:
+        services.training_job_finish(
+            job=job, status=S.FAILED,
+            error=f"The features of {missing} labeled images were not ready within {limit} s. Are the "
+            "embedding workers running (queue `embeddings`)? Ask for the training again once they are.",
+        )
+        return S.FAILED
+    labeled = selectors.labeled_count(project_id=job.project_id)
+    services.training_job_wait(
+        job=job, message=f"waiting for the features of {missing} of {labeled} labeled images",
+        progress=0.1 * (1 - missing / max(labeled, 1)),
+    )
+    pipeline.training_waiting(job=job, delay=min(5.0, max(0.5, limit / 100)))
+    return S.QUEUED
 
 
 def training_job_run(*, job_id) -> str | None:
@@ -25,6 +54,11 @@ def training_job_run(*, job_id) -> str | None:
         return None
     from training import full, quick
     from training.ml.finetune import Cancelled
+
+    if job.mode == ModelVersion.Mode.QUICK:
+        waiting = _wait_for_features(job)
+        if waiting is not None:
+            return waiting
 
     try:
         if job.mode == ModelVersion.Mode.QUICK:
@@ -57,6 +91,24 @@ def training_job_run(*, job_id) -> str | None:
     if job.mode == ModelVersion.Mode.QUICK:
         quick.queue_refresh(project_id=job.project_id)
     return S.SUCCEEDED
+
+
+def quick_retrain_run(*, project_id) -> str | None:
+    """The debounced retrain: one job (made like any other) and one fit for whatever labels exist now."""
+    from training import pipeline, quick
+
+    pipeline.step_started(step="quick", project_id=project_id)
+    project = Project.objects.filter(pk=project_id).first()
+    if project is None:
+        return None
+    try:
+        quick.check_trainable(project=project)
+    except quick.NotEnoughLabels:
+        # Nothing to learn yet: the learner still needs a fresh cold-start batch.
+        quick.queue_refresh(project_id=project_id)
+        return None
+    job = services.training_job_create(project=project, mode=ModelVersion.Mode.QUICK)
+    return training_job_run(job_id=job.pk)
 
 
 def training_job_timed_out(*, job_id) -> None:

@@ -175,3 +175,77 @@ def review_items(*, project, limit: int = 50) -> list[dict]:
         if len(out) >= limit:
             break
     return out
+
+
+# ----------------------------------------------------------------------------- the pipeline's reads
+
+
+def projects_missing_features() -> list:
+    """Projects with samples that lack a vector (or an error row) for some backbone."""
+    want = len(settings.PICTOR_BACKBONES)
+    totals = dict(Sample.objects.values_list("project_id").annotate(n=Count("id")).values_list("project_id", "n"))
+    have = dict(
+        Embedding.objects.filter(backbone__in=settings.PICTOR_BACKBONES)
+        .values_list("project_id")
+        .annotate(n=Count("id"))
+        .values_list("project_id", "n")
+    )
+    return [pid for pid, n in totals.items() if have.get(pid, 0) < n * want]
+
+
+def projects_with_unlearned_labels() -> list:
+    """Projects whose labels changed after their newest quick model and quick job (a missed dispatch)."""
+    last_label = dict(
+        LabelEvent.objects.values_list("sample__project_id").annotate(t=Max("created")).values_list("sample__project_id", "t")
+    )
+    quick = ModelVersion.Mode.QUICK
+    last_model = dict(
+        ModelVersion.objects.filter(mode=quick).values_list("project_id").annotate(t=Max("created"))
+        .values_list("project_id", "t")
+    )
+    last_try = dict(
+        TrainingJob.objects.filter(mode=quick).values_list("project_id").annotate(t=Max("created"))
+        .values_list("project_id", "t")
+    )
+    out = []
+    for project_id, labeled in last_label.items():
+        newest = max(filter(None, [last_model.get(project_id), last_try.get(project_id)]), default=None)
+        if newest is None or labeled > newest:
+            out.append(project_id)
+    return out
+
+
+def training_jobs_lost(*, older_than: int = 300) -> list[TrainingJob]:
+    """Queued jobs nobody picked up for a while (the broker was down when they were created)."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    # A job waiting for features is re-sent by its own countdown and has a fresh heartbeat.
+    return list(
+        TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED, created__lt=cutoff)
+        .exclude(heartbeat__gt=cutoff).only("pk", "mode")[:100]
+    )
+
+
+def labeled_label_count(*, project_id) -> int:
+    """How many distinct labels the labeled samples carry."""
+    from labeling.models import SampleLabel
+
+    return (SampleLabel.objects.filter(sample__project_id=project_id, sample__labeled_at__isnull=False)
+            .values("label_id").distinct().count())
+
+
+def labeled_count(*, project_id) -> int:
+    return Sample.objects.filter(project_id=project_id, labeled_at__isnull=False).count()
+
+
+def labeled_without_features(*, project_id, backbones: list[str]) -> int:
+    """Labeled samples still waiting for a vector (or an error row) of one of `backbones`."""
+    labeled = Sample.objects.filter(project_id=project_id, labeled_at__isnull=False)
+    missing = labeled.none()
+    for backbone in backbones:
+        done = Embedding.objects.filter(project_id=project_id, backbone=backbone).values("sample_id")
+        missing = missing | labeled.exclude(pk__in=done)
+    return missing.distinct().count()

@@ -13,33 +13,11 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from config.dispatch import enqueue
 from labeling.models import Sample
 from projects.models import Project
 from training.models import Embedding, ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
-
-
-def _scheduled_key(project_id) -> str:
-    return f"embed-scheduled:{project_id}"
-
-
-def embeddings_schedule(*, project_id) -> bool:
-    """Queue one embedding run for the project unless one is already waiting (coalescing).
-
-    Runs after the upload committed, so it never raises: with the cache unreachable it still tries
-    to queue; with the broker unreachable it logs, frees the coalescing key and the periodic sweep
-    queues the run later (config.dispatch).
-    """
-    from config.dispatch import cache_add, enqueue
-    from training.tasks import embed_project
-
-    key = _scheduled_key(project_id)
-    if not cache_add(key, 1, timeout=600):
-        return False
-    transaction.on_commit(lambda: enqueue(embed_project, args=[str(project_id)], release_key=key))
-    return True
 
 
 def _missing_ids(project_id, backbone: str) -> list:
@@ -108,10 +86,6 @@ def embeddings_compute(*, project_id, backbones: list[str] | None = None, batch_
     """Embed every sample of the project that lacks a vector; idempotent, resumable. Returns the count."""
     from training.embedders import embedder_get
 
-    from config.dispatch import cache_delete
-
-    # Cleared first, so uploads arriving while this runs schedule a follow-up run.
-    cache_delete(_scheduled_key(project_id))
     backbones = backbones or settings.PICTOR_BACKBONES
     batch_size = batch_size or settings.PICTOR_EMBED_BATCH
     written = 0
@@ -138,27 +112,6 @@ def embeddings_compute(*, project_id, backbones: list[str] | None = None, batch_
                 rows += _embed_batch(embedder, ok, images, project_id=project_id, backbone=backbone, batch_size=batch_size)
             written += _store(rows)
     return written
-
-
-def embeddings_resume_all() -> int:
-    """Schedule every project that has samples without a vector for some backbone."""
-    from django.db.models import Count
-
-    from training.models import Embedding as E
-
-    want = len(settings.PICTOR_BACKBONES)
-    totals = dict(Sample.objects.values_list("project_id").annotate(n=Count("id")).values_list("project_id", "n"))
-    have = dict(
-        E.objects.filter(backbone__in=settings.PICTOR_BACKBONES)
-        .values_list("project_id")
-        .annotate(n=Count("id"))
-        .values_list("project_id", "n")
-    )
-    scheduled = 0
-    for project_id, n in totals.items():
-        if have.get(project_id, 0) < n * want and embeddings_schedule(project_id=project_id):
-            scheduled += 1
-    return scheduled
 
 
 # ----------------------------------------------------------------------------- jobs
@@ -191,11 +144,6 @@ def training_job_create(*, project, mode: str, user=None) -> TrainingJob:
             job = TrainingJob.objects.create(project=project, mode=mode, created_by=user)
     except IntegrityError:
         raise TrainingConflict("A full training of this project is already queued or running.") from None
-    from training.tasks import run_training_job
-
-    queue = "training" if mode == ModelVersion.Mode.FULL else "default"
-    # If the broker is down the job stays queued; the jobs sweep re-sends queued jobs.
-    transaction.on_commit(lambda: enqueue(run_training_job, args=[str(job.pk)], queue=queue))
     return job
 
 
@@ -225,6 +173,15 @@ def training_job_heartbeat(*, job: TrainingJob, progress: float | None = None, m
         fields["history"] = job.history
     if not TrainingJob.objects.filter(pk=job.pk, status=S.RUNNING).update(**fields):
         raise JobGone()
+
+
+def training_job_wait(*, job: TrainingJob, message: str, progress: float = 0.0) -> bool:
+    """Put a claimed job back in the queue to wait (for features); the heartbeat says it is looked after."""
+    return bool(
+        TrainingJob.objects.filter(pk=job.pk, status=S.RUNNING).update(
+            status=S.QUEUED, message=message[:200], progress=max(0.0, min(1.0, progress)), heartbeat=timezone.now()
+        )
+    )
 
 
 def training_job_cancel_requested(*, job: TrainingJob) -> bool:
@@ -337,46 +294,3 @@ def quick_models_prune(*, project, keep: int = 5) -> int:
     ).delete()
     transaction.on_commit(lambda: files_delete(names))
     return len(old)
-
-
-def training_jobs_resend(*, older_than: int = 300) -> int:
-    """Re-send queued jobs nobody picked up (the broker was down when they were created).
-
-    A duplicate delivery is harmless: only one worker's claim (queued → running) can succeed.
-    """
-    from config.dispatch import cache_add
-    from training.tasks import run_training_job
-
-    cutoff = timezone.now() - timedelta(seconds=older_than)
-    sent = 0
-    for job in TrainingJob.objects.filter(status=S.QUEUED, created__lt=cutoff).only("pk", "mode")[:100]:
-        if cache_add(f"job-resent:{job.pk}", 1, timeout=600):
-            queue = "training" if job.mode == ModelVersion.Mode.FULL else "default"
-            sent += enqueue(run_training_job, args=[str(job.pk)], queue=queue)
-    return sent
-
-
-def quick_models_refresh_stale() -> int:
-    """Queue a quick retrain where labels changed after the newest quick model (missed dispatches)."""
-    from django.db.models import Max
-
-    from labeling.models import LabelEvent
-    from training.quick import quick_retrain_schedule
-
-    last_label = dict(
-        LabelEvent.objects.values_list("sample__project_id").annotate(t=Max("created")).values_list("sample__project_id", "t")
-    )
-    last_model = dict(
-        ModelVersion.objects.filter(mode=ModelVersion.Mode.QUICK).values_list("project_id").annotate(t=Max("created"))
-        .values_list("project_id", "t")
-    )
-    last_try = dict(
-        TrainingJob.objects.filter(mode=ModelVersion.Mode.QUICK).values_list("project_id").annotate(t=Max("created"))
-        .values_list("project_id", "t")
-    )
-    n = 0
-    for project_id, labeled in last_label.items():
-        newest = max(filter(None, [last_model.get(project_id), last_try.get(project_id)]), default=None)
-        if newest is None or labeled > newest:
-            n += quick_retrain_schedule(project_id=project_id)
-    return n

@@ -7,40 +7,40 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError
 
-from training import services
-
 log = logging.getLogger(__name__)
 
 
 @shared_task(name="training.tasks.embed_project", time_limit=3600, soft_time_limit=3540, acks_late=True)
 def embed_project(project_id: str) -> int:
+    from training import pipeline, services
+
+    pipeline.step_started(step="embed", project_id=project_id)
     n = services.embeddings_compute(project_id=project_id)
     if n:
-        from training.receivers import embeddings_done
-
-        embeddings_done(project_id)
+        pipeline.features_stored(project_id=project_id)
     return n
 
 
 @shared_task(name="training.tasks.embeddings_sweep", time_limit=60)
 def embeddings_sweep() -> int:
     """Re-queue projects with samples still lacking vectors (after a worker crash, say)."""
-    return services.embeddings_resume_all()
+    from training import pipeline
+
+    return pipeline.sweep_embeddings()
 
 
 @shared_task(name="training.tasks.quick_retrain", time_limit=300, soft_time_limit=280)
 def quick_retrain(project_id: str) -> str | None:
-    from training import quick
+    from training import runner
 
-    return quick.quick_retrain_run(project_id=project_id)
+    return runner.quick_retrain_run(project_id=project_id)
 
 
 @shared_task(name="training.tasks.queue_refresh", time_limit=120, soft_time_limit=110)
 def queue_refresh(project_id: str) -> int:
-    from config.dispatch import cache_delete
-    from training import quick
+    from training import pipeline, quick
 
-    cache_delete(f"queue-refresh:{project_id}")
+    pipeline.step_started(step="queue", project_id=project_id)
     return quick.queue_refresh(project_id=project_id)
 
 
@@ -68,7 +68,6 @@ def run_training_job(job_id: str) -> str | None:
 @shared_task(name="training.tasks.training_jobs_sweep", time_limit=60)
 def training_jobs_sweep() -> int:
     """Fail stale running jobs, re-send lost queued ones, retrain quick models that missed labels."""
-    failed = services.training_jobs_sweep()
-    services.training_jobs_resend()
-    services.quick_models_refresh_stale()
-    return failed
+    from training import pipeline
+
+    return pipeline.sweep_trainings()

@@ -13,7 +13,7 @@ from labeling.models import LabelEvent
 from projects.access import ProjectAccess
 from projects.roles import Role
 from projects.views import error_text, project_view
-from training import selectors, services
+from training import pipeline, selectors, services
 from training.ml import metrics as ml_metrics
 from training.models import ModelVersion, TrainingJob
 
@@ -55,7 +55,7 @@ def job_status(request: HttpRequest, access: ProjectAccess, job_id) -> HttpRespo
 def training_start(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     mode = request.POST.get("mode")
     try:
-        services.training_job_create(project=access.project, mode=mode, user=request.user)
+        pipeline.training_start(project=access.project, mode=mode, user=request.user)
     except services.TrainingConflict as exc:
         messages.error(request, str(exc))
     except ValidationError as exc:

@@ -3,7 +3,7 @@ import pytest
 from conftest import datasets_dir
 from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
-from training import quick, services
+from training import runner, services
 
 HYM = datasets_dir() / "hymenoptera_data"
 
@@ -23,5 +23,5 @@ def deployed(team, settings):
             s = make_sample(team.project, data=p.read_bytes())
             sample_labels_set(sample=s, names=[cls], user=None)
     services.embeddings_compute(project_id=team.project.pk)
-    assert quick.quick_retrain_run(project_id=team.project.pk) == "succeeded"
+    assert runner.quick_retrain_run(project_id=team.project.pk) == "succeeded"
     return team

@@ -2,6 +2,7 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import connection
 from django.utils import timezone
 
@@ -97,7 +98,7 @@ def test_rename_merge_and_delete_keep_labels_consistent(team):
     assert {s.pk for s in ants.samples.all()} == {a.pk, b.pk}
     services.label_update(label=bee, name="bees", color="#123456", shortcut="9")
     assert [l.name for l in Sample.objects.get(pk=c.pk).labels.all()] == ["bees"]
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         services.label_update(label=bee, name="ants", color="#123456", shortcut="")
     assert services.label_delete(label=ants, user=user) == 2
     assert Sample.objects.get(pk=a.pk).labeled_at is None

@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -61,7 +60,7 @@ FEATURE_DIM = 1280
 # Standard "resize to R / 0.875 then centre-crop R" evaluation protocol (timm's crop_pct).
 CROP_PCT = 0.875
 
-ImageInput = Union[bytes, bytearray, memoryview, str, os.PathLike, Image.Image]
+ImageInput = bytes | bytearray | memoryview | str | os.PathLike | Image.Image
 
 
 # --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from django.urls import reverse
 from conftest import datasets_dir
 from labeling.models import Sample
 from labeling.tests.factories import jpeg_bytes, make_sample
-from training import selectors, services, tasks
+from training import pipeline, selectors, services, tasks
 from training.models import Embedding
 
 HYM = datasets_dir() / "hymenoptera_data"
@@ -239,23 +239,23 @@ def test_schedule_coalesces_until_the_run_starts(team, django_capture_on_commit_
     pid = team.project.pk
     with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.embeddings_schedule(project_id=pid) is True
-            assert services.embeddings_schedule(project_id=pid) is False
+            assert pipeline.samples_added(project_id=pid) is True
+            assert pipeline.samples_added(project_id=pid) is False
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.embeddings_schedule(project_id=pid) is False  # still pending
+            assert pipeline.samples_added(project_id=pid) is False  # still pending
         assert send.call_args_list == [mock.call(args=[str(pid)])]
 
         # The run clears the flag first, so uploads arriving during it queue a follow-up.
-        services.embeddings_compute(project_id=pid)
+        tasks.embed_project(str(pid))
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.embeddings_schedule(project_id=pid) is True
+            assert pipeline.samples_added(project_id=pid) is True
         assert send.call_count == 2
 
 
 def test_nothing_is_queued_before_commit(team, django_capture_on_commit_callbacks):
     with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=False) as callbacks:
-            assert services.embeddings_schedule(project_id=team.project.pk) is True
+            assert pipeline.samples_added(project_id=team.project.pk) is True
         assert send.call_count == 0 and len(callbacks) == 1
 
 
@@ -277,12 +277,12 @@ def test_a_broker_outage_releases_the_flag_and_does_not_fail_the_caller(team, dj
     pid = team.project.pk
     with mock.patch.object(tasks.embed_project, "apply_async", side_effect=ConnectionError("broker down")) as send:
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.embeddings_schedule(project_id=pid) is True
+            assert pipeline.samples_added(project_id=pid) is True
         assert send.call_count == 1
     assert broker_recently_failed()  # the status card warns
     with mock.patch.object(tasks.embed_project, "apply_async") as send:
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.embeddings_schedule(project_id=pid) is True  # not stuck for 10 minutes
+            assert pipeline.samples_added(project_id=pid) is True  # not stuck for 10 minutes
         assert send.call_count == 1
 
 
@@ -293,7 +293,7 @@ def test_a_cache_outage_still_queues_the_run(team, django_capture_on_commit_call
         cache, "add", side_effect=ConnectionError("cache down")
     ), mock.patch.object(cache, "delete", side_effect=ConnectionError("cache down")):
         with django_capture_on_commit_callbacks(execute=True):
-            assert services.embeddings_schedule(project_id=team.project.pk) is True
+            assert pipeline.samples_added(project_id=team.project.pk) is True
         assert send.call_count == 1
         make_sample(team.project, seed=1)
         assert services.embeddings_compute(project_id=team.project.pk, backbones=["lite0"]) == 1

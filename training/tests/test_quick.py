@@ -10,7 +10,7 @@ from conftest import datasets_dir
 from labeling.models import QueueBatch
 from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
-from training import quick, services
+from training import quick, runner, services
 from training.models import ModelVersion, TrainingJob
 
 HYM = datasets_dir() / "hymenoptera_data"
@@ -36,7 +36,7 @@ def hym_project(team, settings, tmp_path):
 
 def test_quick_retrain_fits_evaluates_out_of_fold_and_deploys(hym_project):
     team, samples = hym_project
-    assert quick.quick_retrain_run(project_id=team.project.pk) == "succeeded"
+    assert runner.quick_retrain_run(project_id=team.project.pk) == "succeeded"
     model = ModelVersion.objects.get(project=team.project)
     assert model.deployed and model.mode == "quick" and model.label_names == ["ants", "bees"]
     assert model.metrics["honest"] and "cross-validation" in model.metrics["evaluation"]
@@ -54,7 +54,7 @@ def test_quick_retrain_fits_evaluates_out_of_fold_and_deploys(hym_project):
 
 def test_suggestions_and_active_queue_follow_the_model(hym_project):
     team, samples = hym_project
-    quick.quick_retrain_run(project_id=team.project.pk)
+    runner.quick_retrain_run(project_id=team.project.pk)
     unlabeled = [s for _, s, labeled in samples if not labeled]
     sugg = quick.suggestions(team.project, unlabeled)
     assert set(sugg) == {s.pk for s in unlabeled}
@@ -74,7 +74,7 @@ def test_labels_schedule_one_coalesced_retrain(team, django_capture_on_commit_ca
         with django_capture_on_commit_callbacks(execute=True):
             sample_labels_set(sample=s1, names=["b"], user=None)
     assert apply.call_count == 1  # one pending retrain covers the whole burst
-    quick.quick_retrain_run(project_id=team.project.pk)  # runs (no vectors: nothing to fit) and clears the flag
+    runner.quick_retrain_run(project_id=team.project.pk)  # runs (no vectors: nothing to fit) and clears the flag
     with mock.patch("training.tasks.quick_retrain.apply_async") as apply:
         with django_capture_on_commit_callbacks(execute=True):
             sample_labels_set(sample=s2, names=["a"], user=None)
@@ -95,16 +95,16 @@ def test_not_enough_labels_fails_an_explicit_quick_job_clearly(team):
 def test_deploy_and_rollback_and_prune(hym_project):
     team, _ = hym_project
     for _ in range(3):
-        quick.quick_retrain_run(project_id=team.project.pk)
+        runner.quick_retrain_run(project_id=team.project.pk)
     v = {m.version: m for m in ModelVersion.objects.filter(project=team.project)}
     assert v[3].deployed and not v[1].deployed
     services.model_deploy(model=v[1])
     assert ModelVersion.objects.get(deployed=True, project=team.project).version == 1
     # A pinned deployment is not replaced by the next automatic quick retrain.
-    quick.quick_retrain_run(project_id=team.project.pk)
+    runner.quick_retrain_run(project_id=team.project.pk)
     assert ModelVersion.objects.get(deployed=True, project=team.project).version == 1
     for _ in range(6):
-        quick.quick_retrain_run(project_id=team.project.pk)
+        runner.quick_retrain_run(project_id=team.project.pk)
     versions = set(ModelVersion.objects.filter(project=team.project).values_list("version", flat=True))
     assert 1 in versions and len(versions) <= 6
 
@@ -152,7 +152,10 @@ def test_cancel_a_queued_job_and_the_sweeper_fails_stale_running_jobs(team):
     assert job.status == "cancelled"
     stale = TrainingJob.objects.create(project=team.project, mode="full", status="running",
                                        heartbeat=timezone.now() - timedelta(minutes=10))
-    fresh = TrainingJob.objects.create(project=team.project, mode="full", status="running", heartbeat=timezone.now())
+    from projects.tests.factories import ProjectFactory
+
+    # One active full training per project (a database constraint): the fresh one is another project's.
+    fresh = TrainingJob.objects.create(project=ProjectFactory(), mode="full", status="running", heartbeat=timezone.now())
     assert services.training_jobs_sweep(stale_seconds=60) == 1
     stale.refresh_from_db(), fresh.refresh_from_db()
     assert stale.status == "failed" and "heartbeat" in stale.error and fresh.status == "running"
@@ -165,7 +168,7 @@ def test_a_quick_model_downloads_as_one_onnx_graph_that_agrees_with_the_server(h
     from training.ml.backbone import preprocess
 
     team, samples = hym_project
-    quick.quick_retrain_run(project_id=team.project.pk)
+    runner.quick_retrain_run(project_id=team.project.pk)
     model = ModelVersion.objects.get(project=team.project)
     r = client_for(team.user("viewer")).get(reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk}))
     assert r.status_code == 200 and "attachment" in r["Content-Disposition"]
