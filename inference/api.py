@@ -4,6 +4,7 @@ inference/serializers.py, the same classes the schema is generated from."""
 from __future__ import annotations
 
 from django.urls import reverse
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -53,7 +54,7 @@ class InvokeView(APIView):
         request=io.INVOKE_REQUEST, examples=doc.IMAGE_EXAMPLES,
         responses={
             200: io.INVOKE_OK,
-            207: doc.OpenApiResponse(io.InvokeBatchResultSerializer, description="Some images failed, some were answered."),
+            207: OpenApiResponse(io.InvokeBatchResultSerializer, description="Some images failed, some were answered."),
             **doc.image_errors(409, failed=io.InvokeFailedSerializer,
                                r409="`no_model`: nothing is deployed yet and no model was named."),
         },
@@ -114,7 +115,7 @@ class PretrainedInvokeView(APIView):
         request=io.INVOKE_REQUEST, examples=doc.IMAGE_EXAMPLES,
         responses={
             200: io.PRETRAINED_OK,
-            207: doc.OpenApiResponse(io.PretrainedBatchSerializer, description="Some images failed."),
+            207: OpenApiResponse(io.PretrainedBatchSerializer, description="Some images failed."),
             **doc.image_errors(failed=io.PretrainedFailedSerializer),
         },
     )

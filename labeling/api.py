@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.core.files.storage import default_storage
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiResponse
+from drf_spectacular.utils import OpenApiResponse, extend_schema_view
 from rest_framework import status
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
@@ -196,7 +196,7 @@ class _SampleFileView(APIView):
         return response
 
 
-@doc.extend_schema_view(
+@extend_schema_view(
     get=doc.endpoint(
         "sample_image", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="The sample's original image file",
         responses={**doc.binary("image/*", "The file as uploaded (its own image type)."), **doc.errors()},
@@ -206,7 +206,7 @@ class SampleImageView(_SampleFileView):
     field = "image_name"
 
 
-@doc.extend_schema_view(
+@extend_schema_view(
     get=doc.endpoint(
         "sample_thumbnail", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="The sample's thumbnail (WebP)",
         responses={**doc.binary("image/webp", "A small WebP image."), **doc.errors()},
