@@ -62,12 +62,13 @@ class LabelListView(APIView):
         return Response(io.LabelListSerializer({"results": selectors.label_list(project=access.project)}).data)
 
     @doc.endpoint(
-        "labels_create", tag="labels", parameters=[doc.PROJECT], summary="Create a label (labeler and up)",
+        "labels_create", tag="labels", parameters=[doc.PROJECT],
+        summary="Create a label (labeler and up, as on the labels page and by uploading with new names)",
         request=io.LabelCreateSerializer,
         responses={201: io.LabelSerializer, **doc.errors(400, 409, 415, r409="`conflict`: a label with that name exists.")},
     )
     def post(self, request, project_id):
-        access = api_access(request, project_id, minimum=Role.LABELER)
+        access = api_access(request, project_id, minimum=services.LABEL_CREATE_ROLE)
         form = io.LabelCreateSerializer(data=request.data)
         form.is_valid(raise_exception=True)
         try:

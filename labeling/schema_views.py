@@ -18,7 +18,8 @@ def _page(request: HttpRequest, access: ProjectAccess, status: int = 200, **extr
     template = "labeling/labels.html"
     if request.htmx:
         template += "#label-table"
-    context = {"access": access, "project": access.project, "labels": selectors.label_list(project=access.project), **extra}
+    context = {"access": access, "project": access.project, "labels": selectors.label_list(project=access.project),
+               "can_create_labels": access.can(services.LABEL_CREATE_ROLE), **extra}
     return render(request, template, context, status=status)
 
 
@@ -31,7 +32,7 @@ def label_schema(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     return _page(request, access)
 
 
-@project_view(Role.ADMIN, methods=("POST",))
+@project_view(services.LABEL_CREATE_ROLE, methods=("POST",))
 def label_add(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     try:
         label = services.label_create(project=access.project, name=request.POST.get("name", ""))

@@ -17,12 +17,19 @@ from labeling.models import Label, LabelEvent, Lease, Sample, SampleLabel
 from labeling.signals import labels_changed, samples_added
 from labeling.storage import files_delete, files_write, sample_names
 from projects.models import Project
+from projects.roles import Role
 
 log = logging.getLogger(__name__)
 
 # Keys 1-9 first, then letters; s and z are the labeling page's skip and undo keys.
 SHORTCUT_KEYS = "123456789abcdefghijklmnopqrtuvwxy"
 PALETTE = ["#2457d6", "#d63e24", "#1f8a4c", "#b07d00", "#8e3ccb", "#0a8da3", "#c2417f", "#5d6b00", "#7a4f2a", "#4a5568"]
+
+
+# Who may create labels, on the labels page, through the API and by uploading with new label names
+# alike: labelers and up (uploads create missing labels, so a stricter page rule would be a fiction).
+# Renaming, recolouring, merging and deleting labels stay with admins.
+LABEL_CREATE_ROLE = Role.LABELER
 
 
 class Conflict(Exception):

@@ -111,7 +111,7 @@ ROUTES = [
     Route("label_submit", "post", "ui", "labeler", ok=(200, 302), data={"label": "ants"}),
     Route("label_skip", "post", "ui", "labeler", ok=(200, 302)),
     Route("label_schema", "get", "ui"),
-    Route("label_add", "post", "ui", "admin", ok=(200, 302), data={"name": "hornet"}),
+    Route("label_add", "post", "ui", "labeler", ok=(200, 302), data={"name": "hornet"}),
     Route("label_edit", "post", "ui", "admin", ok=(200, 302), data={"name": "wasps", "color": "#aa0000", "shortcut": ""}),
     Route("label_merge", "post", "ui", "admin", ok=(200, 302), data=lambda s: {"target": str(s.label2.pk)}),
     Route("label_delete", "post", "ui", "admin", ok=(200, 302)),

@@ -73,15 +73,31 @@ def test_series_format_with_pretrained_labels(deployed, invoke_key):
     assert [e["object"]["label"] for e in pretrained] == [x["label"] for x in direct["labels"]]
 
 
-def test_capture_stores_the_image_as_an_unlabeled_sample_once(deployed, invoke_key):
+def test_capture_stores_the_image_as_an_unlabeled_sample_once(deployed, full_key):
     data = base64.b64encode(val("ants", 1, offset=20)[0]).decode()
-    c = keyed(invoke_key)
+    c = keyed(full_key)
     first = c.post(invoke_url(deployed.project, "?capture=true&format=series"), {"data": data}, format="json").json()
     second = c.post(invoke_url(deployed.project, "?capture=true"), {"data": data}, format="json").json()
     assert first["sample_id"] == second["sample_id"]
     sample = Sample.objects.get(pk=first["sample_id"])
     assert sample.source == "capture" and sample.labeled_at is None
     assert first["series"][0]["object"]["uri"].endswith(f"/samples/{sample.pk}/image")
+
+
+def test_it_refuses_capture_on_request_to_invoke_keys_and_viewers(deployed, invoke_key, client_for):
+    """?capture=true writes a sample: labelers and full keys only; the admin's setting captures the rest."""
+    data = base64.b64encode(val("ants", 1, offset=25)[0]).decode()
+    r = keyed(invoke_key).post(invoke_url(deployed.project, "?capture=true"), {"data": data}, format="json")
+    assert r.status_code == 403 and "capture setting" in r.json()["error"]["message"]
+    viewer = APIClient()
+    viewer.force_authenticate(deployed.user("viewer"))
+    assert viewer.post(invoke_url(deployed.project, "?capture=true"), {"data": data}, format="json").status_code == 403
+    assert viewer.post(invoke_url(deployed.project), {"data": data}, format="json").status_code == 200
+    assert not Sample.objects.filter(project=deployed.project, source="capture").exists()
+    labeler = APIClient()
+    labeler.force_authenticate(deployed.user("labeler"))
+    body = labeler.post(invoke_url(deployed.project, "?capture=true"), {"data": data}, format="json").json()
+    assert Sample.objects.get(pk=body["sample_id"]).source == "capture"
 
 
 def test_capture_uncertain_setting(deployed, invoke_key):

@@ -101,3 +101,24 @@ def test_project_page_shows_per_labeler_counts(team, client_for):
     sample_labels_set(sample=s, names=["ants"], user=team.user("labeler"))
     page = client_for(team.user("viewer")).get(reverse("project_detail", kwargs={"project_id": team.project.pk})).content.decode()
     assert 'id="labeler-counts"' in page and "<th scope=\"row\">labeler</th><td>1</td><td>1</td>" in page
+
+
+def test_it_applies_one_rule_for_creating_labels_on_the_page_and_the_api(team, client_for):
+    """Labelers may create labels everywhere (uploads create them too); viewers nowhere."""
+    from labeling.models import Label
+    from labeling.services import LABEL_CREATE_ROLE
+
+    assert LABEL_CREATE_ROLE == "labeler"
+    pid = team.project.pk
+    page = client_for(team.user("labeler")).get(reverse("label_schema", kwargs={"project_id": pid})).content.decode()
+    assert 'id="add-label-form"' in page
+    r = client_for(team.user("labeler")).post(reverse("label_add", kwargs={"project_id": pid}), {"name": "wasp"})
+    assert r.status_code in (200, 302) and Label.objects.filter(project=team.project, name="wasp").exists()
+    api = APIClient()
+    api.force_authenticate(team.user("labeler"))
+    assert api.post(f"/api/v1/projects/{pid}/labels", {"name": "hornet"}, format="json").status_code == 201
+    viewer_page = client_for(team.user("viewer")).get(reverse("label_schema", kwargs={"project_id": pid})).content.decode()
+    assert 'id="add-label-form"' not in viewer_page
+    assert client_for(team.user("viewer")).post(reverse("label_add", kwargs={"project_id": pid}), {"name": "x"}).status_code == 403
+    api.force_authenticate(team.user("viewer"))
+    assert api.post(f"/api/v1/projects/{pid}/labels", {"name": "y"}, format="json").status_code == 403

@@ -66,7 +66,7 @@ ROUTES = [
     ("label_undo", "post", {}, "labeler", None),
     ("label_history", "get", None, "labeler", "back"),
     ("label_schema", "get", None, "viewer", None),
-    ("label_add", "post", {"name": "hornet"}, "admin", None),
+    ("label_add", "post", {"name": "hornet"}, "labeler", None),
     ("label_edit", "post", {"name": "wasps", "color": "#aa0000", "shortcut": ""}, "admin", "label"),
     ("label_merge", "post", {"target": ""}, "admin", "label"),
     ("label_delete", "post", {}, "admin", "label"),
