@@ -37,6 +37,8 @@ try:
     PICTOR_JOB_STALE_SECONDS = E.env_int(ENV, "PICTOR_JOB_STALE_SECONDS", default=120)
     # A quick training asked for before its labeled samples have features waits this long for them.
     PICTOR_FEATURES_WAIT_SECONDS = E.env_int(ENV, "PICTOR_FEATURES_WAIT_SECONDS", default=600)
+    # Seconds between the periodic sweeps (stale jobs, lost embeddings); 0 keeps the defaults.
+    PICTOR_SWEEP_SECONDS = E.env_float(ENV, "PICTOR_SWEEP_SECONDS", default=0.0)
     PICTOR_TRAINING_TIME_LIMIT = E.env_int(ENV, "PICTOR_TRAINING_TIME_LIMIT", default=3600)
     # Backbones every sample is embedded with; the quick model picks among them by cross-validation.
     PICTOR_BACKBONES = E.env_list(ENV, "PICTOR_BACKBONES", default=["lite0", "lite2"])
@@ -198,8 +200,8 @@ CELERY_TASK_ROUTES = {
     "training.tasks.training_jobs_sweep": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULE: dict = {
-    "embeddings-sweep": {"task": "training.tasks.embeddings_sweep", "schedule": 60.0},
-    "training-jobs-sweep": {"task": "training.tasks.training_jobs_sweep", "schedule": 30.0},
+    "embeddings-sweep": {"task": "training.tasks.embeddings_sweep", "schedule": PICTOR_SWEEP_SECONDS or 60.0},
+    "training-jobs-sweep": {"task": "training.tasks.training_jobs_sweep", "schedule": PICTOR_SWEEP_SECONDS or 30.0},
 }
 MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

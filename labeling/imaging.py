@@ -559,10 +559,10 @@ _SKIPPED_EXTENSIONS: Final = frozenset("zip 7z rar tar gz tgz bz2 xz zst".split(
 _SUPPORTED_COMPRESSION: Final = frozenset({0, 8, 12, 14})
 _COMPRESSION_NAMES: Final = {9: "Deflate64", 93: "Zstandard", 95: "XZ", 98: "PPMd", 99: "AES-encrypted"}
 
-# The ratio check only applies to entries bigger than this. A small file's ratio says
-# nothing about danger (a 200 KB flat-colour BMP legitimately compresses 500:1) and
-# small entries are bounded anyway by the entry count and the total-size limit.
-_RATIO_MIN_BYTES: Final = 1 * MB
+# The ratio check applies to every entry (and to the archive as a whole), but the compressed size
+# is counted as at least this much: a tiny file's ratio says nothing about danger (a 200 KB
+# flat-colour BMP legitimately compresses 500:1), while 1 MiB of zeros in 1 KB is refused.
+_RATIO_FLOOR_BYTES: Final = 4 * 1024
 
 # The raw entry count (from the end-of-central-directory record) is checked before
 # zipfile builds one Python object per entry, to bound memory on hostile archives.
@@ -581,7 +581,7 @@ def iter_zip(data_or_file: bytes | bytearray | memoryview | BinaryIO, *, limits:
     per-entry ratio) run *now*, before this function returns, so a hostile archive is
     refused before anything is imported. Corruption that only shows while
     decompressing (bad CRC, an entry larger than its header says) raises ``ZipError``
-    during iteration; callers should import inside a transaction or collect first.
+    during iteration. Entries are decompressed one at a time, as the iterator advances.
 
     Labels: the top-level folder of each entry is its label; files at the root have
     none. Wrapper folders are peeled first: while *every* image sits at least two
@@ -684,7 +684,7 @@ def _entry_parts(info: zipfile.ZipInfo) -> list[str]:
 def _check_archive(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits: ImageLimits) -> list[tuple[zipfile.ZipInfo, list[str]]]:
     """Run every whole-archive check and return the image candidates with their parts."""
     files: list[tuple[zipfile.ZipInfo, list[str]]] = []
-    total = 0
+    total = packed = 0
     for info in infos:
         parts = _entry_parts(info)  # checked for every entry, junk included
         if info.flag_bits & 0x1 or info.compress_type == 99:
@@ -699,7 +699,7 @@ def _check_archive(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits: Im
                 "invalid",
                 f"Archive uses an unsupported compression method ({method}); re-create it with standard ZIP (Deflate) compression.",
             )
-        if info.file_size > _RATIO_MIN_BYTES and info.file_size > limits.zip_max_ratio * max(info.compress_size, 1):
+        if info.file_size > limits.zip_max_ratio * max(info.compress_size, _RATIO_FLOOR_BYTES):
             ratio = info.file_size / max(info.compress_size, 1)
             raise ZipError(
                 "invalid",
@@ -707,10 +707,16 @@ def _check_archive(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits: Im
                 "it looks like a zip bomb.",
             )
         total += info.file_size
+        packed += info.compress_size
         files.append((info, parts))
 
     if total > limits.zip_max_total_bytes:
         raise ZipError("too_large", _size_message(total, limits.zip_max_total_bytes, "Archive expands to"))
+    if total > limits.zip_max_ratio * max(packed, _RATIO_FLOOR_BYTES):
+        raise ZipError(
+            "invalid",
+            f"Archive expands {total / max(packed, 1):,.0f}x (limit {limits.zip_max_ratio:g}x); it looks like a zip bomb.",
+        )
 
     real = [(i, p) for i, p in files if not _is_junk(p)]
     if len(real) > limits.zip_max_entries:

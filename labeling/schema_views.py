@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from labeling import selectors, services
 from labeling.models import Label
-from projects.access import ProjectAccess
+from projects.access import ProjectAccess, parse_uuid
 from projects.roles import Role
 from projects.views import error_text, project_view
 
@@ -67,7 +67,8 @@ def label_edit(request: HttpRequest, access: ProjectAccess, label_id) -> HttpRes
 @project_view(Role.ADMIN, methods=("POST",))
 def label_merge(request: HttpRequest, access: ProjectAccess, label_id) -> HttpResponse:
     source = _label(access, label_id)
-    target = Label.objects.filter(project=access.project, pk=request.POST.get("target") or None).first()
+    target_id = parse_uuid(request.POST.get("target"))
+    target = Label.objects.filter(project=access.project, pk=target_id).first() if target_id else None
     if target is None:
         messages.error(request, "Choose the label to merge into.")
         return _done(request, access)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -46,11 +47,21 @@ def image_limits() -> imaging.ImageLimits:
     )
 
 
+# Bidirectional controls (embeddings, overrides, isolates, marks): they make "gpj.exe" look like "exe.jpg".
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
+
+
 def clean_text(value: str) -> str:
-    """Drop control characters (NUL and friends): databases, zip names and CSV all choke on them."""
+    """Drop control characters (NUL and friends) and bidi controls: databases, zip names and CSV all choke on them."""
     import unicodedata
 
-    return "".join(c for c in str(value or "") if unicodedata.category(c) != "Cc")
+    return "".join(c for c in str(value or "") if unicodedata.category(c) != "Cc" and c not in _BIDI_CONTROLS)
+
+
+def csv_cell(value: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula (OWASP: prefix a single quote)."""
+    value = str(value)
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def _clean_label_name(name: str) -> str:
@@ -267,28 +278,41 @@ class IngestReport:
         return sum(1 for r in self.results if not r.ok)
 
 
-def expand_uploads(items: list[IngestItem], *, limits: imaging.ImageLimits) -> list[IngestItem | IngestResult]:
-    """Replace each zip archive by its image entries (folder name → label).
+def expand_uploads(items: list[IngestItem], *, limits: imaging.ImageLimits) -> Iterator[IngestItem | IngestResult]:
+    """Replace each zip archive by its image entries (folder name → label), one entry at a time.
 
-    A refused archive becomes one error result; nothing of it is imported.
+    A refused archive becomes one error result; nothing of it is imported. Entries are decompressed
+    lazily, so memory holds one entry, not the archive's contents.
     """
-    out: list[IngestItem | IngestResult] = []
     for item in items:
         if not imaging.is_zip(item.data):
-            out.append(item)
+            yield item
             continue
         try:
-            members = list(imaging.iter_zip(item.data, limits=limits))
+            members = imaging.iter_zip(item.data, limits=limits)
         except imaging.UploadError as exc:
-            out.append(IngestResult(filename=item.filename, error_code=exc.code, error_message=exc.message))
+            yield IngestResult(filename=item.filename, error_code=exc.code, error_message=exc.message)
             continue
-        for m in members:
+        empty = True
+        while True:
+            try:
+                m = next(members)
+            except StopIteration:
+                break
+            except imaging.UploadError as exc:  # corruption found while decompressing
+                yield IngestResult(filename=item.filename, error_code=exc.code, error_message=exc.message)
+                break
+            empty = False
             labels = list(item.labels) + ([m.label] if m.label else [])
             if m.error is not None:
-                out.append(IngestResult(filename=m.path, error_code=m.error.code, error_message=m.error.message))
+                yield IngestResult(filename=m.path, error_code=m.error.code, error_message=m.error.message)
             else:
-                out.append(IngestItem(filename=m.path, data=m.data, labels=labels))
-    return out
+                yield IngestItem(filename=m.path, data=m.data, labels=labels)
+        if empty:
+            yield IngestResult(
+                filename=item.filename, error_code="invalid",
+                error_message="The archive holds no images (hidden files, __MACOSX and non-image files are skipped).",
+            )
 
 
 def _existing(project: Project, sha: str) -> Sample | None:
@@ -307,8 +331,10 @@ def sample_ingest_one(
     result = IngestResult(filename=item.filename)
     try:
         image = imaging.validate_image(item.data, limits=limits, filename=item.filename)
-        label_objs = labels_get_or_create(project=project, names=item.labels) if item.labels else []
-        _check_label_count(project, label_objs)
+        # A savepoint: labels of a rejected item are not left behind.
+        with transaction.atomic():
+            label_objs = labels_get_or_create(project=project, names=item.labels) if item.labels else []
+            _check_label_count(project, label_objs)
     except imaging.UploadError as exc:
         result.error_code, result.error_message = exc.code, exc.message
         return result
@@ -425,13 +451,15 @@ def project_export_zip(*, project: Project, fileobj) -> int:
             base = f"{sample.pk}.{ext}"
             if project.is_multi_label:
                 path = f"images/{base}"
-                multi_writer.writerow([path, ";".join(names)])
+                multi_writer.writerow([csv_cell(path), csv_cell(";".join(names))])
             else:
                 folder = _safe_folder(names[0]) if names else "unlabeled"
                 path = f"{folder}/{base}"
             with default_storage.open(sample.image_name, "rb") as f:
                 zf.writestr(path, f.read())
-            index_writer.writerow([str(sample.pk), sample.sha256, path, ";".join(names), sample.created.isoformat()])
+            index_writer.writerow(
+                [str(sample.pk), sample.sha256, csv_cell(path), csv_cell(";".join(names)), sample.created.isoformat()]
+            )
             count += 1
         zf.writestr("samples.csv", index.getvalue())
         if project.is_multi_label:

@@ -21,7 +21,8 @@ def embed_project(project_id: str) -> int:
     return n
 
 
-@shared_task(name="training.tasks.embeddings_sweep", time_limit=60)
+# The soft limit must stay below the hard one (the global soft limit is 540): beat refuses otherwise.
+@shared_task(name="training.tasks.embeddings_sweep", time_limit=60, soft_time_limit=50)
 def embeddings_sweep() -> int:
     """Re-queue projects with samples still lacking vectors (after a worker crash, say)."""
     from training import pipeline
@@ -65,7 +66,7 @@ def run_training_job(job_id: str) -> str | None:
         return None
 
 
-@shared_task(name="training.tasks.training_jobs_sweep", time_limit=60)
+@shared_task(name="training.tasks.training_jobs_sweep", time_limit=60, soft_time_limit=50)
 def training_jobs_sweep() -> int:
     """Fail stale running jobs, re-send lost queued ones, retrain quick models that missed labels."""
     from training import pipeline

@@ -318,12 +318,20 @@ def test_zip_bomb_message() -> None:
 
 
 def test_small_highly_compressible_entries_are_not_called_bombs() -> None:
-    # 900 KB of zeros compresses ~1000:1 but is under the 1 MiB floor of the ratio check.
-    members = list(iter_zip(bf.make_zip({"ants/flat.jpg": bytes(900 * 1024)}), limits=LIMITS))
+    # 200 KB of zeros compresses ~1000:1, but its compressed size counts as 4 KiB (the floor).
+    members = list(iter_zip(bf.make_zip({"ants/flat.jpg": bytes(200 * 1024)}), limits=LIMITS))
     assert [m.label for m in members] == ["ants"]
     with pytest.raises(ImageError) as info:
         members[0].validate(limits=LIMITS)
     assert info.value.code == "unsupported_media_type"
+
+
+def test_it_checks_the_ratio_below_one_mib_and_for_the_whole_archive() -> None:
+    with pytest.raises(ZipError, match="zip bomb"):
+        iter_zip(bf.make_zip({"ants/flat.jpg": bytes(900 * 1024)}), limits=LIMITS)
+    # Many entries each under the floor still add up to a refused archive.
+    with pytest.raises(ZipError, match="Archive expands"):
+        iter_zip(bf.make_zip({f"ants/{i}.jpg": bytes(300 * 1024) for i in range(20)}), limits=LIMITS)
 
 
 def test_total_uncompressed_size_limit() -> None:
