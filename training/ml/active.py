@@ -420,3 +420,31 @@ def rank(
         X, labeled, batch, rng, knn=knn, pool_cap=pool_cap, fit_cap=fit_cap,
         density_cap=density_cap, max_clusters=max_clusters,
     )
+
+
+def queue_rank(
+    *,
+    features: dict[str, np.ndarray],
+    labeled_mask: np.ndarray,
+    probs: np.ndarray | None,
+    multi_label: bool,
+    thresholds: np.ndarray | None,
+    batch_size: int,
+    label_counts: np.ndarray | None,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """What the labeling queue serves next (``training.quick.queue_refresh`` and bench/learning.py
+    both call this): ``rank(strategy="active")`` on the ranking embedding of ``features``."""
+    X = ranking_embedding(features)
+    return rank(
+        embeddings=X, labeled_mask=labeled_mask, probs=probs, multi_label=multi_label,
+        thresholds=thresholds, batch_size=batch_size, strategy="active", label_counts=label_counts, seed=seed,
+    )
+
+
+def ranking_embedding(features: dict[str, np.ndarray]) -> np.ndarray:
+    """The geometry typicality and diversity are measured in: lite0 (the first backbone) if present."""
+    for key in ("lite0", "lite2"):
+        if key in features:
+            return features[key]
+    return next(iter(features.values()))
