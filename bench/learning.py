@@ -57,7 +57,6 @@ def simulate(ds, *, order: str, seed: int, budgets=BUDGETS) -> dict:
     pool = _features(ds, "pool")
     test = _features(ds, "test")
     y = ds.y_pool
-    n_classes = len(ds.classes)
     labeled = np.zeros(y.size, bool)
     rng = np.random.default_rng(1000 + seed)
     probs = None

@@ -623,7 +623,7 @@ def _affine_for(key: str, dims: Mapping[str, int], pcas: Mapping[str, tuple[np.n
     if not any(p in pcas for p in parts):
         return None
     scale = 1.0 / math.sqrt(len(parts)) if len(parts) > 1 else 1.0  # concat_features' scaling
-    ms, blocks, out_dims = [], [], []
+    ms, blocks = [], []
     for p in parts:
         if p in pcas:
             mu, P = pcas[p]

@@ -1,0 +1,27 @@
+"""Writes of the training app, one module per entity; import them from here.
+
+- embeddings: computing and storing image features
+- jobs: training jobs and their state machine
+- models: model versions (create, deploy, delete, prune)
+"""
+
+from training.services.embeddings import embeddings_compute
+from training.services.jobs import (
+    JobGone,
+    TrainingConflict,
+    training_job_cancel,
+    training_job_cancel_requested,
+    training_job_claim,
+    training_job_create,
+    training_job_finish,
+    training_job_heartbeat,
+    training_job_wait,
+    training_jobs_sweep,
+)
+from training.services.models import model_delete, model_deploy, model_version_create, quick_models_prune
+
+__all__ = [
+    "JobGone", "TrainingConflict", "embeddings_compute", "model_delete", "model_deploy", "model_version_create",
+    "quick_models_prune", "training_job_cancel", "training_job_cancel_requested", "training_job_claim",
+    "training_job_create", "training_job_finish", "training_job_heartbeat", "training_job_wait", "training_jobs_sweep",
+]
