@@ -40,9 +40,10 @@ class QuickPredictor:
 
     def __init__(self, model: ModelVersion):
         from training.embedders import embedder_get
+        from training.ml.features import FeatureKey
         from training.quick import head_load
 
-        self.parts = model.features.split("+")
+        self.parts = list(FeatureKey.parse(model.features))
         self.embedders = [embedder_get(p) for p in self.parts]
         self.head = head_load(model)
 

@@ -21,9 +21,10 @@ def _compose(model: ModelVersion):
     import torch.nn.functional as F
 
     from training.ml.backbone import get_spec, load_backbone
+    from training.ml.features import FeatureKey
     from training.quick import head_load
 
-    parts = model.features.split("+")
+    parts = list(FeatureKey.parse(model.features))
     head = head_load(model)
     resolution = max(get_spec(p).resolution for p in parts)
 

@@ -20,6 +20,7 @@ from training.data import aligned_features
 from training.data import targets as data_targets
 from training.ml import finetune as ft
 from training.ml import heads, metrics
+from training.ml.features import FeatureKey
 from training.models import ModelVersion, TrainingJob
 from training.quick import NotEnoughLabels
 
@@ -148,7 +149,7 @@ def _quick_baseline(project, ids, Y, train, test, label_names, multi) -> dict | 
     rows = np.array([order[sid] for sid in ids])
     tr, te = rows[train], rows[test]
     result = heads.automl_fit({k: v[tr] for k, v in feats.items()}, Y[train], multi_label=multi, n_classes=len(label_names))
-    parts = result.feature_key.split("+")
+    parts = list(FeatureKey.parse(result.feature_key))
     Xte = heads.concat_features([feats[p][te] for p in parts]) if len(parts) > 1 else feats[parts[0]][te]
     probs = result.head.predict_proba(Xte)
     m = metrics.evaluate(Y[test], probs, label_names=label_names, multi_label=multi, thresholds=result.thresholds)

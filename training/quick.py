@@ -17,6 +17,7 @@ from projects.models import Project
 from training import services
 from training.data import aligned_features, labeled_set
 from training.ml import active, heads, metrics
+from training.ml.features import FeatureKey
 from training.models import ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ class NotEnoughLabels(Exception):
 
 
 def _feature_parts(key: str) -> list[str]:
-    return key.split("+")
+    return list(FeatureKey.parse(key))
 
 
 def _check(data) -> None:
