@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -48,6 +49,11 @@ try:
     PICTOR_QUICK_DEBOUNCE = E.env_float(ENV, "PICTOR_QUICK_DEBOUNCE", default=0.3)
     # Requests per key (or signed-in user) and period: "600/min", "20/s".
     PICTOR_API_RATE = ENV.get("PICTOR_API_RATE", "1200/min")
+    # Failed API authentications (invalid keys) per client address and period.
+    PICTOR_AUTH_FAIL_RATE = ENV.get("PICTOR_AUTH_FAIL_RATE", "30/min")
+    # Sign-in lockout (django-axes): failures per username and address, then a cool-off.
+    PICTOR_LOGIN_FAILURES = E.env_int(ENV, "PICTOR_LOGIN_FAILURES", default=5)
+    PICTOR_LOGIN_COOLOFF_MINUTES = E.env_int(ENV, "PICTOR_LOGIN_COOLOFF_MINUTES", default=15)
     _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
 except E.EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
@@ -69,6 +75,7 @@ INSTALLED_APPS = [
     "labeling",
     "training",
     "inference",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -81,7 +88,19 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = PICTOR_LOGIN_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=PICTOR_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
