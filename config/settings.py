@@ -49,6 +49,8 @@ try:
     PICTOR_QUICK_DEBOUNCE = E.env_float(ENV, "PICTOR_QUICK_DEBOUNCE", default=0.3)
     # Requests per key (or signed-in user) and period: "600/min", "20/s".
     PICTOR_API_RATE = ENV.get("PICTOR_API_RATE", "1200/min")
+    # Where the throttle counts: "auto" (Redis when the cache is Redis, else the database), "redis", "database".
+    PICTOR_THROTTLE_STORE = ENV.get("PICTOR_THROTTLE_STORE", "auto")
     # Failed API authentications (invalid keys) per client address and period.
     PICTOR_AUTH_FAIL_RATE = ENV.get("PICTOR_AUTH_FAIL_RATE", "30/min")
     # Sign-in lockout (django-axes): failures per username and address, then a cool-off.
@@ -234,6 +236,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # ?format= belongs to the API contract (format=series), not to DRF's renderer switch.
     "URL_FORMAT_OVERRIDE": None,
+    # Proxies in front of the web server whose X-Forwarded-For is trusted (0: the peer address).
+    "NUM_PROXIES": E.env_int(ENV, "PICTOR_NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pictor API",
