@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -31,6 +32,11 @@ try:
     PICTOR_ZIP_MAX_ENTRIES = E.env_int(ENV, "PICTOR_ZIP_MAX_ENTRIES", default=10_000)
     PICTOR_ZIP_MAX_BYTES = E.env_int(ENV, "PICTOR_ZIP_MAX_BYTES", default=2 * 1024**3)
     PICTOR_ZIP_MAX_RATIO = E.env_int(ENV, "PICTOR_ZIP_MAX_RATIO", default=100)
+    # Images per upload or invoke request; explain (seconds of CPU per image) gets fewer.
+    PICTOR_MAX_ITEMS = E.env_int(ENV, "PICTOR_MAX_ITEMS", default=64)
+    PICTOR_MAX_EXPLAIN = E.env_int(ENV, "PICTOR_MAX_EXPLAIN", default=4)
+    # Invoke decodes and runs its images this many at a time.
+    PICTOR_INVOKE_BATCH = E.env_int(ENV, "PICTOR_INVOKE_BATCH", default=16)
     # One request (a zip, or a JSON batch of base64 images) may be this large.
     PICTOR_MAX_REQUEST_BYTES = E.env_int(ENV, "PICTOR_MAX_REQUEST_BYTES", default=1024**3)
     PICTOR_LEASE_SECONDS = E.env_int(ENV, "PICTOR_LEASE_SECONDS", default=600)
@@ -52,6 +58,13 @@ try:
     PICTOR_QUICK_DEBOUNCE = E.env_float(ENV, "PICTOR_QUICK_DEBOUNCE", default=0.3)
     # Requests per key (or signed-in user) and period: "600/min", "20/s".
     PICTOR_API_RATE = ENV.get("PICTOR_API_RATE", "1200/min")
+    # Where the throttle counts: "auto" (Redis when the cache is Redis, else the database), "redis", "database".
+    PICTOR_THROTTLE_STORE = ENV.get("PICTOR_THROTTLE_STORE", "auto")
+    # Failed API authentications (invalid keys) per client address and period.
+    PICTOR_AUTH_FAIL_RATE = ENV.get("PICTOR_AUTH_FAIL_RATE", "30/min")
+    # Sign-in lockout (django-axes): failures per username and address, then a cool-off.
+    PICTOR_LOGIN_FAILURES = E.env_int(ENV, "PICTOR_LOGIN_FAILURES", default=5)
+    PICTOR_LOGIN_COOLOFF_MINUTES = E.env_int(ENV, "PICTOR_LOGIN_COOLOFF_MINUTES", default=15)
     _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
 except E.EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
@@ -73,6 +86,7 @@ INSTALLED_APPS = [
     "labeling",
     "training",
     "inference",
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -85,7 +99,19 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into its lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = PICTOR_LOGIN_FAILURES
+AXES_COOLOFF_TIME = timedelta(minutes=PICTOR_LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -219,6 +245,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     # ?format= belongs to the API contract (format=series), not to DRF's renderer switch.
     "URL_FORMAT_OVERRIDE": None,
+    # Proxies in front of the web server whose X-Forwarded-For is trusted (0: the peer address).
+    "NUM_PROXIES": E.env_int(ENV, "PICTOR_NUM_PROXIES", default=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Pictor API",

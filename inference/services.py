@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from django.conf import settings
+
+from config.api import ApiError
 
 from labeling import imaging
 from labeling import services as labeling_services
@@ -23,6 +26,37 @@ class NoModel(Exception):
 
 class UnknownModel(Exception):
     pass
+
+
+class TooLarge(ApiError):
+    """More images than a request may carry (413 too_large)."""
+
+    def __init__(self, message: str, *, limit_name: str, limit: int):
+        super().__init__("too_large", message, 413, {limit_name: [f"at most {limit}"]})
+
+
+def request_limits_check(*, count: int, explain: bool = False) -> None:
+    """PICTOR_MAX_ITEMS images per request; with explain, PICTOR_MAX_EXPLAIN (explain costs seconds of CPU each)."""
+    if count > settings.PICTOR_MAX_ITEMS:
+        raise TooLarge(f"At most {settings.PICTOR_MAX_ITEMS} images per request (PICTOR_MAX_ITEMS); this one has {count}.",
+                       limit_name="items", limit=settings.PICTOR_MAX_ITEMS)
+    if explain and count > settings.PICTOR_MAX_EXPLAIN:
+        raise TooLarge(
+            f"Explain takes at most {settings.PICTOR_MAX_EXPLAIN} images per request (PICTOR_MAX_EXPLAIN); this one has {count}.",
+            limit_name="explain", limit=settings.PICTOR_MAX_EXPLAIN,
+        )
+
+
+# Decoded images kept after their batch ran (for ?pretrained=, which resizes to 224 px anyway).
+_KEPT_SIDE = 512
+
+
+def _release_pixels(item: InvokeItem) -> None:
+    img = item.image.image
+    if max(img.size) > _KEPT_SIDE:
+        small = img.copy()
+        small.thumbnail((_KEPT_SIDE, _KEPT_SIDE))
+        item.image = replace(item.image, image=small)
 
 
 @dataclass
@@ -90,36 +124,43 @@ def invoke(
     explain: bool = False,
     user=None,
 ) -> ModelVersion:
-    """Fill each valid item's `result`; raises NoModel / UnknownModel before touching images."""
+    """Fill each valid item's `result`; raises NoModel / UnknownModel before touching images, TooLarge
+    beyond the per-request limits. Images are decoded and run in batches of PICTOR_INVOKE_BATCH, so
+    peak memory follows the batch, not the request."""
     from inference.predictors import predict, predictor_get
 
     model = model_for_invoke(project=project, model_id=model_id)
-    items_validate(items)
-    valid = [i for i in items if i.error is None]
-    if not valid:
-        return model
-    prediction = predict(model, [i.image.image for i in valid])
-    for item, probs in zip(valid, prediction.probs):
-        item.result = result_object(model=model, probs=probs, top_k=top_k)
-        if _wants_capture(project, capture, probs):
-            report = labeling_services.samples_ingest(
-                project=project, items=[labeling_services.IngestItem(filename=item.filename or "capture", data=item.data)],
-                user=user, source=Sample.Source.CAPTURE,
-            )
-            (r,) = report.results
-            if r.ok:
-                item.result["sample_id"] = str(r.sample.pk)
-        if explain:
-            from training.ml.explain import heatmap_png, occlusion_map
+    request_limits_check(count=len(items), explain=explain)
+    step = max(1, settings.PICTOR_INVOKE_BATCH)
+    for start in range(0, len(items), step):
+        chunk = items[start : start + step]
+        items_validate(chunk)
+        valid = [i for i in chunk if i.error is None]
+        if not valid:
+            continue
+        prediction = predict(model, [i.image.image for i in valid])
+        for item, probs in zip(valid, prediction.probs):
+            item.result = result_object(model=model, probs=probs, top_k=top_k)
+            if _wants_capture(project, capture, probs):
+                report = labeling_services.samples_ingest(
+                    project=project, items=[labeling_services.IngestItem(filename=item.filename or "capture", data=item.data)],
+                    user=user, source=Sample.Source.CAPTURE,
+                )
+                (r,) = report.results
+                if r.ok:
+                    item.result["sample_id"] = str(r.sample.pk)
+            if explain:
+                from training.ml.explain import heatmap_png, occlusion_map
 
-            predictor = predictor_get(model)
-            cls = int(np.argmax(probs))
-            heat = occlusion_map(predictor.predict, item.image.image, cls)
-            item.result["explanation"] = {
-                "method": "occlusion",
-                "label": model.label_names[cls],
-                "heatmap_png": base64.b64encode(heatmap_png(item.image.image, heat)).decode(),
-            }
+                predictor = predictor_get(model)
+                cls = int(np.argmax(probs))
+                heat = occlusion_map(predictor.predict, item.image.image, cls)
+                item.result["explanation"] = {
+                    "method": "occlusion",
+                    "label": model.label_names[cls],
+                    "heatmap_png": base64.b64encode(heatmap_png(item.image.image, heat)).decode(),
+                }
+            _release_pixels(item)
     return model
 
 

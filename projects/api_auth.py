@@ -26,6 +26,11 @@ class ProjectKeyAuthentication(authentication.BaseAuthentication):
         try:
             api_key = ProjectAPIKey.objects.get_from_key(key.strip())
         except ProjectAPIKey.DoesNotExist:
+            from inference.throttles import auth_failure_hit
+
+            wait = auth_failure_hit(request)
+            if wait is not None:  # guessing keys from one address: slowed down
+                raise exceptions.Throttled(wait=wait, detail="Too many failed authentications from this address.") from None
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.") from None
         from projects.keys import api_key_record_use
 

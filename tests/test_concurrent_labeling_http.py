@@ -70,7 +70,44 @@ def sign_in(base: str, username: str) -> requests.Session:
     return s
 
 
-def test_ten_labelers_label_every_sample_exactly_once(live_server, media):
+def _engine() -> str:
+    from django.db import connection
+
+    return connection.vendor
+
+
+@pytest.mark.parametrize("engine", ["postgresql", "sqlite"])
+def test_ten_labelers_label_every_sample_exactly_once(engine, request, tmp_path):
+    """Runs on both databases: the other engine's run is a pytest of its own (one database per run)."""
+    if engine == _engine():
+        if engine == "sqlite":
+            from django.db import connection
+
+            with connection.cursor() as cur:  # the embedded default's settings, under concurrent writers
+                assert cur.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+                assert cur.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+        _ten_labelers(request.getfixturevalue("live_server"), request.getfixturevalue("media"))
+        return
+    if engine == "postgresql":
+        pytest.skip("needs PostgreSQL: this run uses SQLite")
+    import subprocess
+    import sys
+
+    from tests.procs import REPO
+
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PYTEST_CURRENT_TEST")}
+    # A database file, not SQLite's in-memory test database: the live server's threads then write
+    # through connections of their own, as gunicorn's workers do.
+    env["PICTOR_TEST_DB_NAME"] = str(tmp_path / "test.sqlite3")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"{__file__}::test_ten_labelers_label_every_sample_exactly_once[sqlite]"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+def _ten_labelers(live_server, media) -> None:
     project = ProjectFactory(name="Concurrent labeling")
     for name in LABEL_NAMES:
         label_create(project=project, name=name)
