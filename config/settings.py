@@ -32,8 +32,7 @@ try:
     PICTOR_ZIP_MAX_ENTRIES = E.env_int(ENV, "PICTOR_ZIP_MAX_ENTRIES", default=10_000)
     PICTOR_ZIP_MAX_BYTES = E.env_int(ENV, "PICTOR_ZIP_MAX_BYTES", default=2 * 1024**3)
     PICTOR_ZIP_MAX_RATIO = E.env_int(ENV, "PICTOR_ZIP_MAX_RATIO", default=100)
-    # Images per upload or invoke request; explain (seconds of CPU per image) gets fewer.
-    PICTOR_MAX_ITEMS = E.env_int(ENV, "PICTOR_MAX_ITEMS", default=64)
+    # Explain costs seconds of CPU per image, so it gets fewer images per request.
     PICTOR_MAX_EXPLAIN = E.env_int(ENV, "PICTOR_MAX_EXPLAIN", default=4)
     # Invoke decodes and runs its images this many at a time.
     PICTOR_INVOKE_BATCH = E.env_int(ENV, "PICTOR_INVOKE_BATCH", default=16)
