@@ -21,7 +21,7 @@ and measures, with hymenoptera val JPEGs (multipart `file`, one image per reques
   crop, scale) and the forward pass (onnxruntime lite0 on the preprocessed tensor, L2 norm, the
   linear head's softmax), each timed separately on the same images. **Overhead** = HTTP p50 − raw
   (decode + preprocess + forward) p50; target ≤ 10 ms. For context the server-side image
-  validation (``labeling.imaging.validate_image``: checks, full decode, SHA-256), which the raw path
+  validation (``labeling.images.validate_image``: checks, full decode, SHA-256), which the raw path
   skips, is timed too.
 * **Throughput**: 8 concurrent clients for --throughput-seconds: requests/s and latency.
 * **Soak**: 50 concurrent clients for --soak seconds: every status counted; a 5xx or a
@@ -224,7 +224,7 @@ def latency(url: str, key: str, project_id: str, images: list[tuple[str, bytes]]
     """
     import numpy as np
 
-    from labeling import imaging
+    from labeling import images
     from labeling.services import image_limits
     from training.embedders import embedder_get
     from training.ml import backbone as bb
@@ -254,7 +254,7 @@ def latency(url: str, key: str, project_id: str, images: list[tuple[str, bytes]]
         t1 = time.perf_counter()
         probs = forward(batch)
         t2 = time.perf_counter()
-        imaging.validate_image(data, limits=limits)
+        images.validate_image(data, limits=limits)
         t3 = time.perf_counter()
         assert probs.shape == (1, 2)
         out["http"].append(elapsed)

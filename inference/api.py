@@ -14,7 +14,7 @@ from config import schema as doc
 from config.api import ApiError
 from inference import serializers as io
 from inference import services
-from labeling.imaging import HTTP_STATUS
+from labeling.images import HTTP_STATUS
 from projects.api_auth import api_access
 from projects.roles import Role
 

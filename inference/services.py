@@ -10,7 +10,7 @@ from django.conf import settings
 
 from config.api import ApiError
 
-from labeling import imaging
+from labeling import images
 from labeling import services as labeling_services
 from labeling.models import Sample
 from projects.access import parse_uuid
@@ -63,8 +63,8 @@ def _release_pixels(item: InvokeItem) -> None:
 class InvokeItem:
     filename: str
     data: bytes
-    image: imaging.ValidatedImage | None = None
-    error: imaging.UploadError | None = None
+    image: images.ValidatedImage | None = None
+    error: images.UploadError | None = None
     result: dict = field(default_factory=dict)
 
 
@@ -72,8 +72,8 @@ def items_validate(items: list[InvokeItem]) -> None:
     limits = labeling_services.image_limits()
     for item in items:
         try:
-            item.image = imaging.validate_image(item.data, limits=limits, filename=item.filename)
-        except imaging.UploadError as exc:
+            item.image = images.validate_image(item.data, limits=limits, filename=item.filename)
+        except images.UploadError as exc:
             item.error = exc
 
 

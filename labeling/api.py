@@ -20,7 +20,7 @@ from config import schema as doc
 from config.api import ApiError, Pagination, error_body
 from labeling import selectors, services
 from labeling import serializers as io
-from labeling.imaging import HTTP_STATUS
+from labeling.images import HTTP_STATUS
 from labeling.models import Sample
 from projects.api_auth import api_access
 from projects.roles import Role

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from labeling import imaging
+from labeling import images, zips
 from labeling.models import Label, LabelEvent, Lease, Sample, SampleLabel
 from labeling.signals import labels_changed, samples_added
 from labeling.storage import files_delete, files_write, sample_names
@@ -37,8 +37,8 @@ class Conflict(Exception):
     """The request clashes with existing data (API: 409 conflict)."""
 
 
-def image_limits() -> imaging.ImageLimits:
-    return imaging.ImageLimits(
+def image_limits() -> images.ImageLimits:
+    return images.ImageLimits(
         max_bytes=settings.PICTOR_MAX_UPLOAD_BYTES,
         max_pixels=settings.PICTOR_MAX_PIXELS,
         zip_max_entries=settings.PICTOR_ZIP_MAX_ENTRIES,
@@ -278,19 +278,19 @@ class IngestReport:
         return sum(1 for r in self.results if not r.ok)
 
 
-def expand_uploads(items: list[IngestItem], *, limits: imaging.ImageLimits) -> Iterator[IngestItem | IngestResult]:
+def expand_uploads(items: list[IngestItem], *, limits: images.ImageLimits) -> Iterator[IngestItem | IngestResult]:
     """Replace each zip archive by its image entries (folder name → label), one entry at a time.
 
     A refused archive becomes one error result; nothing of it is imported. Entries are decompressed
     lazily, so memory holds one entry, not the archive's contents.
     """
     for item in items:
-        if not imaging.is_zip(item.data):
+        if not zips.is_zip(item.data):
             yield item
             continue
         try:
-            members = imaging.iter_zip(item.data, limits=limits)
-        except imaging.UploadError as exc:
+            members = zips.iter_zip(item.data, limits=limits)
+        except images.UploadError as exc:
             yield IngestResult(filename=item.filename, error_code=exc.code, error_message=exc.message)
             continue
         empty = True
@@ -299,7 +299,7 @@ def expand_uploads(items: list[IngestItem], *, limits: imaging.ImageLimits) -> I
                 m = next(members)
             except StopIteration:
                 break
-            except imaging.UploadError as exc:  # corruption found while decompressing
+            except images.UploadError as exc:  # corruption found while decompressing
                 yield IngestResult(filename=item.filename, error_code=exc.code, error_message=exc.message)
                 break
             empty = False
@@ -325,17 +325,17 @@ def sample_ingest_one(
     item: IngestItem,
     user: AbstractBaseUser | None,
     source: str,
-    limits: imaging.ImageLimits,
+    limits: images.ImageLimits,
 ) -> IngestResult:
     item.filename = clean_text(item.filename)[-255:]
     result = IngestResult(filename=item.filename)
     try:
-        image = imaging.validate_image(item.data, limits=limits, filename=item.filename)
+        image = images.validate_image(item.data, limits=limits, filename=item.filename)
         # A savepoint: labels of a rejected item are not left behind.
         with transaction.atomic():
             label_objs = labels_get_or_create(project=project, names=item.labels) if item.labels else []
             _check_label_count(project, label_objs)
-    except imaging.UploadError as exc:
+    except images.UploadError as exc:
         result.error_code, result.error_message = exc.code, exc.message
         return result
     except ValidationError as exc:
@@ -347,7 +347,7 @@ def sample_ingest_one(
         sample_id = uuid.uuid4()
         ext = "jpg" if image.format == "jpeg" else ("tif" if image.format == "tiff" else image.format)
         image_name, thumb_name = sample_names(project_id=project.pk, sample_id=sample_id, ext=ext)
-        thumb = imaging.make_thumbnail(image.image, size=limits.thumbnail_size)
+        thumb = images.make_thumbnail(image.image, size=limits.thumbnail_size)
         # Files first, then the row that points at them; if the row fails, the files go again.
         written = files_write([(image_name, image.data), (thumb_name, thumb)])
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image
 
-# Kept in sync with labeling.imaging.HTTP_STATUS on purpose by hand: the tests should
+# Kept in sync with labeling.images.HTTP_STATUS on purpose by hand: the tests should
 # notice if the module's mapping drifts from the API contract.
 STATUS = {"invalid_image": 400, "invalid": 400, "too_large": 413, "unsupported_media_type": 415}
 

@@ -10,7 +10,7 @@ import numpy as np
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from labeling import imaging, services
+from labeling import images, services, zips
 from labeling.models import Label, Sample
 from labeling.tests.badfiles import make_zip
 from labeling.tests.factories import jpeg_bytes, make_sample
@@ -97,8 +97,8 @@ def test_it_refuses_a_zip_of_many_one_mib_zero_entries_without_expanding_it():
     limits = services.image_limits()
     tracemalloc.start()
     try:
-        imaging.iter_zip(data, limits=limits)
-    except imaging.ZipError as exc:
+        zips.iter_zip(data, limits=limits)
+    except images.ZipError as exc:
         assert exc.code == "invalid" and "zip bomb" in exc.message
     else:
         raise AssertionError("accepted a zip bomb")

@@ -1,4 +1,4 @@
-"""Tests for labeling.imaging: plain pytest, no Django, no database."""
+"""Tests for labeling.images and labeling.zips: plain pytest, no Django, no database."""
 
 from __future__ import annotations
 
@@ -17,19 +17,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps
 
-from labeling import imaging
-from labeling.imaging import (
+from labeling import images
+from labeling.images import (
     HTTP_STATUS,
     ImageError,
     ImageLimits,
     ValidatedImage,
     ZipError,
-    ZipMember,
-    is_zip,
-    iter_zip,
     make_thumbnail,
     validate_image,
 )
+from labeling.zips import ZipMember, is_zip, iter_zip
 from labeling.tests import badfiles as bf
 
 LIMITS = ImageLimits()
@@ -38,7 +36,7 @@ MB = 1024 * 1024
 
 def _datasets_dir() -> Path:
     env = os.environ.get("PICTOR_DATASETS")
-    # labeling/tests/test_imaging.py -> parents[3] is the directory holding the repo
+    # labeling/tests/test_images.py -> parents[3] is the directory holding the repo
     # (/work), next to which the shared datasets live (/work/shared/datasets).
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
@@ -66,7 +64,7 @@ def close_to(actual: tuple[int, ...], expected: tuple[int, ...], tol: int = 12) 
 def test_good_images_are_accepted_with_format_and_displayed_size(sample: bf.Sample) -> None:
     v = validate_image(sample.data, limits=LIMITS, filename=sample.filename)
     assert v.format == sample.format
-    assert v.mime_type == imaging.ALLOWED_FORMATS[sample.format][1]
+    assert v.mime_type == images.ALLOWED_FORMATS[sample.format][1]
     assert (v.width, v.height) == sample.size
     assert v.image.mode == "RGB"
     assert v.image.size == sample.size
@@ -248,7 +246,7 @@ def test_error_types() -> None:
     assert (err.code, err.message, err.http_status) == ("unsupported_media_type", "Nope.", 415)
     assert ZipError("too_large", "Big.").http_status == 413
     assert ZipError("invalid", "Bad.").http_status == 400
-    assert isinstance(err, imaging.UploadError) and isinstance(ZipError("invalid", "x"), imaging.UploadError)
+    assert isinstance(err, images.UploadError) and isinstance(ZipError("invalid", "x"), images.UploadError)
     with pytest.raises(ValueError):
         ImageError("invalid", "ZipError's code, not ImageError's.")
     assert HTTP_STATUS == bf.STATUS  # the module's mapping matches the API contract
@@ -542,7 +540,7 @@ def test_zip_of_the_train_folder_uses_second_level_labels(hymenoptera: Path) -> 
 
 
 def test_pillow_bomb_message_fallback_and_bytes_like_input() -> None:
-    err = imaging._bomb_error(Image.DecompressionBombError("reworded by a future Pillow"), 1000)
+    err = images._bomb_error(Image.DecompressionBombError("reworded by a future Pillow"), 1000)
     assert (err.code, err.message) == ("too_large", "Image has more pixels than the limit of 1,000.")
     v = validate_image(memoryview(bf.good_jpeg()), limits=LIMITS)  # type: ignore[arg-type]
     assert v.data == bf.good_jpeg() and isinstance(v.data, bytes)
