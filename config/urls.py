@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from inference.api import InvokeView, PretrainedInvokeView
 from projects.api import ProjectDetailView
@@ -22,7 +22,8 @@ api_v1 = [
     path("projects/<str:project_id>/invoke", InvokeView.as_view(), name="api_invoke"),
     path("pretrained/imagenet/invoke", PretrainedInvokeView.as_view(), name="api_pretrained_invoke"),
     path("schema", SchemaView.as_view(), name="api_schema"),
-    path("docs", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
+    # The split view serves Swagger UI's start-up script from a URL of its own: no inline script (CSP).
+    path("docs", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
     path("", include("labeling.api_urls")),
     path("", include("training.api_urls")),
 ]

@@ -3,7 +3,6 @@ inference/serializers.py, the same classes the schema is generated from."""
 
 from __future__ import annotations
 
-from django.core.exceptions import PermissionDenied
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework.parsers import JSONParser, MultiPartParser
@@ -16,11 +15,6 @@ from inference import serializers as io
 from inference import services
 from labeling.images import HTTP_STATUS
 from projects.api_auth import api_access
-from projects.roles import Role
-
-# ?capture=true writes a sample: the role that may upload. Invoke-scoped keys and viewers are
-# captured only by the admin's project setting (capture all / uncertain), never on their own say.
-CAPTURE_ROLE = Role.LABELER
 
 
 def _items(request) -> list[services.InvokeItem]:
@@ -71,11 +65,8 @@ class InvokeView(APIView):
         query = io.InvokeFilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         q = query.validated_data
-        if q["capture"] and not access.can(CAPTURE_ROLE):
-            raise PermissionDenied(
-                "?capture=true stores images, which needs a labeler (or higher) or a full-scope key. To capture "
-                "the production traffic of invoke keys, an admin sets the project's capture setting (all or uncertain)."
-            )
+        if q["capture"]:
+            services.capture_check(access=access)
         items = _items(request)
         try:
             services.invoke(

@@ -47,6 +47,20 @@ def request_limits_check(*, count: int, explain: bool = False) -> None:
         )
 
 
+def capture_check(*, access) -> None:
+    """?capture=true stores images: it needs a role that may upload (labeler and up) or a full-scope key.
+    (The project's own capture setting is the admin's choice and applies to every caller.)"""
+    from django.core.exceptions import PermissionDenied
+
+    from projects.roles import Role
+
+    if not access.can(Role.LABELER):
+        raise PermissionDenied(
+            "?capture=true stores the image as a sample: it needs the labeler role or an API key with the full scope. "
+            "To capture the production traffic of invoke keys, an admin sets the project's capture setting (all or uncertain)."
+        )
+
+
 # Decoded images kept after their batch ran (for ?pretrained=, which resizes to 224 px anyway).
 _KEPT_SIDE = 512
 

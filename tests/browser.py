@@ -38,8 +38,13 @@ def browser_page(request):
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
         page.set_default_timeout(15_000)
+        # Chromium logs every Content-Security-Policy violation to the console: none may happen.
+        violations: list[str] = []
+        page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+        page.csp_violations = violations
         try:
             yield page
+            assert not violations, f"CSP violations: {violations}"
         finally:
             failed = getattr(request.node, "rep_call", None)
             if failed is not None and failed.failed:

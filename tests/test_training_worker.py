@@ -338,3 +338,36 @@ def test_a_cancel_arriving_after_the_last_training_step_still_wins(team, setting
     assert job.status == "cancelled" and job.model_id is None
     assert not ModelVersion.objects.filter(project=team.project).exists()
     assert not any(tmp_path.glob("projects/*/models/*"))
+
+
+def test_it_fails_a_killed_workers_job_through_the_beat_scheduled_sweep(rig):
+    """As `make run` runs it: beat schedules the sweep onto the default worker; nobody calls it here."""
+    from training import quick
+    from training.models import ModelVersion, TrainingJob
+
+    assert quick.quick_retrain_run(project_id=rig.project.pk) == "succeeded"
+    deployed = ModelVersion.objects.get(project=rig.project, deployed=True)
+    worker, _ = rig.start_worker("doomed", PICTOR_FINETUNE_EPOCHS="60", PICTOR_FINETUNE_SECONDS="120")
+    job_id = rig.post_full()
+    assert rig.poll(job_id, _training, timeout=120)["status"] == "running"
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+
+    env = clean_env(**{
+        "PICTOR_DATA_DIR": str(rig.data_dir), "DATABASE_URL": rig.database_url, "REDIS_URL": rig.redis_url,
+        "SECRET_KEY": "w" * 40, "PICTOR_BACKBONES": "lite0", "PICTOR_SWEEP_SECONDS": "1",
+        "PICTOR_JOB_STALE_SECONDS": "3", "OMP_NUM_THREADS": "1",
+    })
+    for name, cmd in {
+        "default": [str(BIN / "celery"), "-A", "config", "worker", "-Q", "default,embeddings", "-c", "1",
+                    "-n", "default@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
+    }.items():
+        log = rig.tmp / f"{name}.log"
+        rig.workers.append((start(cmd, env=env, log=log), log))
+    job = rig.poll(job_id, _final, timeout=45)
+    assert job["status"] == "failed" and "deployed model is unchanged" in job["error"], job
+    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [deployed.pk]
+    assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
+    assert TrainingJob.objects.get(pk=job_id).model is None
+    assert "soft_time_limit must be less" not in rig.logs()

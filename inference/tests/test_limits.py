@@ -43,3 +43,19 @@ def test_it_refuses_more_images_than_the_item_limit(deployed, invoke_key, settin
     settings.PICTOR_MAX_ITEMS = 3
     r = keyed(invoke_key).post(invoke_url(deployed.project), {"items": _items(4)}, format="json")
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+
+
+def test_it_lets_only_writers_capture(team):
+    import pytest
+    from django.core.exceptions import PermissionDenied
+
+    from inference.services import capture_check
+    from projects.access import ProjectAccess
+    from projects.api_auth import KEY_ROLE
+    from projects.models import ProjectAPIKey
+
+    for role in ("labeler", "admin", "owner", KEY_ROLE[ProjectAPIKey.Scope.FULL]):
+        capture_check(access=ProjectAccess(project=team.project, role=role))
+    for role in ("viewer", KEY_ROLE[ProjectAPIKey.Scope.INVOKE]):
+        with pytest.raises(PermissionDenied, match="labeler role or an API key with the full scope"):
+            capture_check(access=ProjectAccess(project=team.project, role=role))
