@@ -105,11 +105,22 @@ def model_detail(request: HttpRequest, access: ProjectAccess, model_id) -> HttpR
     context = {
         "access": access, "project": access.project, "model": model, "m": model.metrics or {},
         "confusion": selectors.model_confusion_rows(model=model), "cell": cell,
+        "representation_rows": _representation_rows(model.metrics or {}),
     }
     template = "training/model_detail.html"
     if request.htmx and cell is not None:
         template += "#cell-samples"
     return render(request, template, context)
+
+
+def _representation_rows(m: dict) -> list[dict]:
+    """Best CV row per representation the quick model tried, best first (why the winner won)."""
+    best: dict[str, dict] = {}
+    for row in m.get("cv_table") or []:
+        key = row.get("feature_key")
+        if key and (key not in best or row["log_loss"] < best[key]["log_loss"]):
+            best[key] = {"key": key, "log_loss": row["log_loss"], "accuracy": row.get("accuracy")}
+    return sorted(best.values(), key=lambda r: r["log_loss"])
 
 
 @project_view()
