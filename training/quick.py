@@ -259,9 +259,11 @@ def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
             _check(data)
         except NotEnoughLabels:
             return None, None, None
-        X = heads.concat_features([data.features[p] for p in _feature_parts(model.features)]) if "+" in model.features else data.features[model.features]
         l2 = float((model.metrics or {}).get("l2") or 0.1)
-        head = heads.fit_head(X, data.y, multi_label=data.multi_label, l2=l2, n_classes=len(data.label_names))
+        head = heads.refit_recipe(
+            data.features, data.y, feature_key=model.features, l2=l2, multi_label=data.multi_label,
+            n_classes=len(data.label_names),
+        )
         parts = _feature_parts(model.features)
         all_ids, feats = aligned_features(project_id=project.pk, backbones=parts, sample_ids=ids)
         if len(all_ids) != len(ids):
