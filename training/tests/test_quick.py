@@ -54,6 +54,23 @@ def test_quick_retrain_fits_evaluates_out_of_fold_and_deploys(hym_project):
     assert job.status == "succeeded" and job.model_id == model.pk and job.progress == 1.0
 
 
+def test_a_quick_model_from_two_examples_of_two_labels(team, settings):
+    """Nyckel-style: two examples per label are enough for a model (evaluated by leave-one-out)."""
+    if not HYM.is_dir():
+        pytest.skip(f"hymenoptera_data not found at {HYM}")
+    settings.PICTOR_BACKBONES = ["lite0", "pixels"]
+    for cls in ("ants", "bees"):
+        for p in sorted((HYM / "train" / cls).glob("*.jpg"))[:2]:
+            make_sample(team.project, data=p.read_bytes(), labels=[cls])
+    services.embeddings_compute(project_id=team.project.pk)
+    assert quick.quick_retrain_run(project_id=team.project.pk) == "succeeded"
+    model = ModelVersion.objects.get(project=team.project)
+    assert model.deployed and model.n_train == 4 and model.label_names == ["ants", "bees"]
+    assert model.metrics["evaluation"] == "leave_one_out" and model.metrics["honest"]
+    assert model.metrics["representation"] == model.features
+    assert {r["feature_key"] for r in model.metrics["cv_table"]} == {"lite0", "pixels", "lite0+pixels"}
+
+
 def test_suggestions_and_active_queue_follow_the_model(hym_project):
     team, samples = hym_project
     quick.quick_retrain_run(project_id=team.project.pk)
