@@ -10,7 +10,10 @@ from conftest import datasets_dir
 from labeling.models import QueueBatch
 from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
+from django.core.files.base import ContentFile
+
 from training import quick, services
+from training.ml import heads
 from training.models import ModelVersion, TrainingJob
 
 HYM = datasets_dir() / "hymenoptera_data"
@@ -200,9 +203,39 @@ def test_a_quick_model_downloads_as_one_onnx_graph_that_agrees_with_the_server(h
     assert np.allclose(probs[0], server[0], atol=0.03), (probs, server)
 
 
+def test_a_quick_model_on_the_pixels_feature_exports_to_onnx_too(hym_project, client_for, settings):
+    import onnxruntime as ort
+    from django.core.files.storage import default_storage
+    from django.urls import reverse
+
+    from training.ml.backbone import preprocess
+
+    team, samples = hym_project
+    settings.PICTOR_BACKBONES = ["lite0", "pixels"]
+    services.embeddings_compute(project_id=team.project.pk)
+    quick.quick_retrain_run(project_id=team.project.pk)
+    model = ModelVersion.objects.get(project=team.project)
+    model.features = "lite0+pixels"  # whichever won, the graph must compute the classic feature
+    data = quick.labeled_set(project=team.project, backbones=["lite0", "pixels"])
+    head = heads.refit_recipe(data.features, data.y, feature_key="lite0+pixels", l2=0.1, multi_label=False)
+    default_storage.delete(model.artifact_name)
+    default_storage.save(model.artifact_name, ContentFile(head.to_bytes()))
+    model.save()
+    quick._heads.clear()
+    r = client_for(team.user("viewer")).get(reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk}))
+    assert r.status_code == 200
+    session = ort.InferenceSession(b"".join(r.streaming_content), providers=["CPUExecutionProvider"])
+    _, sample, _ = samples[-1]
+    with default_storage.open(sample.image_name, "rb") as f:
+        x = preprocess([f.read()], 224)
+    (probs,) = session.run(None, {"input": x})
+    _, server = quick.quick_predict(model=model, sample_ids=[sample.pk])
+    assert np.allclose(probs[0], server[0], atol=0.03), (probs, server)
+
+
 def test_the_queue_order_is_refreshed_after_a_labeled_batch(team, settings):
     """Whoever asks for the next batch after labeling one gets an order computed after those labels,
-    at claim time, even though the background refresh never ran (here: it is never enqueued)."""
+    at claim time, even though the background refresh never ran."""
     from labeling import queue as lq
 
     if not HYM.is_dir():
