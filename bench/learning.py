@@ -217,7 +217,7 @@ def main() -> None:
     if args.service:
         import learning_service
 
-        learning_service.main(sets=args.sets.split(","), seeds=args.seeds)
+        learning_service.main(sets=args.sets.split(",") if args.sets != ",".join(ALL_SETS) else ["hymenoptera"], seeds=args.seeds)
         return
     import common  # noqa: F401  (repo on sys.path; no Django needed for the function path)
     from training.ml import heads
