@@ -327,11 +327,14 @@ def _uncertain_diverse(
         with _single_thread():
             typ = typicality(X[unl], X[ref], knn=knn, self_included=False)
         typ = typ / max(float(typ.max()), 1e-12)
-        unc = unc * typ**weight
-    top = np.argsort(-unc, kind="stable")[:n_cand]
-    cand, cu = unl[top], unc[top]
+        want = unc * typ**weight
+    else:
+        want = unc
+    top = np.argsort(-want, kind="stable")[:n_cand]
+    # cu ranks (weighted), raw is what the batch reports as its score (the plain uncertainty)
+    cand, cu, raw = unl[top], want[top], unc[top]
     if n_cand <= batch:
-        return cand, cu
+        return cand, raw
     _, assign = kmeans(X[cand], batch, seed=rng, n_iter=10)
     picks = []
     for cl in np.unique(assign):
@@ -353,7 +356,7 @@ def _uncertain_diverse(
             chosen = np.vstack([chosen, X[cand[j]][None]])
     picks = np.asarray(picks, dtype=np.int64)
     picks = picks[np.argsort(-cu[picks], kind="stable")]
-    return cand[picks], cu[picks]
+    return cand[picks], raw[picks]
 
 
 def rank(
