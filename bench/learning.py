@@ -264,6 +264,10 @@ def main() -> None:
         "",
         "![curves](learning.png)",
     ]
+    service = OUT_DIR / "learning-service.md"
+    if service.exists():
+        # the last --service run (the same curves through the database and the queue), if any
+        parts += ["", service.read_text().replace("# ", "### ", 1)]
     text = "\n".join(parts) + "\n"
     (OUT_DIR / "learning.md").write_text(text)
     (OUT_DIR / "learning.json").write_text(json.dumps({"sets": results, "representation": rep}, indent=1))
