@@ -128,7 +128,8 @@ def _embedder(name: str):
 def features(ds: DataSet, feature: str, split: str) -> np.ndarray:
     """(N, D) float32 features of the pool or test split, computed once (cached .npy)."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{ds.name}-{split}-{feature}.npy"
+    # v2: pixels from the backbones' 224 px centre crop (what ingest and the ONNX export compute)
+    path = CACHE / f"{ds.name}-{split}-{feature}{'-v2' if feature == 'pixels' else ''}.npy"
     if path.exists():
         return np.load(path)
     images = ds.pool_images if split == "pool" else ds.test_images

@@ -24,6 +24,7 @@ OUT = HERE / "out"
 BENCHES = [
     ("ingest", "ingest.py", [], ["--quick"]),
     ("active_learning", "active_learning.py", [], ["--quick"]),
+    ("learning", "learning.py", [], ["--seeds", "2", "--sets", "hymenoptera,digits"]),
     ("quick_model", "quick_model.py", [], ["--quick"]),
     ("training", "training.py", [], ["--quick"]),
     ("invoke", "invoke.py", ["--soak", "60"], []),

@@ -46,8 +46,11 @@ try:
     # Seconds between the periodic sweeps (stale jobs, lost embeddings); 0 keeps the defaults.
     PICTOR_SWEEP_SECONDS = E.env_float(ENV, "PICTOR_SWEEP_SECONDS", default=0.0)
     PICTOR_TRAINING_TIME_LIMIT = E.env_int(ENV, "PICTOR_TRAINING_TIME_LIMIT", default=3600)
-    # Backbones every sample is embedded with; the quick model picks among them by cross-validation.
-    PICTOR_BACKBONES = E.env_list(ENV, "PICTOR_BACKBONES", default=["lite0", "lite2"])
+    # Features every sample gets at ingest (ImageNet backbones and the classic "pixels"); the quick
+    # model picks among them and their combinations by cross-validation.
+    PICTOR_BACKBONES = E.env_list(ENV, "PICTOR_BACKBONES", default=["lite0", "lite2", "pixels"])
+    # Cost cap of one quick-model AutoML (seconds): remaining candidates are skipped past it.
+    PICTOR_QUICK_SECONDS = E.env_float(ENV, "PICTOR_QUICK_SECONDS", default=5.0)
     PICTOR_EMBED_BATCH = E.env_int(ENV, "PICTOR_EMBED_BATCH", default=16)
     # Seconds a quick retrain waits after a label so a burst of labels costs one retrain.
     PICTOR_FINETUNE_BACKBONE = ENV.get("PICTOR_FINETUNE_BACKBONE", "lite0")

@@ -34,3 +34,14 @@ def prediction_for(*, sample):
         if result is not None:
             return result
     return None
+
+# QUEUE_REFRESHERS: fn(project, want) recomputes the active learner's batch now (the training app
+# registers one). The queue calls it at claim time when the stored batch is older than the latest
+# label or used up, so a labeler is never served an order that ignores the labels just given.
+QUEUE_REFRESHERS: list = []
+
+
+def queue_refresh_now(*, project, want: int) -> bool:
+    for fn in QUEUE_REFRESHERS:
+        fn(project, want)
+    return bool(QUEUE_REFRESHERS)

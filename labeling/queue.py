@@ -12,9 +12,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, Max, OuterRef, QuerySet
 from django.utils import timezone
 
+from labeling.hooks import queue_refresh_now
 from labeling.models import LabelEvent, Lease, QueueBatch, Sample, Skip
 from labeling.signals import queue_exhausted
 from projects.models import Project
@@ -64,13 +65,35 @@ def _try_lease(sample: Sample, holder: str, now, ttl: timedelta) -> bool:
     return False
 
 
-def _candidates(project: Project, holder: str, now, want: int, tried: set) -> list[tuple[Sample, float | None]]:
-    """Samples in queue order: the active learner's batch first, then the project's fallback order."""
+def _batch_stale(project: Project, batch: QueueBatch | None) -> bool:
+    """True when labels arrived after the learner picked its batch (or there is none yet)."""
+    last = Sample.objects.filter(project=project, labeled_at__isnull=False).aggregate(t=Max("labeled_at"))["t"]
+    if batch is None:
+        return True
+    return last is not None and last >= batch.created
+
+
+def _candidates(
+    project: Project, holder: str, now, want: int, tried: set, *, refresh: bool = False
+) -> list[tuple[Sample, float | None]]:
+    """Samples in queue order: the active learner's batch first, then the project's fallback order.
+
+    With ``refresh``, a batch that is older than the latest label or cannot fill ``want`` is
+    recomputed right here (synchronously: ranking is milliseconds for a typical project, ~1 s for
+    100k images) instead of waiting for the background refresh, which lags under load and then
+    hands out an order that ignores the labels just given.
+    """
     available = _available(project, holder, now).exclude(pk__in=tried)
     out: list[tuple[Sample, float | None]] = []
     seen: set = set()
     if project.queue_strategy == Project.QueueStrategy.ACTIVE:
         batch = QueueBatch.objects.filter(project=project).first()
+        if refresh and (
+            _batch_stale(project, batch)
+            or available.filter(pk__in=(batch.sample_ids if batch is not None else [])).count() < want
+        ):
+            if queue_refresh_now(project=project, want=want):
+                batch = QueueBatch.objects.filter(project=project).first()
         if batch is not None and batch.sample_ids:
             scores = dict(zip(batch.sample_ids, batch.scores))
             found = {str(s.pk): s for s in available.filter(pk__in=batch.sample_ids)}
@@ -102,10 +125,12 @@ def queue_claim(*, project: Project, holder: str, count: int = 1) -> list[QueueI
     )
     items = [QueueItem(sample=lease.sample, score=None) for lease in mine]
     tried: set = set()
+    first = True
     # Teammates may lease every candidate of one read before we get to them: read again, past the
     # ones already tried, until we have enough or nothing is left.
     while len(items) < count:
-        candidates = _candidates(project, holder, now, count - len(items), tried)
+        candidates = _candidates(project, holder, now, count - len(items), tried, refresh=first)
+        first = False
         if not candidates:
             break
         for sample, score in candidates:

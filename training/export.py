@@ -24,23 +24,34 @@ def _compose(model: ModelVersion):
     from training.ml.features import FeatureKey
     from training.quick import head_load
 
+    from training.ml.pixels import CROP, PIXELS, torch_pixel_features
+
     parts = list(FeatureKey.parse(model.features))
     head = head_load(model)
-    resolution = max(get_spec(p).resolution for p in parts)
+    nets = [p for p in parts if p != PIXELS]
+    resolution = max([get_spec(p).resolution for p in nets] or [CROP])
 
     class QuickClassifier(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.backbones = torch.nn.ModuleList([load_backbone(p) for p in parts])
-            self.sizes = [get_spec(p).resolution for p in parts]
+            self.backbones = torch.nn.ModuleList([load_backbone(p) for p in nets])
+            self.sizes = [get_spec(p).resolution for p in nets]
             self.register_buffer("W", torch.from_numpy(head.W.copy()))
             self.register_buffer("b", torch.from_numpy(head.b.copy()))
 
+        def _resized(self, x, size: int):
+            return x if size == resolution else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
         def forward(self, x):
             feats = []
-            for net, size in zip(self.backbones, self.sizes):
-                xi = x if size == resolution else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-                f = net.forward_head(net.forward_features(xi), pre_logits=True)
+            nets_iter = iter(zip(self.backbones, self.sizes))
+            for part in parts:
+                if part == PIXELS:
+                    # the classic feature (training.ml.pixels) from the same crop, in-graph
+                    feats.append(torch_pixel_features(self._resized(x, CROP)))
+                    continue
+                net, size = next(nets_iter)
+                f = net.forward_head(net.forward_features(self._resized(x, size)), pre_logits=True)
                 feats.append(f / f.norm(dim=1, keepdim=True).clamp_min(1e-12))
             z = torch.cat(feats, dim=1) / math.sqrt(len(feats)) if len(feats) > 1 else feats[0]
             logits = z @ self.W + self.b

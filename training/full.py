@@ -148,7 +148,12 @@ def _quick_baseline(project, ids, Y, train, test, label_names, multi) -> dict | 
     order = {sid: n for n, sid in enumerate(fids)}
     rows = np.array([order[sid] for sid in ids])
     tr, te = rows[train], rows[test]
-    result = heads.automl_fit({k: v[tr] for k, v in feats.items()}, Y[train], multi_label=multi, n_classes=len(label_names))
+    # the quick model's own recipe: same candidates, same PCA pool for the classic features, same cost cap
+    pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
+    result = heads.automl_fit(
+        {k: v[tr] for k, v in feats.items()}, Y[train], multi_label=multi, n_classes=len(label_names),
+        pool=pool or None, max_seconds=settings.PICTOR_QUICK_SECONDS,
+    )
     parts = list(FeatureKey.parse(result.feature_key))
     Xte = heads.concat_features([feats[p][te] for p in parts]) if len(parts) > 1 else feats[parts[0]][te]
     probs = result.head.predict_proba(Xte)

@@ -22,7 +22,9 @@ from training.models import ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
 
-QUEUE_BATCH = 20
+#: One batch of the active learner: what a labeler takes at once (the bench measures batches of 10);
+#: the queue refreshes it at claim time once labels arrive, so it never needs to run ahead.
+QUEUE_BATCH = 10
 
 
 class NotEnoughLabels(Exception):
@@ -40,22 +42,58 @@ def _check(data) -> None:
         raise NotEnoughLabels("The quick model needs examples of at least two different labels.")
 
 
+_EVALUATION_TEXT = {
+    "cross_validation": "{k}-fold cross-validation (out-of-fold)",
+    "leave_one_out": "leave-one-out cross-validation ({k} labeled samples)",
+    "none": "too few labels to hold any out (no evaluation yet)",
+}
+
+
+def representation_label(key: str) -> str:
+    """How the evaluation page names a feature key ("lite2+pixels" -> "EfficientNet-Lite2 + pixels (PCA)")."""
+    names = {"lite0": "EfficientNet-Lite0", "lite2": "EfficientNet-Lite2", "pixels": "grey pixels (PCA)"}
+    return " + ".join(names.get(p, p) for p in _feature_parts(key))
+
+
+def fit_quick(*, data, pool: dict | None = None) -> heads.AutoMLResult:
+    """The quick model's AutoML on a labeled set: what quick_train, the queue and the bench share."""
+    return heads.automl_fit(
+        data.features, data.y, multi_label=data.multi_label, n_classes=len(data.label_names),
+        pool=pool, max_seconds=settings.PICTOR_QUICK_SECONDS,
+    )
+
+
+def _pool_features(project) -> dict:
+    """All rows of the classic features (their PCA is fit on the whole pool, labeled or not)."""
+    classic = [b for b in settings.PICTOR_BACKBONES if b in heads.CLASSIC]
+    if not classic:
+        return {}
+    _, feats = aligned_features(project_id=project.pk, backbones=classic)
+    return feats
+
+
 def quick_train(*, job: TrainingJob) -> ModelVersion:
     project = job.project
     started = time.perf_counter()
     data = labeled_set(project=project, backbones=settings.PICTOR_BACKBONES)
     _check(data)
     services.training_job_heartbeat(job=job, progress=0.2, message=f"fitting on {data.n} labeled samples")
-    result = heads.automl_fit(data.features, data.y, multi_label=data.multi_label, n_classes=len(data.label_names))
+    result = fit_quick(data=data, pool=_pool_features(project))
     thresholds = result.thresholds.tolist() if result.thresholds is not None else None
-    honest = result.k >= 2
+    honest = result.evaluation != "none"
     evaluation = metrics.evaluate(
         data.y, result.oof_probs, label_names=data.label_names, multi_label=data.multi_label, thresholds=thresholds
     )
-    evaluation["evaluation"] = f"{result.k}-fold cross-validation (out-of-fold)" if honest else "too few labels to hold any out"
+    # a machine-readable mode and a sentence for the pages
+    evaluation["evaluation"] = result.evaluation
+    evaluation["evaluation_detail"] = _EVALUATION_TEXT[result.evaluation].format(k=result.k)
     evaluation["honest"] = honest
     evaluation["cv_table"] = result.cv_table
+    evaluation["representation"] = result.feature_key
+    evaluation["representation_label"] = representation_label(result.feature_key)
+    evaluation["candidates_skipped"] = result.skipped
     evaluation["fit_seconds"] = round(result.seconds, 3)
+    evaluation["l2"] = result.l2
     predictions = _predictions(data, result.oof_probs, thresholds)
     if not data.multi_label and honest:
         errors = metrics.likely_label_errors(data.y, result.oof_probs, threshold=0.8)
@@ -142,8 +180,14 @@ def suggestions(project: Project, samples: list[Sample]) -> dict:
 # ----------------------------------------------------------------------------- queue order
 
 
-def queue_refresh(*, project_id) -> int:
-    """Have the active learner pick the next batch to label; returns its size."""
+def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
+    """Have the active learner pick the next batch to label; returns its size.
+
+    Called after every quick retrain and, synchronously, by the queue at claim time when labels
+    arrived after the stored batch. It never ranks with a model that missed labels: if the latest
+    quick model was trained on fewer labels than exist now, a head with that model's recipe
+    (features, l2) is refitted on the current labels for the ranking (one fit, ~0.1 s).
+    """
     project = Project.objects.filter(pk=project_id).first()
     if project is None or project.queue_strategy != Project.QueueStrategy.ACTIVE:
         return 0
@@ -156,25 +200,23 @@ def queue_refresh(*, project_id) -> int:
     # Leased samples are someone's already: the batch should hold only what nobody is looking at.
     taken = labeled | set(Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True))
     mask = np.array([sid in taken for sid in ids])
+    labeled_mask = np.array([sid in labeled for sid in ids])
     if mask.all():
         QueueBatch.objects.update_or_create(project=project, defaults={"sample_ids": [], "scores": [], "phase": "done"})
         return 0
     probs, thresholds, counts, version = None, None, None, None
     model = latest_quick_model(project)
     if model is not None:
-        pred_ids, pred = quick_predict(model=model, sample_ids=ids)
-        if len(pred_ids) == len(ids):
-            order = {sid: n for n, sid in enumerate(pred_ids)}
-            probs = pred[[order[sid] for sid in ids]]
-            thresholds = np.asarray(model.thresholds) if model.thresholds else None
-            counts = _label_counts(model)
-            version = model.version
-    chosen, scores = active.rank(
-        embeddings=feats[backbone], labeled_mask=mask, probs=probs, multi_label=project.is_multi_label,
-        thresholds=thresholds, batch_size=QUEUE_BATCH, strategy="active", label_counts=counts,
+        probs, thresholds, counts = _ranking_probs(project=project, model=model, ids=ids, n_labeled=int(labeled_mask.sum()))
+        version = model.version
+    # Leased rows count as labeled for the ranking (nobody else may get them), but the phase and
+    # the model only know real labels.
+    chosen, scores = active.queue_rank(
+        features={backbone: feats[backbone]}, labeled_mask=mask, probs=probs, multi_label=project.is_multi_label,
+        thresholds=thresholds, batch_size=max(QUEUE_BATCH, batch_size or 0), label_counts=counts,
     )
     phase = active.phase(
-        n_labeled=len(labeled), has_model=probs is not None,
+        n_labeled=int(labeled_mask.sum()), has_model=probs is not None,
         n_classes=probs.shape[1] if probs is not None else None, label_counts=counts,
     )
     QueueBatch.objects.update_or_create(
@@ -187,6 +229,37 @@ def queue_refresh(*, project_id) -> int:
         },
     )
     return len(chosen)
+
+
+def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
+    """(probs aligned to ids, thresholds, label counts) from a model that knows every label."""
+    thresholds = np.asarray(model.thresholds) if model.thresholds else None
+    if model.n_train < n_labeled:
+        data = labeled_set(project=project, backbones=_feature_parts(model.features))
+        try:
+            _check(data)
+        except NotEnoughLabels:
+            return None, None, None
+        l2 = float((model.metrics or {}).get("l2") or 0.1)
+        head = heads.refit_recipe(
+            data.features, data.y, feature_key=model.features, l2=l2, multi_label=data.multi_label,
+            n_classes=len(data.label_names),
+        )
+        parts = _feature_parts(model.features)
+        all_ids, feats = aligned_features(project_id=project.pk, backbones=parts, sample_ids=ids)
+        if len(all_ids) != len(ids):
+            return None, None, None
+        Xall = heads.concat_features([feats[p] for p in parts]) if len(parts) > 1 else feats[parts[0]]
+        order = {sid: n for n, sid in enumerate(all_ids)}
+        probs = head.predict_proba(Xall)[[order[sid] for sid in ids]]
+        y = data.y
+        counts = (y.sum(axis=0) if data.multi_label else np.bincount(y, minlength=len(data.label_names))).astype(int)
+        return probs, thresholds if data.multi_label and thresholds is not None and len(thresholds) == probs.shape[1] else None, counts
+    pred_ids, pred = quick_predict(model=model, sample_ids=ids)
+    if len(pred_ids) != len(ids):
+        return None, None, None
+    order = {sid: n for n, sid in enumerate(pred_ids)}
+    return pred[[order[sid] for sid in ids]], thresholds, _label_counts(model)
 
 
 def _label_counts(model: ModelVersion) -> np.ndarray | None:

@@ -2,7 +2,7 @@
 
 from django.dispatch import receiver
 
-from labeling.hooks import SUGGESTERS
+from labeling.hooks import QUEUE_REFRESHERS, SUGGESTERS
 from labeling.signals import labels_changed, queue_exhausted, samples_added
 from training import pipeline
 
@@ -29,3 +29,12 @@ def _suggest(project, samples):
 
 
 SUGGESTERS.append(_suggest)
+
+
+def _queue_refresh_now(project, want: int) -> None:
+    from training.quick import queue_refresh
+
+    queue_refresh(project_id=project.pk, batch_size=want)
+
+
+QUEUE_REFRESHERS.append(_queue_refresh_now)

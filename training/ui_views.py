@@ -76,7 +76,17 @@ def training_cancel(request: HttpRequest, access: ProjectAccess, job_id) -> Http
 
 @project_view(Role.ADMIN, methods=("POST",))
 def model_deploy(request: HttpRequest, access: ProjectAccess, model_id) -> HttpResponse:
-    model = services.model_deploy(model=_model(access, model_id))
+    model = _model(access, model_id)
+    if services.worse_than_quick(model=model) and request.POST.get("confirm_worse") != "1":
+        # never swap in a fine-tune that lost to the quick model on the same split by one click
+        base = model.metrics["baseline_quick"]["accuracy"]
+        messages.error(
+            request,
+            f"Version {model.version} scored {model.metrics['accuracy']:.3f} on its held-out split, below the quick "
+            f"model's {base:.3f} on the same split: not deployed. Deploy it again with confirmation to override.",
+        )
+        return redirect("models_page", project_id=access.project.pk)
+    model = services.model_deploy(model=model)
     messages.success(request, f"Version {model.version} is now deployed.")
     return redirect("models_page", project_id=access.project.pk)
 
@@ -104,11 +114,22 @@ def model_detail(request: HttpRequest, access: ProjectAccess, model_id) -> HttpR
     context = {
         "access": access, "project": access.project, "model": model, "m": model.metrics or {},
         "confusion": selectors.model_confusion_rows(model=model), "cell": cell,
+        "representation_rows": _representation_rows(model.metrics or {}),
     }
     template = "training/model_detail.html"
     if request.htmx and cell is not None:
         template += "#cell-samples"
     return render(request, template, context)
+
+
+def _representation_rows(m: dict) -> list[dict]:
+    """Best CV row per representation the quick model tried, best first (why the winner won)."""
+    best: dict[str, dict] = {}
+    for row in m.get("cv_table") or []:
+        key = row.get("feature_key")
+        if key and (key not in best or row["log_loss"] < best[key]["log_loss"]):
+            best[key] = {"key": key, "log_loss": row["log_loss"], "accuracy": row.get("accuracy")}
+    return sorted(best.values(), key=lambda r: r["log_loss"])
 
 
 @project_view()

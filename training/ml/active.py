@@ -17,7 +17,10 @@ Strategy ``"active"`` has two phases (see shared/notes/active-learning.md for th
    ``d_l`` is label l's distance from its threshold, scaled to [0, 1] (``(p - t) / (1 - t)`` above,
    ``(t - p) / t`` below). The ``candidate_factor * batch_size`` (5x) most uncertain unlabeled points
    are clustered into ``batch_size`` clusters and the most uncertain point of each cluster is taken,
-   so a batch never spends several labels on near-identical images.
+   so a batch never spends several labels on near-identical images. Uncertainty is weighted by
+   typicality (``density_weight``, 1): while the head is weak its most uncertain points are often
+   outliers; bench/learning.py over four sets, 3 seeds, gained +0.4 to +2 points at 80 labels on
+   Fashion-MNIST, dtd10 and digits over the unweighted margin (never lost more than 0.7 anywhere).
 
 Scale: at most ``pool_cap`` (20,000) unlabeled rows take part in the typicality phase (a uniform
 random subsample beyond that: the density of a 20k sample is the density of the pool), k-means is fit
@@ -313,13 +316,25 @@ def _typiclust(
 
 
 def _uncertain_diverse(
-    X: np.ndarray, unl: np.ndarray, unc: np.ndarray, batch: int, rng: np.random.Generator, factor: int
+    X: np.ndarray, unl: np.ndarray, unc: np.ndarray, batch: int, rng: np.random.Generator, factor: int,
+    weight: float = 0.0, knn: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     n_cand = min(unl.size, max(batch, factor * batch))
-    top = np.argsort(-unc, kind="stable")[:n_cand]
-    cand, cu = unl[top], unc[top]
+    if weight > 0:
+        # weight uncertainty by typicality (density among the unlabeled): an uncertain outlier
+        # teaches the head less than an uncertain point in a dense region
+        ref = unl if unl.size <= 3000 else np.sort(rng.choice(unl, 3000, replace=False))
+        with _single_thread():
+            typ = typicality(X[unl], X[ref], knn=knn, self_included=False)
+        typ = typ / max(float(typ.max()), 1e-12)
+        want = unc * typ**weight
+    else:
+        want = unc
+    top = np.argsort(-want, kind="stable")[:n_cand]
+    # cu ranks (weighted), raw is what the batch reports as its score (the plain uncertainty)
+    cand, cu, raw = unl[top], want[top], unc[top]
     if n_cand <= batch:
-        return cand, cu
+        return cand, raw
     _, assign = kmeans(X[cand], batch, seed=rng, n_iter=10)
     picks = []
     for cl in np.unique(assign):
@@ -341,7 +356,7 @@ def _uncertain_diverse(
             chosen = np.vstack([chosen, X[cand[j]][None]])
     picks = np.asarray(picks, dtype=np.int64)
     picks = picks[np.argsort(-cu[picks], kind="stable")]
-    return cand[picks], cu[picks]
+    return cand[picks], raw[picks]
 
 
 def rank(
@@ -359,6 +374,7 @@ def rank(
     min_labeled: int = 30,
     knn: int = 20,
     candidate_factor: int = 5,
+    density_weight: float = 1.0,
     pool_cap: int = 20_000,
     fit_cap: int = 10_000,
     density_cap: int = 500,
@@ -415,7 +431,7 @@ def rank(
     )
     if which == "uncertainty":
         unc = uncertainty(probs[unl], multi_label=multi_label, thresholds=thresholds)
-        return _uncertain_diverse(X, unl, unc, batch, rng, candidate_factor)
+        return _uncertain_diverse(X, unl, unc, batch, rng, candidate_factor, weight=density_weight, knn=knn)
     return _typiclust(
         X, labeled, batch, rng, knn=knn, pool_cap=pool_cap, fit_cap=fit_cap,
         density_cap=density_cap, max_clusters=max_clusters,

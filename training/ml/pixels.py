@@ -20,16 +20,29 @@ PIXELS = "pixels"
 SIDE = 16
 
 
-def _grey_square(data, side: int) -> np.ndarray:
-    from training.ml.backbone import load_image
+#: The pixels are taken from the same centre crop the backbones see (224 px, Lite0's evaluation
+#: crop), so an exported ONNX graph can compute them from its image input: 224 / 16 = 14-pixel boxes.
+CROP = 224
 
-    img = load_image(data).convert("L")
-    w, h = img.size
-    # centre square crop, like the backbones' evaluation crop, so objects keep their aspect
-    s = min(w, h)
-    box = ((w - s) / 2.0, (h - s) / 2.0, (w + s) / 2.0, (h + s) / 2.0)
-    small = img.resize((side, side), Image.Resampling.BOX if s >= side else Image.Resampling.BILINEAR, box=box)
+
+def _grey_square(data, side: int) -> np.ndarray:
+    from training.ml.backbone import _resize_and_crop, crop_size_for, load_image
+
+    short = crop_size_for(CROP)
+    img = _resize_and_crop(load_image(data, min_size=short), CROP, short).convert("L")
+    small = img.resize((side, side), Image.Resampling.BOX)
     return np.asarray(small, dtype=np.float32).reshape(-1)
+
+
+def torch_pixel_features(x, *, side: int = SIDE):
+    """The same feature inside a torch graph, from backbone input ``x`` (N, 3, 224, 224) in [-1, 1]."""
+    import torch.nn.functional as F
+
+    rgb = (x + 1.0) * 127.5
+    grey = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    small = F.adaptive_avg_pool2d(grey.unsqueeze(1), side).flatten(1)
+    small = small - small.mean(dim=1, keepdim=True)
+    return small / (small.norm(dim=1, keepdim=True) + 1e-6)
 
 
 def pixel_features(images: Sequence, *, side: int = SIDE) -> np.ndarray:

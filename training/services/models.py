@@ -37,6 +37,16 @@ def model_version_create(*, project, mode: str, features: str, label_names: list
         raise
 
 
+def worse_than_quick(*, model: ModelVersion) -> bool:
+    """A full model that scored below the quick model's recipe on its own held-out split: it must
+    not be deployed (or shown as better) without saying so."""
+    m = model.metrics or {}
+    base = m.get("baseline_quick") or {}
+    if model.mode != ModelVersion.Mode.FULL or m.get("accuracy") is None or base.get("accuracy") is None:
+        return False
+    return float(m["accuracy"]) < float(base["accuracy"])
+
+
 @transaction.atomic
 def model_deploy(*, model: ModelVersion, pinned: bool = True) -> ModelVersion:
     """Make `model` the project's deployed version; the previous one stops being deployed."""

@@ -71,8 +71,8 @@ def test_margin_prefers_the_decision_boundary():
     order, scores = _rank(X, labeled, probs=probs, label_counts=counts, batch_size=1)
     assert abs(x[order[0]]) < 0.011  # the point at x = 0
     assert scores[0] == pytest.approx(1.0, abs=1e-3)
-    order, scores = _rank(X, labeled, probs=probs, label_counts=counts, batch_size=4)
-    # every pick is among the 5 x 4 most uncertain, and the batch is sorted by uncertainty
+    order, scores = _rank(X, labeled, probs=probs, label_counts=counts, batch_size=4, density_weight=0.0)
+    # unweighted: every pick is among the 5 x 4 most uncertain, and the batch is sorted by uncertainty
     assert np.abs(x[order]).max() <= 0.11
     assert (np.diff(scores) <= 0).all()
     assert not labeled[order].any()
@@ -175,3 +175,20 @@ def test_kmeans_recovers_blobs():
     for k in range(4):
         assert len(set(truth[labels == k].tolist())) == 1
     assert len(set(labels.tolist())) == 4
+
+
+def test_uncertainty_is_weighted_by_typicality_so_an_uncertain_outlier_waits():
+    rng = np.random.default_rng(0)
+    dense = 0.02 * rng.standard_normal((200, 8)) + np.r_[1.0, np.zeros(7)]
+    outlier = np.r_[0.0, 1.0, np.zeros(6)][None]
+    X = _unit(np.vstack([dense, outlier]).astype(np.float32))
+    probs = np.tile(np.float32([[0.9, 0.1]]), (201, 1))
+    probs[:100] = [0.6, 0.4]  # fairly uncertain, in the dense region
+    probs[200] = [0.5, 0.5]  # the most uncertain, alone
+    labeled = np.zeros(201, bool)
+    labeled[150:156] = True
+    counts = np.array([3, 3])
+    order, _ = _rank(X, labeled, probs=probs, label_counts=counts, batch_size=1)
+    assert order[0] < 100
+    order, _ = _rank(X, labeled, probs=probs, label_counts=counts, batch_size=1, density_weight=0.0)
+    assert order[0] == 200

@@ -199,3 +199,61 @@ def test_automl_tunes_on_a_subsample_when_large():
     assert res.oof_probs.shape == (300, 3)
     assert (res.oof_probs.argmax(1) == y).mean() > 0.8
     assert res.head.meta["n_train"] == 300
+
+
+# ---------------------------------------------------------------- tiny budgets, classic features
+
+
+def test_two_examples_of_two_labels_fit_with_leave_one_out_and_fewer_with_no_cv():
+    X, y = _blobs(2, np.array([[2.0, 0, 0, 0], [0, 2.0, 0, 0]]), 0.3)
+    res = heads.automl_fit({"lite0": X}, y, multi_label=False, n_classes=2)
+    assert res.evaluation == "leave_one_out" and res.k == 4
+    assert res.oof_probs.shape == (4, 2) and np.isfinite(res.oof_probs).all()
+    assert (res.head.predict_proba(X).argmax(1) == y).all()
+    one_each = heads.automl_fit({"lite0": X[[0, 2]]}, y[[0, 2]], multi_label=False, n_classes=2)
+    assert one_each.evaluation == "none" and (one_each.head.predict_proba(X[[0, 2]]).argmax(1) == [0, 1]).all()
+
+
+def _digits_features():
+    """sklearn's digits as the product sees them: 8-bit PNG uploads -> the pixels feature, next to
+    an "ImageNet" feature that carries the class only weakly (as ImageNet features of 8x8 digits do)."""
+    import io
+
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from training.ml.pixels import pixel_features
+
+    d = load_digits()
+    pngs = []
+    for img in (d.images * (255 / 16)).round().astype(np.uint8):
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        pngs.append(buf.getvalue())
+    pix = pixel_features(pngs)
+    rng = np.random.default_rng(0)
+    weak = np.eye(10, 64)[d.target] * 0.6 + rng.standard_normal((len(pngs), 64))
+    weak = (weak / np.linalg.norm(weak, axis=1, keepdims=True)).astype(np.float32)
+    return {"lite0": weak, "pixels": pix}, d.target
+
+
+def test_the_classic_pixel_feature_wins_on_digits_with_five_labels_per_class():
+    feats, y = _digits_features()
+    rng = np.random.default_rng(1)
+    train = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(10)])
+    test = np.setdiff1d(np.arange(y.size), train)
+    res = heads.automl_fit({k: v[train] for k, v in feats.items()}, y[train], multi_label=False, n_classes=10, pool=feats)
+    assert "pixels" in res.feature_key
+    # the PCA is folded into the head: it acts on the raw (concatenated) features
+    acc = (res.head.predict_proba(res.build({k: v[test] for k, v in feats.items()})).argmax(1) == y[test]).mean()
+    only = heads.automl_fit({"lite0": feats["lite0"][train]}, y[train], multi_label=False, n_classes=10)
+    acc_only = (only.head.predict_proba(feats["lite0"][test]).argmax(1) == y[test]).mean()
+    assert acc > 0.75 and acc > acc_only + 0.2
+    assert {row["feature_key"] for row in res.cv_table} >= {"lite0", "pixels", "lite0+pixels"}
+
+
+def test_the_cost_cap_skips_the_remaining_candidates():
+    feats, y = _digits_features()
+    rows = np.arange(200)
+    res = heads.automl_fit({k: v[rows] for k, v in feats.items()}, y[rows], multi_label=False, n_classes=10, max_seconds=0.0)
+    assert res.feature_key == "lite0" and res.skipped == ["pixels", "lite0+pixels"]

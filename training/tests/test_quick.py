@@ -10,7 +10,10 @@ from conftest import datasets_dir
 from labeling.models import QueueBatch
 from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
+from django.core.files.base import ContentFile
+
 from training import quick, runner, services
+from training.ml import heads
 from training.models import ModelVersion, TrainingJob
 
 HYM = datasets_dir() / "hymenoptera_data"
@@ -39,7 +42,9 @@ def test_quick_retrain_fits_evaluates_out_of_fold_and_deploys(hym_project):
     assert runner.quick_retrain_run(project_id=team.project.pk) == "succeeded"
     model = ModelVersion.objects.get(project=team.project)
     assert model.deployed and model.mode == "quick" and model.label_names == ["ants", "bees"]
-    assert model.metrics["honest"] and "cross-validation" in model.metrics["evaluation"]
+    # 16 labels: below heads.LOO_BELOW, so leave-one-out (still held out, still honest)
+    assert model.metrics["honest"] and model.metrics["evaluation"] == "leave_one_out"
+    assert "cross-validation" in model.metrics["evaluation_detail"]
     assert model.metrics["accuracy"] >= 0.75  # lite0 features separate ants from bees well
     # The stored metrics are exactly scikit-learn's on the stored out-of-fold predictions.
     y = np.array([["ants", "bees"].index(t) for _, t, _, _ in model.predictions])
@@ -50,6 +55,23 @@ def test_quick_retrain_fits_evaluates_out_of_fold_and_deploys(hym_project):
     assert model.metrics["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
     job = TrainingJob.objects.get(project=team.project)
     assert job.status == "succeeded" and job.model_id == model.pk and job.progress == 1.0
+
+
+def test_a_quick_model_from_two_examples_of_two_labels(team, settings):
+    """Nyckel-style: two examples per label are enough for a model (evaluated by leave-one-out)."""
+    if not HYM.is_dir():
+        pytest.skip(f"hymenoptera_data not found at {HYM}")
+    settings.PICTOR_BACKBONES = ["lite0", "pixels"]
+    for cls in ("ants", "bees"):
+        for p in sorted((HYM / "train" / cls).glob("*.jpg"))[:2]:
+            make_sample(team.project, data=p.read_bytes(), labels=[cls])
+    services.embeddings_compute(project_id=team.project.pk)
+    assert runner.quick_retrain_run(project_id=team.project.pk) == "succeeded"
+    model = ModelVersion.objects.get(project=team.project)
+    assert model.deployed and model.n_train == 4 and model.label_names == ["ants", "bees"]
+    assert model.metrics["evaluation"] == "leave_one_out" and model.metrics["honest"]
+    assert model.metrics["representation"] == model.features
+    assert {r["feature_key"] for r in model.metrics["cv_table"]} == {"lite0", "pixels", "lite0+pixels"}
 
 
 def test_suggestions_and_active_queue_follow_the_model(hym_project):
@@ -182,3 +204,64 @@ def test_a_quick_model_downloads_as_one_onnx_graph_that_agrees_with_the_server(h
     (probs,) = session.run(None, {"input": x})
     _, server = quick.quick_predict(model=model, sample_ids=[sample.pk])
     assert np.allclose(probs[0], server[0], atol=0.03), (probs, server)
+
+
+def test_a_quick_model_on_the_pixels_feature_exports_to_onnx_too(hym_project, client_for, settings):
+    import onnxruntime as ort
+    from django.core.files.storage import default_storage
+    from django.urls import reverse
+
+    from training.ml.backbone import preprocess
+
+    team, samples = hym_project
+    settings.PICTOR_BACKBONES = ["lite0", "pixels"]
+    services.embeddings_compute(project_id=team.project.pk)
+    runner.quick_retrain_run(project_id=team.project.pk)
+    model = ModelVersion.objects.get(project=team.project)
+    model.features = "lite0+pixels"  # whichever won, the graph must compute the classic feature
+    data = quick.labeled_set(project=team.project, backbones=["lite0", "pixels"])
+    head = heads.refit_recipe(data.features, data.y, feature_key="lite0+pixels", l2=0.1, multi_label=False)
+    default_storage.delete(model.artifact_name)
+    default_storage.save(model.artifact_name, ContentFile(head.to_bytes()))
+    model.save()
+    quick._heads.clear()
+    r = client_for(team.user("viewer")).get(reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk}))
+    assert r.status_code == 200
+    session = ort.InferenceSession(b"".join(r.streaming_content), providers=["CPUExecutionProvider"])
+    _, sample, _ = samples[-1]
+    with default_storage.open(sample.image_name, "rb") as f:
+        x = preprocess([f.read()], 224)
+    (probs,) = session.run(None, {"input": x})
+    _, server = quick.quick_predict(model=model, sample_ids=[sample.pk])
+    assert np.allclose(probs[0], server[0], atol=0.03), (probs, server)
+
+
+def test_the_queue_order_is_refreshed_after_a_labeled_batch(team, settings):
+    """Whoever asks for the next batch after labeling one gets an order computed after those labels,
+    at claim time, even though the background refresh never ran."""
+    from labeling import queue as lq
+
+    if not HYM.is_dir():
+        pytest.skip(f"hymenoptera_data not found at {HYM}")
+    settings.PICTOR_BACKBONES = ["lite0"]
+    team.project.queue_strategy = "active"
+    team.project.save()
+    truth = {}
+    for cls in ("ants", "bees"):
+        for p in sorted((HYM / "train" / cls).glob("*.jpg"))[:15]:
+            truth[make_sample(team.project, data=p.read_bytes()).pk] = cls
+    services.embeddings_compute(project_id=team.project.pk)
+    holder = lq.holder_for_user(team.user("labeler"))
+    # Inside the test transaction no on_commit callback runs: no background retrain or refresh.
+    first = lq.queue_claim(project=team.project, holder=holder, count=10)
+    batch = QueueBatch.objects.get(project=team.project)
+    # the learner's pick (typicality, no labels yet), not the upload-order fallback
+    assert [str(i.sample.pk) for i in first] == batch.sample_ids[:10] and batch.phase == "typicality"
+    for item in first:
+        sample_labels_set(sample=item.sample, names=[truth[item.sample.pk]], user=team.user("labeler"))
+    second = lq.queue_claim(project=team.project, holder=holder, count=10)
+    refreshed = QueueBatch.objects.get(project=team.project)
+    last_label = max(s.labeled_at for s in (i.sample.__class__.objects.get(pk=i.sample.pk) for i in first))
+    assert refreshed.created > last_label  # recomputed after the labels, synchronously
+    assert [str(i.sample.pk) for i in second] == refreshed.sample_ids[:10]
+    assert not {i.sample.pk for i in first} & {i.sample.pk for i in second}

@@ -77,3 +77,41 @@ def test_review_confirm_and_fix(team, client_for):
     assert LabelEvent.objects.filter(sample=a, via="review-confirm").exists()
     page = c.get(url).content.decode()
     assert f"review-{a.pk}" not in page and f"review-{b.pk}" not in page
+
+
+def test_evaluation_page_says_which_representation_won(team, client_for):
+    model = make_model(team.project, mode="quick")
+    model.features = "lite2+pixels"
+    model.metrics.update({
+        "representation": "lite2+pixels", "representation_label": "EfficientNet-Lite2 + grey pixels (PCA)",
+        "evaluation": "leave_one_out", "evaluation_detail": "leave-one-out cross-validation (5 labeled samples)",
+        "cv_table": [
+            {"feature_key": "lite0", "l2": 0.1, "log_loss": 0.9, "accuracy": 0.6},
+            {"feature_key": "lite2+pixels", "l2": 0.1, "log_loss": 0.4, "accuracy": 0.8},
+            {"feature_key": "lite2+pixels", "l2": 1.0, "log_loss": 0.5, "accuracy": 0.8},
+        ],
+    })
+    model.save()
+    url = reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    assert 'id="representation"' in page and "EfficientNet-Lite2 + grey pixels (PCA)" in page
+    assert "leave-one-out cross-validation" in page
+    table = page[page.index('id="representation-table"'):]
+    assert table.index("lite2+pixels") < table.index("lite0") and "0.400" in table  # best row per candidate, best first
+
+
+def test_a_full_model_worse_than_the_quick_model_is_not_deployed_by_one_click(team, client_for):
+    quick_v = make_model(team.project, mode="quick", deployed=True)
+    full = make_model(team.project, mode="full")  # toy accuracy 0.600
+    full.metrics["baseline_quick"] = {"accuracy": 0.9, "macro_f1": 0.9, "features": "lite0"}
+    full.metrics["better_than_quick"] = False
+    full.save()
+    c = client_for(team.user("admin"))
+    page = c.get(reverse("models_page", kwargs={"project_id": team.project.pk})).content.decode()
+    assert "worse than quick" in page and "beats quick" not in page
+    url = reverse("model_deploy", kwargs={"project_id": team.project.pk, "model_id": full.pk})
+    r = c.post(url, follow=True)
+    assert "not deployed" in r.content.decode()
+    assert ModelVersion.objects.get(deployed=True).pk == quick_v.pk
+    c.post(url, {"confirm_worse": "1"})
+    assert ModelVersion.objects.get(deployed=True).pk == full.pk
