@@ -93,7 +93,7 @@ def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bo
         yy = np.array([remap[c] for c in ys])
         if n not in budgets and recipe is not None and not full_every_batch:
             # between budgets: what the queue ranks with while the retrain lags (the latest
-            # AutoML recipe refitted on all labels, training.quick._ranking_probs)
+            # AutoML recipe refitted on all labels, training.queue_order._ranking_probs)
             from training.ml import heads
 
             head = heads.refit_recipe(train, yy, feature_key=recipe[0], l2=recipe[1], multi_label=False, n_classes=len(present))

@@ -10,21 +10,17 @@ import numpy as np
 from django.conf import settings
 from django.core.files.storage import default_storage
 
-from django.utils import timezone
 
-from labeling.models import Lease, QueueBatch, Sample
+from labeling.models import Sample
 from projects.models import Project
 from training import services
 from training.data import aligned_features, labeled_set
-from training.ml import active, heads, metrics
+from training.ml import heads, metrics
 from training.ml.features import FeatureKey
 from training.models import ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
 
-#: One batch of the active learner: what a labeler takes at once (the bench measures batches of 10);
-#: the queue refreshes it at claim time once labels arrive, so it never needs to run ahead.
-QUEUE_BATCH = 10
 
 
 class NotEnoughLabels(Exception):
@@ -175,98 +171,6 @@ def suggestions(project: Project, samples: list[Sample]) -> dict:
         i = int(np.argmax(p))
         out[sid] = {"label": model.label_names[i], "confidence": round(float(p[i]), 4)}
     return out
-
-
-# ----------------------------------------------------------------------------- queue order
-
-
-def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
-    """Have the active learner pick the next batch to label; returns its size.
-
-    Called after every quick retrain and, synchronously, by the queue at claim time when labels
-    arrived after the stored batch. It never ranks with a model that missed labels: if the latest
-    quick model was trained on fewer labels than exist now, a head with that model's recipe
-    (features, l2) is refitted on the current labels for the ranking (one fit, ~0.1 s).
-    """
-    project = Project.objects.filter(pk=project_id).first()
-    if project is None or project.queue_strategy != Project.QueueStrategy.ACTIVE:
-        return 0
-    backbone = settings.PICTOR_BACKBONES[0]
-    ids, feats = aligned_features(project_id=project.pk, backbones=[backbone])
-    if not ids:
-        return 0
-
-    labeled = set(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
-    # Leased samples are someone's already: the batch should hold only what nobody is looking at.
-    taken = labeled | set(Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True))
-    mask = np.array([sid in taken for sid in ids])
-    labeled_mask = np.array([sid in labeled for sid in ids])
-    if mask.all():
-        QueueBatch.objects.update_or_create(project=project, defaults={"sample_ids": [], "scores": [], "phase": "done"})
-        return 0
-    probs, thresholds, counts, version = None, None, None, None
-    model = latest_quick_model(project)
-    if model is not None:
-        probs, thresholds, counts = _ranking_probs(project=project, model=model, ids=ids, n_labeled=int(labeled_mask.sum()))
-        version = model.version
-    # Leased rows count as labeled for the ranking (nobody else may get them), but the phase and
-    # the model only know real labels.
-    chosen, scores = active.queue_rank(
-        features={backbone: feats[backbone]}, labeled_mask=mask, probs=probs, multi_label=project.is_multi_label,
-        thresholds=thresholds, batch_size=max(QUEUE_BATCH, batch_size or 0), label_counts=counts,
-    )
-    phase = active.phase(
-        n_labeled=int(labeled_mask.sum()), has_model=probs is not None,
-        n_classes=probs.shape[1] if probs is not None else None, label_counts=counts,
-    )
-    QueueBatch.objects.update_or_create(
-        project=project,
-        defaults={
-            "sample_ids": [str(ids[i]) for i in chosen],
-            "scores": [round(float(s), 4) for s in scores],
-            "phase": str(phase)[:20],
-            "model_version": version,
-        },
-    )
-    return len(chosen)
-
-
-def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
-    """(probs aligned to ids, thresholds, label counts) from a model that knows every label."""
-    thresholds = np.asarray(model.thresholds) if model.thresholds else None
-    if model.n_train < n_labeled:
-        data = labeled_set(project=project, backbones=_feature_parts(model.features))
-        try:
-            _check(data)
-        except NotEnoughLabels:
-            return None, None, None
-        l2 = float((model.metrics or {}).get("l2") or 0.1)
-        head = heads.refit_recipe(
-            data.features, data.y, feature_key=model.features, l2=l2, multi_label=data.multi_label,
-            n_classes=len(data.label_names),
-        )
-        parts = _feature_parts(model.features)
-        all_ids, feats = aligned_features(project_id=project.pk, backbones=parts, sample_ids=ids)
-        if len(all_ids) != len(ids):
-            return None, None, None
-        Xall = heads.concat_features([feats[p] for p in parts]) if len(parts) > 1 else feats[parts[0]]
-        order = {sid: n for n, sid in enumerate(all_ids)}
-        probs = head.predict_proba(Xall)[[order[sid] for sid in ids]]
-        y = data.y
-        counts = (y.sum(axis=0) if data.multi_label else np.bincount(y, minlength=len(data.label_names))).astype(int)
-        return probs, thresholds if data.multi_label and thresholds is not None and len(thresholds) == probs.shape[1] else None, counts
-    pred_ids, pred = quick_predict(model=model, sample_ids=ids)
-    if len(pred_ids) != len(ids):
-        return None, None, None
-    order = {sid: n for n, sid in enumerate(pred_ids)}
-    return pred[[order[sid] for sid in ids]], thresholds, _label_counts(model)
-
-
-def _label_counts(model: ModelVersion) -> np.ndarray | None:
-    support = (model.metrics or {}).get("per_label") or {}
-    if not support:
-        return None
-    return np.array([int(support.get(n, {}).get("support", 0)) for n in model.label_names])
 
 
 def check_trainable(*, project) -> None:

@@ -32,7 +32,7 @@ SUGGESTERS.append(_suggest)
 
 
 def _queue_refresh_now(project, want: int) -> None:
-    from training.quick import queue_refresh
+    from training.queue_order import queue_refresh
 
     queue_refresh(project_id=project.pk, batch_size=want)
 

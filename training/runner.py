@@ -52,7 +52,7 @@ def training_job_run(*, job_id) -> str | None:
     job = services.training_job_claim(job_id=job_id)
     if job is None:
         return None
-    from training import full, quick
+    from training import full, queue_order, quick
     from training.ml.finetune import Cancelled
 
     if job.mode == ModelVersion.Mode.QUICK:
@@ -89,13 +89,13 @@ def training_job_run(*, job_id) -> str | None:
         # Cancelled or swept in the last instant: the version exists but is not deployed by us.
         return None
     if job.mode == ModelVersion.Mode.QUICK:
-        quick.queue_refresh(project_id=job.project_id)
+        queue_order.queue_refresh(project_id=job.project_id)
     return S.SUCCEEDED
 
 
 def quick_retrain_run(*, project_id) -> str | None:
     """The debounced retrain: one job (made like any other) and one fit for whatever labels exist now."""
-    from training import pipeline, quick
+    from training import pipeline, queue_order, quick
 
     pipeline.step_started(step="quick", project_id=project_id)
     project = Project.objects.filter(pk=project_id).first()
@@ -105,7 +105,7 @@ def quick_retrain_run(*, project_id) -> str | None:
         quick.check_trainable(project=project)
     except quick.NotEnoughLabels:
         # Nothing to learn yet: the learner still needs a fresh cold-start batch.
-        quick.queue_refresh(project_id=project_id)
+        queue_order.queue_refresh(project_id=project_id)
         return None
     job = services.training_job_create(project=project, mode=ModelVersion.Mode.QUICK)
     return training_job_run(job_id=job.pk)

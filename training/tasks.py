@@ -39,10 +39,10 @@ def quick_retrain(project_id: str) -> str | None:
 
 @shared_task(name="training.tasks.queue_refresh", time_limit=120, soft_time_limit=110)
 def queue_refresh(project_id: str) -> int:
-    from training import pipeline, quick
+    from training import pipeline, queue_order
 
     pipeline.step_started(step="queue", project_id=project_id)
-    return quick.queue_refresh(project_id=project_id)
+    return queue_order.queue_refresh(project_id=project_id)
 
 
 @shared_task(

@@ -449,7 +449,7 @@ def queue_rank(
     label_counts: np.ndarray | None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """What the labeling queue serves next (``training.quick.queue_refresh`` and bench/learning.py
+    """What the labeling queue serves next (``training.queue_order.queue_refresh`` and bench/learning.py
     both call this): ``rank(strategy="active")`` on the ranking embedding of ``features``."""
     X = ranking_embedding(features)
     return rank(
