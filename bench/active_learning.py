@@ -29,14 +29,24 @@ from pathlib import Path
 import numpy as np
 
 from common import HYMENOPTERA, REPO  # noqa: E402  (common puts the repo on sys.path)
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = [
-    "t-shirt", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle-boot",
+    "t-shirt",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle-boot",
 ]
 
 
 # --------------------------------------------------------------------------- embeddings
+
 
 class _TimmLite0:
     """Fallback embedder: timm's tf_efficientnet_lite0 with the pip-packaged weights."""
@@ -144,8 +154,12 @@ def load_hymenoptera(cache_dir: Path, backbone: str = "lite0"):
 
     classes, ftr, ytr = _folder(HYMENOPTERA / "train")
     _, fte, yte = _folder(HYMENOPTERA / "val")
-    xtr = embed_cached(f"hymenoptera-train-{backbone}", lambda: [lambda f=f: Image.open(f) for f in ftr], cache_dir, backbone=backbone)
-    xte = embed_cached(f"hymenoptera-val-{backbone}", lambda: [lambda f=f: Image.open(f) for f in fte], cache_dir, backbone=backbone)
+    xtr = embed_cached(
+        f"hymenoptera-train-{backbone}", lambda: [lambda f=f: Image.open(f) for f in ftr], cache_dir, backbone=backbone
+    )
+    xte = embed_cached(
+        f"hymenoptera-val-{backbone}", lambda: [lambda f=f: Image.open(f) for f in fte], cache_dir, backbone=backbone
+    )
     return classes, xtr, ytr, xte, yte
 
 
@@ -163,9 +177,7 @@ def load_fashion(cache_dir: Path, pool: int, test: int, seed: int = 0):
     from PIL import Image
 
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").exists():
-        raise FileNotFoundError(
-            f"{FASHION_DIR} missing: apt-get update && apt-get install -y dataset-fashion-mnist"
-        )
+        raise FileNotFoundError(f"{FASHION_DIR} missing: apt-get update && apt-get install -y dataset-fashion-mnist")
     xtr_img = _idx(FASHION_DIR / "train-images-idx3-ubyte.gz")
     ytr_all = _idx(FASHION_DIR / "train-labels-idx1-ubyte.gz").astype(np.int64)
     xte_img = _idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")
@@ -177,8 +189,12 @@ def load_fashion(cache_dir: Path, pool: int, test: int, seed: int = 0):
     def pil(a):
         return Image.fromarray(a, mode="L").convert("RGB").resize((224, 224), Image.BICUBIC)
 
-    xtr = embed_cached(f"fmnist-train-{pool}-s{seed}-lite0", lambda: [lambda i=i: pil(xtr_img[i]) for i in itr], cache_dir)
-    xte = embed_cached(f"fmnist-test-{test}-s{seed}-lite0", lambda: [lambda i=i: pil(xte_img[i]) for i in ite], cache_dir)
+    xtr = embed_cached(
+        f"fmnist-train-{pool}-s{seed}-lite0", lambda: [lambda i=i: pil(xtr_img[i]) for i in itr], cache_dir
+    )
+    xte = embed_cached(
+        f"fmnist-test-{test}-s{seed}-lite0", lambda: [lambda i=i: pil(xte_img[i]) for i in ite], cache_dir
+    )
     return FASHION_CLASSES, xtr, ytr_all[itr], xte, yte_all[ite]
 
 
@@ -204,8 +220,14 @@ def simulate(X, y, Xte, yte, budgets, *, strategy: str, seed: int, n_classes: in
         if need > 0:
             t0 = time.perf_counter()
             order, _ = active.rank(
-                embeddings=X, labeled_mask=labeled, probs=probs, multi_label=False, thresholds=None,
-                batch_size=need, strategy=strategy, seed=seed * 1000 + budget,
+                embeddings=X,
+                labeled_mask=labeled,
+                probs=probs,
+                multi_label=False,
+                thresholds=None,
+                batch_size=need,
+                strategy=strategy,
+                seed=seed * 1000 + budget,
                 label_counts=np.bincount(y[labeled], minlength=n_classes),
             )
             rank_s += time.perf_counter() - t0
@@ -241,31 +263,58 @@ def run_dataset(name, X, y, Xte, yte, budgets, *, active_seeds, random_seeds):
     t0 = time.perf_counter()
     full = _fit(X, y, n_classes)
     full_acc = float((full.head.predict_proba(Xte).argmax(1) == yte).mean())
-    act, act_rank = zip(*(simulate(X, y, Xte, yte, budgets, strategy="active", seed=s, n_classes=n_classes) for s in range(active_seeds)))
-    rnd, _ = zip(*(simulate(X, y, Xte, yte, budgets, strategy="random", seed=s, n_classes=n_classes) for s in range(random_seeds)))
+    act, act_rank = zip(
+        *(
+            simulate(X, y, Xte, yte, budgets, strategy="active", seed=s, n_classes=n_classes)
+            for s in range(active_seeds)
+        )
+    )
+    rnd, _ = zip(
+        *(
+            simulate(X, y, Xte, yte, budgets, strategy="random", seed=s, n_classes=n_classes)
+            for s in range(random_seeds)
+        )
+    )
     act, rnd = np.stack(act), np.stack(rnd)
     target = full_acc - 0.01
     need_a = labels_needed(budgets, act.mean(0), target)
     need_r = labels_needed(budgets, rnd.mean(0), target)
     print(f"\n### {name}: pool {len(y)}, test {len(yte)}, {n_classes} classes\n")
-    print(f"All {len(y)} labels: accuracy **{full_acc:.3f}** (quick model, l2={full.l2:g}); target = {target:.3f}. "
-          f"Active = mean of {active_seeds} seeds, random = mean of {random_seeds} seeds.\n")
+    print(
+        f"All {len(y)} labels: accuracy **{full_acc:.3f}** (quick model, l2={full.l2:g}); target = {target:.3f}. "
+        f"Active = mean of {active_seeds} seeds, random = mean of {random_seeds} seeds.\n"
+    )
     print("| labels | random (mean ± sd) | active (mean ± sd) | gain |")
     print("|---:|---:|---:|---:|")
     for i, b in enumerate(budgets):
-        print(f"| {b} | {rnd[:, i].mean():.3f} ± {rnd[:, i].std():.3f} | {act[:, i].mean():.3f} ± {act[:, i].std():.3f} "
-              f"| {act[:, i].mean() - rnd[:, i].mean():+.3f} |")
+        print(
+            f"| {b} | {rnd[:, i].mean():.3f} ± {rnd[:, i].std():.3f} | {act[:, i].mean():.3f} ± {act[:, i].std():.3f} "
+            f"| {act[:, i].mean() - rnd[:, i].mean():+.3f} |"
+        )
     fmt = lambda v: str(v) if v is not None else f"> {budgets[-1]}"  # noqa: E731
-    ratio = f"{need_a / need_r:.0%}" if need_a and need_r else ("n/a" if need_a is None else f"< {need_a / budgets[-1]:.0%}")
+    ratio = (
+        f"{need_a / need_r:.0%}"
+        if need_a and need_r
+        else ("n/a" if need_a is None else f"< {need_a / budgets[-1]:.0%}")
+    )
     ia = labels_needed_interp(budgets, act.mean(0), target)
     ir = labels_needed_interp(budgets, rnd.mean(0), target)
     interp = f"{ia:.0f} vs {ir:.0f} = {ia / ir:.0%}" if ia and ir else "n/a"
-    print(f"\nLabels to come within 1 point of all-labels accuracy (first budget whose mean reaches it): active "
-          f"**{fmt(need_a)}**, random **{fmt(need_r)}**, ratio active/random **{ratio}** (target ≤ 40 %); "
-          f"interpolated between budgets: {interp}. Ranking time per active run: "
-          f"{np.mean(act_rank):.2f} s total. Wall time {time.perf_counter() - t0:.0f} s.")
-    return {"name": name, "budgets": budgets, "active": act, "random": rnd, "full": full_acc,
-            "need_active": need_a, "need_random": need_r}
+    print(
+        f"\nLabels to come within 1 point of all-labels accuracy (first budget whose mean reaches it): active "
+        f"**{fmt(need_a)}**, random **{fmt(need_r)}**, ratio active/random **{ratio}** (target ≤ 40 %); "
+        f"interpolated between budgets: {interp}. Ranking time per active run: "
+        f"{np.mean(act_rank):.2f} s total. Wall time {time.perf_counter() - t0:.0f} s."
+    )
+    return {
+        "name": name,
+        "budgets": budgets,
+        "active": act,
+        "random": rnd,
+        "full": full_acc,
+        "need_active": need_a,
+        "need_random": need_r,
+    }
 
 
 def plot(results, path: Path):
@@ -303,13 +352,20 @@ def time_ranking(n: int = 100_000, d: int = 1280, repeats: int = 3):
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     probs = rng.dirichlet(np.full(10, 0.3), n).astype(np.float32)
     print(f"\n### Ranking {n:,} unlabeled {d}-d embeddings (synthetic, float32, 2 cores)\n")
-    print(f"Load average when starting: {os.getloadavg()[0]:.1f} (2 cores; above ~2 other processes compete "
-          "and wall time inflates; CPU seconds are this process's own work, summed over its threads).\n")
+    print(
+        f"Load average when starting: {os.getloadavg()[0]:.1f} (2 cores; above ~2 other processes compete "
+        "and wall time inflates; CPU seconds are this process's own work, summed over its threads).\n"
+    )
     print("| phase | labeled | batch | wall s (median of %d) | max | CPU s |" % repeats)
     print("|---|---:|---:|---:|---:|---:|")
-    cases = [("typicality (cold start)", 0, 10, None), ("typicality (cold start)", 0, 100, None),
-             ("typicality", 60, 20, None), ("typicality (500-cluster cap)", 450, 100, None),
-             ("uncertainty + k-means diversity", 1000, 10, probs), ("uncertainty + k-means diversity", 1000, 100, probs)]
+    cases = [
+        ("typicality (cold start)", 0, 10, None),
+        ("typicality (cold start)", 0, 100, None),
+        ("typicality", 60, 20, None),
+        ("typicality (500-cluster cap)", 450, 100, None),
+        ("uncertainty + k-means diversity", 1000, 10, probs),
+        ("uncertainty + k-means diversity", 1000, 100, probs),
+    ]
     for label, n_lab, batch, p in cases:
         labeled = np.zeros(n + n_lab, bool)
         labeled[n:] = True
@@ -319,7 +375,9 @@ def time_ranking(n: int = 100_000, d: int = 1280, repeats: int = 3):
         ts, cpu = [], []
         for r in range(repeats):
             t0, c0 = time.perf_counter(), time.process_time()
-            active.rank(embeddings=Xall, labeled_mask=labeled, probs=pall, batch_size=batch, seed=r, label_counts=counts)
+            active.rank(
+                embeddings=Xall, labeled_mask=labeled, probs=pall, batch_size=batch, seed=r, label_counts=counts
+            )
             ts.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
         print(f"| {label} | {n_lab} | {batch} | {np.median(ts):.2f} | {max(ts):.2f} | {np.median(cpu):.2f} |")
@@ -349,16 +407,53 @@ def main(argv=None):
     if "hymenoptera" not in args.skip:
         _, X, y, Xte, yte = load_hymenoptera(args.cache_dir)
         budgets = [2, 4, 6, 8, 10, 12, 16, 20, 24, 30, 40, 50, 60, 80, 100, 120, 160, 200, 244]
-        results.append(run_dataset("hymenoptera (ants/bees)", X, y, Xte, yte, budgets,
-                                   active_seeds=a_seeds, random_seeds=max(r_seeds, 5 if quick else 10)))
+        results.append(
+            run_dataset(
+                "hymenoptera (ants/bees)",
+                X,
+                y,
+                Xte,
+                yte,
+                budgets,
+                active_seeds=a_seeds,
+                random_seeds=max(r_seeds, 5 if quick else 10),
+            )
+        )
     if "fashion" not in args.skip:
         # one cached 5,000-image pool serves every smaller pool (its rows are a random sample)
         _, X, y, Xte, yte = load_fashion(args.cache_dir, max(pool, 5000), args.fashion_test)
         X, y = X[:pool], y[:pool]
-        budgets = [10, 20, 30, 40, 60, 80, 100, 130, 160, 200, 250, 320, 400, 500, 640, 800, 1000, 1250,
-                   1600, 2000, 2500, 3200, 4000, 5000]
-        results.append(run_dataset(f"Fashion-MNIST (pool {pool})", X, y, Xte, yte, budgets,
-                                   active_seeds=a_seeds, random_seeds=r_seeds))
+        budgets = [
+            10,
+            20,
+            30,
+            40,
+            60,
+            80,
+            100,
+            130,
+            160,
+            200,
+            250,
+            320,
+            400,
+            500,
+            640,
+            800,
+            1000,
+            1250,
+            1600,
+            2000,
+            2500,
+            3200,
+            4000,
+            5000,
+        ]
+        results.append(
+            run_dataset(
+                f"Fashion-MNIST (pool {pool})", X, y, Xte, yte, budgets, active_seeds=a_seeds, random_seeds=r_seeds
+            )
+        )
     if results:
         plot(results, args.out)
         print(f"\nPlot: {args.out}")

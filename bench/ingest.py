@@ -51,7 +51,13 @@ def _images(include_val: bool, limit: int | None) -> list[tuple[str, bytes]]:
     if not HYMENOPTERA.is_dir():
         sys.exit(f"hymenoptera_data not found at {HYMENOPTERA}; set PICTOR_DATASETS to the datasets folder")
     splits = ["train", "val"] if include_val else ["train"]
-    paths = [p for s in splits for c in ("ants", "bees") for p in sorted((HYMENOPTERA / s / c).iterdir()) if p.suffix.lower() in (".jpg", ".jpeg")]
+    paths = [
+        p
+        for s in splits
+        for c in ("ants", "bees")
+        for p in sorted((HYMENOPTERA / s / c).iterdir())
+        if p.suffix.lower() in (".jpg", ".jpeg")
+    ]
     if limit:
         # Both classes, evenly, for --quick.
         ants = [p for p in paths if p.parent.name == "ants"][: limit // 2]
@@ -148,7 +154,10 @@ class RawTimm:
         with torch.no_grad():
             for start in range(0, len(images), self.batch_size):
                 batch = torch.stack(
-                    [transform(Image.open(io.BytesIO(b)).convert("RGB")) for b in images[start : start + self.batch_size]]
+                    [
+                        transform(Image.open(io.BytesIO(b)).convert("RGB"))
+                        for b in images[start : start + self.batch_size]
+                    ]
                 )
                 features = model.forward_head(model.forward_features(batch), pre_logits=True)
                 out.append(torch.nn.functional.normalize(features, dim=1))
@@ -268,7 +277,10 @@ def main() -> None:
         backbones = list(settings.PICTOR_BACKBONES)
         batch_size = settings.PICTOR_EMBED_BATCH
 
-        print(f"{len(images)} images, backbones {backbones}, batch {batch_size}, {rounds} round(s); warming up…", flush=True)
+        print(
+            f"{len(images)} images, backbones {backbones}, batch {batch_size}, {rounds} round(s); warming up…",
+            flush=True,
+        )
         pipeline = Pipeline(backbones)
         pipeline.warm_up(images)
         baseline = RawTimm(backbones, batch_size)

@@ -128,11 +128,20 @@ def free_port() -> int:
 
 def start_server(env: dict, port: int, workers: int, threads: int, log: Path) -> subprocess.Popen:
     cmd = [
-        str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers), "--threads", str(threads), "--timeout", "120",
+        str(Path(sys.executable).parent / "gunicorn"),
+        "config.wsgi",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "120",
     ]
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    return subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def wait_ready(url: str, proc: subprocess.Popen, seconds: float = 60) -> None:
@@ -212,8 +221,14 @@ def concurrent(url: str, key: str, images, clients: int, seconds: float) -> dict
     for t in threads:
         t.join(timeout=seconds + 180)
     wall = time.perf_counter() - started
-    return {"clients": clients, "wall": wall, "statuses": statuses, "latencies": latencies, "errors": errors,
-            "ok_per_s": statuses.get(200, 0) / wall}
+    return {
+        "clients": clients,
+        "wall": wall,
+        "statuses": statuses,
+        "latencies": latencies,
+        "errors": errors,
+        "ok_per_s": statuses.get(200, 0) / wall,
+    }
 
 
 def latency(url: str, key: str, project_id: str, images: list[tuple[str, bytes]], n: int) -> dict:
@@ -342,7 +357,11 @@ def main() -> int:
         sys.exit(f"hymenoptera_data not found at {HYMENOPTERA}; set PICTOR_DATASETS to the datasets folder")
     started = time.perf_counter()
     load = os.getloadavg()[0]
-    images = [(p.name, p.read_bytes()) for cls in ("ants", "bees") for p in sorted((HYMENOPTERA / "val" / cls).glob("*.jpg"))[:10]]
+    images = [
+        (p.name, p.read_bytes())
+        for cls in ("ants", "bees")
+        for p in sorted((HYMENOPTERA / "val" / cls).glob("*.jpg"))[:10]
+    ]
 
     data_dir = Path(tempfile.mkdtemp(prefix="pictor-bench-invoke-"))
     env = server_env(data_dir)
@@ -366,16 +385,26 @@ def main() -> int:
         soak = concurrent(url, key, images, clients=50, seconds=args.soak)
         stop_server(proc)
         text = log.read_text(errors="replace")
-        problems = [f"{text.count(marker)}× {marker!r}" for marker in ("Traceback", "WORKER TIMEOUT", "Internal Server Error")
-                    if marker in text]
+        problems = [
+            f"{text.count(marker)}× {marker!r}"
+            for marker in ("Traceback", "WORKER TIMEOUT", "Internal Server Error")
+            if marker in text
+        ]
         if warm["errors"] or any(s != 200 for s in warm["statuses"]):
-            problems.append(f"warm-up statuses {status_text(warm['statuses'])}, {len(warm['errors'])} connection errors")
+            problems.append(
+                f"warm-up statuses {status_text(warm['statuses'])}, {len(warm['errors'])} connection errors"
+            )
         import gunicorn
         import onnxruntime
 
-        meta = {"n_images": len(images), "mean_kb": sum(len(d) for _, d in images) / len(images) / 1024,
-                "gunicorn": gunicorn.__version__, "ort": onnxruntime.__version__, "load": load,
-                "wall": time.perf_counter() - started}
+        meta = {
+            "n_images": len(images),
+            "mean_kb": sum(len(d) for _, d in images) / len(images) / 1024,
+            "gunicorn": gunicorn.__version__,
+            "ort": onnxruntime.__version__,
+            "load": load,
+            "wall": time.perf_counter() - started,
+        }
         md = report(args, meta, raw, tput, soak, ", ".join(problems))
         if "Traceback" in text:
             first = text.index("Traceback")

@@ -73,8 +73,14 @@ def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bo
             pick = rng.choice(unl, min(BATCH, unl.size), replace=False)
         else:
             pick, _ = queue_rank(
-                features=pool, labeled_mask=labeled, probs=probs, multi_label=False, thresholds=None,
-                batch_size=BATCH, label_counts=counts, seed=seed,
+                features=pool,
+                labeled_mask=labeled,
+                probs=probs,
+                multi_label=False,
+                thresholds=None,
+                batch_size=BATCH,
+                label_counts=counts,
+                seed=seed,
             )
         labeled[pick] = True
         n = int(labeled.sum())
@@ -96,7 +102,9 @@ def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bo
             # AutoML recipe refitted on all labels, training.queue_order._ranking_probs)
             from training.ml import heads
 
-            head = heads.refit_recipe(train, yy, feature_key=recipe[0], l2=recipe[1], multi_label=False, n_classes=len(present))
+            head = heads.refit_recipe(
+                train, yy, feature_key=recipe[0], l2=recipe[1], multi_label=False, n_classes=len(present)
+            )
             parts = recipe[0].split("+")
             Xp = pool[parts[0]] if len(parts) == 1 else heads.concat_features([pool[q] for q in parts])
             probs = head.predict_proba(Xp)
@@ -127,14 +135,25 @@ def run_set(name: str, seeds: int) -> dict:
             curves[order].append([r["acc"][b] for b in BUDGETS])
             if order == "active":
                 keys.append(r["keys"])
-        print(f"  {name} seed {s}: active {curves['active'][-1]} random {curves['random'][-1]}", file=sys.stderr, flush=True)
+        print(
+            f"  {name} seed {s}: active {curves['active'][-1]} random {curves['random'][-1]}",
+            file=sys.stderr,
+            flush=True,
+        )
     A, R = np.array(curves["active"]), np.array(curves["random"])
     return {
-        "name": ds.name, "classes": len(ds.classes), "pool": int(ds.y_pool.size), "test": int(ds.y_test.size),
-        "active_mean": A.mean(0).tolist(), "active_sd": A.std(0).tolist(),
-        "random_mean": R.mean(0).tolist(), "random_sd": R.std(0).tolist(),
-        "gain": (A.mean(0) - R.mean(0)).tolist(), "seeds": seeds,
-        "winning_features": keys, "seconds": time.perf_counter() - t0,
+        "name": ds.name,
+        "classes": len(ds.classes),
+        "pool": int(ds.y_pool.size),
+        "test": int(ds.y_test.size),
+        "active_mean": A.mean(0).tolist(),
+        "active_sd": A.std(0).tolist(),
+        "random_mean": R.mean(0).tolist(),
+        "random_sd": R.std(0).tolist(),
+        "gain": (A.mean(0) - R.mean(0)).tolist(),
+        "seeds": seeds,
+        "winning_features": keys,
+        "seconds": time.perf_counter() - t0,
     }
 
 
@@ -148,17 +167,35 @@ def representation_check(name: str = "digits", per_class: int = 5, seeds: int = 
     rows = []
     for s in range(seeds):
         rng = np.random.default_rng(s)
-        idx = np.concatenate([rng.choice(np.flatnonzero(ds.y_pool == c), per_class, replace=False) for c in range(len(ds.classes))])
+        idx = np.concatenate(
+            [rng.choice(np.flatnonzero(ds.y_pool == c), per_class, replace=False) for c in range(len(ds.classes))]
+        )
         y = ds.y_pool[idx]
-        auto = heads.automl_fit({k: v[idx] for k, v in pool.items()}, y, multi_label=False, n_classes=len(ds.classes), pool=pool, max_seconds=QUICK_SECONDS)
+        auto = heads.automl_fit(
+            {k: v[idx] for k, v in pool.items()},
+            y,
+            multi_label=False,
+            n_classes=len(ds.classes),
+            pool=pool,
+            max_seconds=QUICK_SECONDS,
+        )
         a_auto = float((auto.head.predict_proba(auto.build(test)).argmax(1) == ds.y_test).mean())
-        img = heads.automl_fit({k: pool[k][idx] for k in ("lite0", "lite2")}, y, multi_label=False, n_classes=len(ds.classes))
-        Xi = test[img.feature_key] if "+" not in img.feature_key else heads.concat_features([test[p] for p in img.feature_key.split("+")])
+        img = heads.automl_fit(
+            {k: pool[k][idx] for k in ("lite0", "lite2")}, y, multi_label=False, n_classes=len(ds.classes)
+        )
+        Xi = (
+            test[img.feature_key]
+            if "+" not in img.feature_key
+            else heads.concat_features([test[p] for p in img.feature_key.split("+")])
+        )
         a_img = float((img.head.predict_proba(Xi).argmax(1) == ds.y_test).mean())
         rows.append((a_auto, a_img, auto.feature_key, img.feature_key))
     return {
-        "set": name, "per_class": per_class, "automl": float(np.mean([r[0] for r in rows])),
-        "imagenet_only": float(np.mean([r[1] for r in rows])), "chosen": [r[2] for r in rows],
+        "set": name,
+        "per_class": per_class,
+        "automl": float(np.mean([r[0] for r in rows])),
+        "imagenet_only": float(np.mean([r[1] for r in rows])),
+        "chosen": [r[2] for r in rows],
         "imagenet_chosen": [r[3] for r in rows],
     }
 
@@ -179,8 +216,10 @@ def _table(r: dict) -> str:
         for b, key in k.items():
             won.setdefault(int(b), []).append(key)
     lines.append("")
-    lines.append("Representation chosen by the quick model (active order, per budget): " + "; ".join(
-        f"{b}: {max(set(v), key=v.count)}" for b, v in sorted(won.items())))
+    lines.append(
+        "Representation chosen by the quick model (active order, per budget): "
+        + "; ".join(f"{b}: {max(set(v), key=v.count)}" for b, v in sorted(won.items()))
+    )
     return "\n".join(lines)
 
 
@@ -218,7 +257,9 @@ def main() -> None:
     if args.service:
         import learning_service
 
-        learning_service.main(sets=args.sets.split(",") if args.sets != ",".join(ALL_SETS) else ["hymenoptera"], seeds=args.seeds)
+        learning_service.main(
+            sets=args.sets.split(",") if args.sets != ",".join(ALL_SETS) else ["hymenoptera"], seeds=args.seeds
+        )
         return
     import common  # noqa: F401  (repo on sys.path; no Django needed for the function path)
     from training.ml import heads
@@ -232,7 +273,11 @@ def main() -> None:
         (OUT_DIR / f"learning-{n}.json").write_text(json.dumps(r, indent=1))
     if args.no_report:
         return
-    results = [json.loads((OUT_DIR / f"learning-{n}.json").read_text()) for n in ALL_SETS if (OUT_DIR / f"learning-{n}.json").exists()]
+    results = [
+        json.loads((OUT_DIR / f"learning-{n}.json").read_text())
+        for n in ALL_SETS
+        if (OUT_DIR / f"learning-{n}.json").exists()
+    ]
     rep = representation_check()
     _plot(results, OUT_DIR / "learning.png")
     gains = np.array([r["gain"] for r in results])

@@ -98,7 +98,9 @@ def fashion(pool: int = 2000, test: int = 2000) -> DataSet:
     itr = np.sort(rng.choice(len(ytr), pool, replace=False))
     ite = np.sort(rng.choice(len(yte), test, replace=False))
     classes = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
-    return DataSet(f"fashion{pool}", classes, [_png(xtr[i]) for i in itr], ytr[itr], [_png(xte[i]) for i in ite], yte[ite])
+    return DataSet(
+        f"fashion{pool}", classes, [_png(xtr[i]) for i in itr], ytr[itr], [_png(xte[i]) for i in ite], yte[ite]
+    )
 
 
 def digits() -> DataSet:
@@ -109,7 +111,14 @@ def digits() -> DataSet:
     imgs = (d.images * (255.0 / 16.0)).round().astype(np.uint8)
     y = d.target.astype(np.int64)
     pool, test = _split(len(y), y, 0.5, seed=0)
-    return DataSet("digits", [str(c) for c in range(10)], [_png(imgs[i]) for i in pool], y[pool], [_png(imgs[i]) for i in test], y[test])
+    return DataSet(
+        "digits",
+        [str(c) for c in range(10)],
+        [_png(imgs[i]) for i in pool],
+        y[pool],
+        [_png(imgs[i]) for i in test],
+        y[test],
+    )
 
 
 LOADERS = {"hymenoptera": hymenoptera, "dtd10": dtd10, "fashion": fashion, "digits": digits}
@@ -142,7 +151,9 @@ def features(ds: DataSet, feature: str, split: str) -> np.ndarray:
     # stored as float16 by the product: round-trip so the bench sees what the quick model sees
     X = X.astype(np.float16).astype(np.float32)
     np.save(path, X)
-    print(f"  {ds.name} {split} {feature}: {len(images)} in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+    print(
+        f"  {ds.name} {split} {feature}: {len(images)} in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True
+    )
     return X
 
 

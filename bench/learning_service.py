@@ -74,7 +74,12 @@ def main(*, sets: list[str], seeds: int) -> None:
     from django.contrib.auth import get_user_model
 
     owner = get_user_model().objects.create_user(username="bench", password="x")
-    lines = ["# Learning curves through the services (--service)", "", "| set | order | " + " | ".join(map(str, BUDGETS)) + " |", "|---|---|" + "---|" * len(BUDGETS)]
+    lines = [
+        "# Learning curves through the services (--service)",
+        "",
+        "| set | order | " + " | ".join(map(str, BUDGETS)) + " |",
+        "|---|---|" + "---|" * len(BUDGETS),
+    ]
     for name in sets:
         ds = ld.LOADERS[name]()
         for strategy in ("active", "random"):

@@ -130,8 +130,10 @@ def main(argv: list[str]) -> int:
         ok = growth <= BOUNDS_MB[name]
         failed += not ok
         extra = f", zip {m['zip_mb']:.0f} MB" if "zip_mb" in m else ""
-        print(f"{name}: peak RSS {m['peak_mb']:.0f} MB, {growth:+.0f} MB over the warmed-up worker "
-              f"(bound {BOUNDS_MB[name]} MB{extra}) {'OK' if ok else 'OVER'}")
+        print(
+            f"{name}: peak RSS {m['peak_mb']:.0f} MB, {growth:+.0f} MB over the warmed-up worker "
+            f"(bound {BOUNDS_MB[name]} MB{extra}) {'OK' if ok else 'OVER'}"
+        )
     return 1 if failed else 0
 
 

@@ -66,7 +66,7 @@ def grow(X, y, n, seed=0):
     rng = np.random.default_rng(seed)
     idx = np.concatenate([np.arange(len(y)), rng.integers(0, len(y), n - len(y))])
     Xn = X[idx].copy()
-    Xn[len(y):] += 0.01 * rng.standard_normal((n - len(y), X.shape[1]), dtype=np.float32)
+    Xn[len(y) :] += 0.01 * rng.standard_normal((n - len(y), X.shape[1]), dtype=np.float32)
     Xn /= np.linalg.norm(Xn, axis=1, keepdims=True)
     return Xn, y[idx]
 
@@ -104,8 +104,13 @@ def sklearn_cv_job(X, y, Cs=(0.1, 1.0, 10.0), k=5):
 
     best = None
     for C in Cs:
-        p = cross_val_predict(LogisticRegression(C=C, max_iter=100), X, y, cv=StratifiedKFold(k, shuffle=True, random_state=0),
-                              method="predict_proba")
+        p = cross_val_predict(
+            LogisticRegression(C=C, max_iter=100),
+            X,
+            y,
+            cv=StratifiedKFold(k, shuffle=True, random_state=0),
+            method="predict_proba",
+        )
         ll = -np.log(np.clip(p[np.arange(len(y)), y], 1e-7, 1)).mean()
         if best is None or ll < best[0]:
             best = (ll, C)
@@ -152,15 +157,23 @@ def main(argv=None):
     print("# Quick model: torch L-BFGS head vs scikit-learn\n")
     print(f"Features: {source}; test accuracy on {len(yte)} held-out real images; 10 classes; 2 CPU cores.")
     print(f"Cold start (fresh interpreter: imports + first 1k fit): {cold:.2f} s; all rows below are warm.")
-    print(f"Load average at the end: {os.getloadavg()[0]:.1f} on 2 cores (above ~2, other processes compete and "
-          "wall times inflate; CPU s = this process's own work summed over its threads).\n")
+    print(
+        f"Load average at the end: {os.getloadavg()[0]:.1f} on 2 cores (above ~2, other processes compete and "
+        "wall times inflate; CPU s = this process's own work summed over its threads).\n"
+    )
     print("## One fit\n")
-    print("| labeled | `fit_head` s (CPU s) | acc | sklearn `LogisticRegression(C=10)` s (CPU s) | acc | speed-up (wall) |")
+    print(
+        "| labeled | `fit_head` s (CPU s) | acc | sklearn `LogisticRegression(C=10)` s (CPU s) | acc | speed-up (wall) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for n, t_fit, acc_fit, t_sk, acc_sk, _, _, _, _, cpus in rows:
-        print(f"| {n:,} | {t_fit:.2f} ({cpus[0]:.2f}) | {acc_fit:.3f} | {t_sk:.2f} ({cpus[1]:.2f}) | {acc_sk:.3f} | {t_sk / t_fit:.1f}x |")
+        print(
+            f"| {n:,} | {t_fit:.2f} ({cpus[0]:.2f}) | {acc_fit:.3f} | {t_sk:.2f} ({cpus[1]:.2f}) | {acc_sk:.3f} | {t_sk / t_fit:.1f}x |"
+        )
     print("\n## The whole quick-model job (CV over the l2 grid + out-of-fold probabilities + refit)\n")
-    print("| labeled | `automl_fit` s (CPU s) | folds | chosen l2 | acc | sklearn 5-fold x 3 C + refit s | acc | speed-up |")
+    print(
+        "| labeled | `automl_fit` s (CPU s) | folds | chosen l2 | acc | sklearn 5-fold x 3 C + refit s | acc | speed-up |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n, _, _, _, _, t_auto, acc_auto, res, sk_cv, cpus in rows:
         sk = f"{sk_cv[0]:.2f} | {sk_cv[1]:.3f} | {sk_cv[0] / t_auto:.1f}x" if sk_cv else "— | — | —"

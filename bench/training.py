@@ -46,8 +46,11 @@ def main() -> None:
 
     user = get_user_model().objects.create_user("bench", password="x")
     project = project_create(name="training bench", owner=user)
-    items = [ls.IngestItem(filename=p.name, data=p.read_bytes(), labels=[cls])
-             for cls in ("ants", "bees") for p in sorted((HYM / "train" / cls).iterdir())]
+    items = [
+        ls.IngestItem(filename=p.name, data=p.read_bytes(), labels=[cls])
+        for cls in ("ants", "bees")
+        for p in sorted((HYM / "train" / cls).iterdir())
+    ]
     ls.samples_ingest(project=project, items=items, user=user)
     t = time.perf_counter()
     services.embeddings_compute(project_id=project.pk)
@@ -72,10 +75,12 @@ def main() -> None:
     res = int(fm.features.split("@")[1])
     with default_storage.open(fm.artifact_name, "rb") as f:
         session = ort.InferenceSession(f.read(), providers=["CPUExecutionProvider"])
-    full_probs = np.concatenate([
-        session.run(["probabilities"], {"input": bb.preprocess([d for d, _ in val[i:i + 16]], res)})[0]
-        for i in range(0, len(val), 16)
-    ])
+    full_probs = np.concatenate(
+        [
+            session.run(["probabilities"], {"input": bb.preprocess([d for d, _ in val[i : i + 16]], res)})[0]
+            for i in range(0, len(val), 16)
+        ]
+    )
     full_val = float((full_probs.argmax(1) == np.array([fm.label_names.index(c) for _, c in val])).mean())
     parts = qm.features.split("+")
     feats = [embedder_get(b).embed([d for d, _ in val], batch_size=16) for b in parts]
@@ -86,13 +91,13 @@ def main() -> None:
     split = m["split"]
     table = f"""| | quick model (linear head on {qm.features}) | full fine-tune ({fm.features}) | ratio full/quick |
 |---|---|---|---|
-| held-out test split ({split['test']} images, same split) | {base.get('accuracy', float('nan')):.3f} | {m['accuracy']:.3f} | {m['accuracy'] / base['accuracy'] if base.get('accuracy') else float('nan'):.3f} |
+| held-out test split ({split["test"]} images, same split) | {base.get("accuracy", float("nan")):.3f} | {m["accuracy"]:.3f} | {m["accuracy"] / base["accuracy"] if base.get("accuracy") else float("nan"):.3f} |
 | hymenoptera val ({len(val)} images, never uploaded) | {quick_val:.3f} | {full_val:.3f} | {full_val / quick_val:.3f} |
-| training wall time | {t_quick:.1f} s (+ {t_embed:.0f} s features at upload) | {t_full:.0f} s ({m['stop_reason']}, {len(m.get('history') or [])} epochs) | {t_full / max(t_quick, 1e-9):.0f}× |
+| training wall time | {t_quick:.1f} s (+ {t_embed:.0f} s features at upload) | {t_full:.0f} s ({m["stop_reason"]}, {len(m.get("history") or [])} epochs) | {t_full / max(t_quick, 1e-9):.0f}× |
 
-Split of the full training: {split['train']} train / {split['validation']} validation (early stopping) / {split['test']} test.
-Offered as better than the quick model: **{m['better_than_quick']}**. Settings: epochs {settings.PICTOR_FINETUNE_EPOCHS},
-time cap {settings.PICTOR_FINETUNE_SECONDS:.0f} s, resolution {res}, backbones {','.join(settings.PICTOR_BACKBONES)}.
+Split of the full training: {split["train"]} train / {split["validation"]} validation (early stopping) / {split["test"]} test.
+Offered as better than the quick model: **{m["better_than_quick"]}**. Settings: epochs {settings.PICTOR_FINETUNE_EPOCHS},
+time cap {settings.PICTOR_FINETUNE_SECONDS:.0f} s, resolution {res}, backbones {",".join(settings.PICTOR_BACKBONES)}.
 """
     print(table)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -131,7 +131,9 @@ def handler404(request, exception=None):
 
 def handler500(request):
     if _is_api(request):
-        return JsonResponse(error_body("server_error", "Something went wrong on the server; it was logged."), status=500)
+        return JsonResponse(
+            error_body("server_error", "Something went wrong on the server; it was logged."), status=500
+        )
     from django.views.defaults import server_error
 
     return server_error(request)

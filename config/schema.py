@@ -61,7 +61,8 @@ class ErrorDetailSerializer(s.Serializer):
     )
     message = s.CharField(help_text="A human sentence.")
     fields = s.DictField(
-        child=s.ListField(child=s.CharField()), required=False,
+        child=s.ListField(child=s.CharField()),
+        required=False,
         help_text="Validation errors by parameter or field name.",
     )
 
@@ -90,7 +91,10 @@ _ERRORS = {
 }
 
 RETRY_AFTER = OpenApiParameter(
-    "Retry-After", OpenApiTypes.INT, OpenApiParameter.HEADER, response=[429],
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[429],
     description="Seconds to wait before the next request.",
 )
 
@@ -108,8 +112,13 @@ def errors(*codes: int, **overrides) -> dict:
 def endpoint(operation_id: str, *, tag: str, summary: str, responses: dict, parameters=(), request=None, **kwargs):
     """@extend_schema for one API operation; every operation may answer 429 with Retry-After."""
     return extend_schema(
-        operation_id=operation_id, tags=[tag], summary=summary, parameters=[*parameters, RETRY_AFTER],
-        request=request, responses=responses, **kwargs,
+        operation_id=operation_id,
+        tags=[tag],
+        summary=summary,
+        parameters=[*parameters, RETRY_AFTER],
+        request=request,
+        responses=responses,
+        **kwargs,
     )
 
 
@@ -135,8 +144,10 @@ def image_errors(*codes: int, failed, **overrides) -> dict:
     """Errors of endpoints that take images: 400/413/415 carry the per-item errors when all failed."""
     out = errors(400, 413, 415, *codes, **overrides)
     for code in (400, 413, 415):
-        out[code] = OpenApiResponse(failed, description=_ERRORS[code] + " When every image of a batch failed, "
-                                    "the body also lists each one's error.")
+        out[code] = OpenApiResponse(
+            failed,
+            description=_ERRORS[code] + " When every image of a batch failed, the body also lists each one's error.",
+        )
     return out
 
 
@@ -144,9 +155,10 @@ _PNG_8x8 = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0w
 IMAGE_EXAMPLES = [
     OpenApiExample("one image", value={"data": _PNG_8x8}, request_only=True, media_type="application/json"),
     OpenApiExample(
-        "two images", value={"items": [{"data": _PNG_8x8}, {"data": _PNG_8x8}]}, request_only=True,
+        "two images",
+        value={"items": [{"data": _PNG_8x8}, {"data": _PNG_8x8}]},
+        request_only=True,
         media_type="application/json",
     ),
 ]
 NO_CONTENT = OpenApiResponse(None, description="Done.")
-

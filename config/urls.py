@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitVie
 from inference.api import InvokeView, PretrainedInvokeView
 from projects.api import ProjectDetailView
 
+
 class SchemaView(SpectacularAPIView):
     """The schema as YAML (default) or JSON: `?format=json` (DRF's own ?format= switch is off, since
     format= belongs to the invoke contract) or `Accept: application/vnd.oai.openapi+json`."""

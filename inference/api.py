@@ -27,8 +27,9 @@ def _answer(items: list[services.InvokeItem], bodies: dict, *, failed_serializer
     if len(items) == 1:
         item, body = pairs[0]
         if item.error is not None:
-            return Response({"error": {"code": item.error.code, "message": item.error.message}},
-                            status=item.error.http_status)
+            return Response(
+                {"error": {"code": item.error.code, "message": item.error.message}}, status=item.error.http_status
+            )
         return Response(io.render_answer(body))
     failed = [i for i in items if i.error is not None]
     if not failed:
@@ -45,18 +46,24 @@ class InvokeView(APIView):
     parser_classes = [JSONParser, MultiPartParser]
 
     @doc.endpoint(
-        "invoke", tag="invoke", parameters=[doc.PROJECT, io.InvokeFilterSerializer],
+        "invoke",
+        tag="invoke",
+        parameters=[doc.PROJECT, io.InvokeFilterSerializer],
         summary="Classify images with the deployed model (or the one named by ?model=)",
-        description="One image (multipart `file`, or JSON `{\"data\"}`) answers with its result object; several "
-        "(repeated `file` parts, or JSON `{\"items\": [...]}`) answer `{\"results\": [...]}` in order, 207 "
+        description='One image (multipart `file`, or JSON `{"data"}`) answers with its result object; several '
+        '(repeated `file` parts, or JSON `{"items": [...]}`) answer `{"results": [...]}` in order, 207 '
         "when some images failed. Single-label results carry `label`/`confidence`, multi-label ones `present`; "
         "`?format=series` wraps each label as an entry of the engine output format.",
-        request=io.INVOKE_REQUEST, examples=doc.IMAGE_EXAMPLES,
+        request=io.INVOKE_REQUEST,
+        examples=doc.IMAGE_EXAMPLES,
         responses={
             200: io.INVOKE_OK,
             207: OpenApiResponse(io.InvokeBatchResultSerializer, description="Some images failed, some were answered."),
-            **doc.image_errors(409, failed=io.InvokeFailedSerializer,
-                               r409="`no_model`: nothing is deployed yet and no model was named."),
+            **doc.image_errors(
+                409,
+                failed=io.InvokeFailedSerializer,
+                r409="`no_model`: nothing is deployed yet and no model was named.",
+            ),
         },
     )
     def post(self, request, project_id):
@@ -70,11 +77,20 @@ class InvokeView(APIView):
         items = _items(request)
         try:
             services.invoke(
-                project=project, items=items, model_id=str(q["model"]) if q["model"] else None, top_k=q["top_k"],
-                capture=q["capture"], explain=q["explain"], user=access.user,
+                project=project,
+                items=items,
+                model_id=str(q["model"]) if q["model"] else None,
+                top_k=q["top_k"],
+                capture=q["capture"],
+                explain=q["explain"],
+                user=access.user,
             )
         except services.NoModel:
-            raise ApiError("no_model", "No model is deployed in this project yet; train and deploy one, or name one with ?model=.", 409) from None
+            raise ApiError(
+                "no_model",
+                "No model is deployed in this project yet; train and deploy one, or name one with ?model=.",
+                409,
+            ) from None
         except services.UnknownModel:
             raise ApiError("not_found", "No such model in this project.", 404) from None
 
@@ -94,16 +110,21 @@ class InvokeView(APIView):
             if q["format"] != "series":
                 bodies[id(item)] = item.result
                 continue
-            uri = image_uri(item.result["sample_id"]) if "sample_id" in item.result else services.stored_uri(
-                project=project, sha256=item.image.sha256, build_uri=image_uri
+            uri = (
+                image_uri(item.result["sample_id"])
+                if "sample_id" in item.result
+                else services.stored_uri(project=project, sha256=item.image.sha256, build_uri=image_uri)
             )
-            body = services.series(project=project, result=item.result, uri=uri, pretrained=pretrained_labels.get(id(item)))
+            body = services.series(
+                project=project, result=item.result, uri=uri, pretrained=pretrained_labels.get(id(item))
+            )
             for key in ("sample_id", "explanation"):
                 if key in item.result:
                     body[key] = item.result[key]
             bodies[id(item)] = body
-        return _answer(items, bodies, failed_serializer=io.InvokeFailedSerializer,
-                       batch_serializer=io.InvokeBatchResultSerializer)
+        return _answer(
+            items, bodies, failed_serializer=io.InvokeFailedSerializer, batch_serializer=io.InvokeBatchResultSerializer
+        )
 
 
 class PretrainedInvokeView(APIView):
@@ -112,9 +133,12 @@ class PretrainedInvokeView(APIView):
     parser_classes = [JSONParser, MultiPartParser]
 
     @doc.endpoint(
-        "pretrained_invoke", tag="invoke", parameters=[io.PretrainedFilterSerializer],
+        "pretrained_invoke",
+        tag="invoke",
+        parameters=[io.PretrainedFilterSerializer],
         summary="ImageNet-1k labels from the built-in backbone (any valid key or signed-in user)",
-        request=io.INVOKE_REQUEST, examples=doc.IMAGE_EXAMPLES,
+        request=io.INVOKE_REQUEST,
+        examples=doc.IMAGE_EXAMPLES,
         responses={
             200: io.PRETRAINED_OK,
             207: OpenApiResponse(io.PretrainedBatchSerializer, description="Some images failed."),
@@ -131,7 +155,15 @@ class PretrainedInvokeView(APIView):
         bodies = {}
         for item, top in zip(valid, tops):
             labels = [{"label": name, "confidence": round(float(p), 6), "index": idx} for idx, name, p in top]
-            bodies[id(item)] = {"label": labels[0]["label"], "confidence": labels[0]["confidence"], "labels": labels,
-                                "model": {"id": "imagenet", "version": "efficientnet-lite0"}}
-        return _answer(items, bodies, failed_serializer=io.PretrainedFailedSerializer,
-                       batch_serializer=io.PretrainedBatchSerializer)
+            bodies[id(item)] = {
+                "label": labels[0]["label"],
+                "confidence": labels[0]["confidence"],
+                "labels": labels,
+                "model": {"id": "imagenet", "version": "efficientnet-lite0"},
+            }
+        return _answer(
+            items,
+            bodies,
+            failed_serializer=io.PretrainedFailedSerializer,
+            batch_serializer=io.PretrainedBatchSerializer,
+        )

@@ -19,19 +19,41 @@ from training.serializers import (
 
 
 class InvokeFilterSerializer(s.Serializer):
-    top_k = s.IntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=10_000,
-                           help_text="Return only the N most confident labels (default all).")
-    format = s.ChoiceField(choices=["json", "series"], required=False, default="json",
-                           help_text="`series`: the engine output format.")
-    pretrained = s.IntegerField(required=False, allow_null=True, default=None, min_value=1, max_value=20,
-                                help_text="With format=series: add the N best ImageNet labels.")
-    explain = s.BooleanField(required=False, default=False,
-                             help_text="Add an occlusion heat map of the top label (slow: at most "
-                             "PICTOR_MAX_EXPLAIN images per request).")
-    capture = s.BooleanField(required=False, default=False,
-                             help_text="Store the image as an unlabeled sample of the project; adds `sample_id`.")
-    model = s.UUIDField(required=False, allow_null=True, default=None,
-                        help_text="Answer with this model version instead of the deployed one.")
+    top_k = s.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=10_000,
+        help_text="Return only the N most confident labels (default all).",
+    )
+    format = s.ChoiceField(
+        choices=["json", "series"], required=False, default="json", help_text="`series`: the engine output format."
+    )
+    pretrained = s.IntegerField(
+        required=False,
+        allow_null=True,
+        default=None,
+        min_value=1,
+        max_value=20,
+        help_text="With format=series: add the N best ImageNet labels.",
+    )
+    explain = s.BooleanField(
+        required=False,
+        default=False,
+        help_text="Add an occlusion heat map of the top label (slow: at most PICTOR_MAX_EXPLAIN images per request).",
+    )
+    capture = s.BooleanField(
+        required=False,
+        default=False,
+        help_text="Store the image as an unlabeled sample of the project; adds `sample_id`.",
+    )
+    model = s.UUIDField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Answer with this model version instead of the deployed one.",
+    )
 
     def validate(self, attrs):
         attrs["format"] = attrs.get("format") or "json"
@@ -39,7 +61,9 @@ class InvokeFilterSerializer(s.Serializer):
 
 
 class PretrainedFilterSerializer(s.Serializer):
-    top_k = s.IntegerField(required=False, default=5, min_value=1, max_value=1000, help_text="How many ImageNet labels.")
+    top_k = s.IntegerField(
+        required=False, default=5, min_value=1, max_value=1000, help_text="How many ImageNet labels."
+    )
 
 
 # --- bodies --------------------------------------------------------------------------------------
@@ -50,8 +74,11 @@ class InvokeItemSerializer(s.Serializer):
 
 
 class InvokeBatchSerializer(s.Serializer):
-    items = InvokeItemSerializer(many=True, allow_empty=False,
-                                 help_text="At most PICTOR_MAX_ITEMS images (default 64); more answer 413 `too_large`.")
+    items = InvokeItemSerializer(
+        many=True,
+        allow_empty=False,
+        help_text="At most PICTOR_MAX_ITEMS images (default 64); more answer 413 `too_large`.",
+    )
 
     def to_internal_value(self, data):
         if isinstance(data, dict) and isinstance(data.get("items"), list):
@@ -60,8 +87,11 @@ class InvokeBatchSerializer(s.Serializer):
 
 
 class InvokeMultipartSerializer(s.Serializer):
-    file = s.ListField(child=s.FileField(allow_empty_file=True), allow_empty=False,
-                       help_text="One or more image files (repeat the part); at most PICTOR_MAX_ITEMS.")
+    file = s.ListField(
+        child=s.FileField(allow_empty_file=True),
+        allow_empty=False,
+        help_text="One or more image files (repeat the part); at most PICTOR_MAX_ITEMS.",
+    )
 
 
 INVOKE_REQUEST = {
@@ -156,7 +186,12 @@ def render_answer(body: dict) -> dict:
 @extend_schema_field(
     PolymorphicProxySerializer(
         component_name="InvokeBatchEntry",
-        serializers=[SingleLabelResultSerializer, MultiLabelResultSerializer, SeriesResultSerializer, ItemErrorSerializer],
+        serializers=[
+            SingleLabelResultSerializer,
+            MultiLabelResultSerializer,
+            SeriesResultSerializer,
+            ItemErrorSerializer,
+        ],
         resource_type_field_name=None,
         many=False,
     )
@@ -180,8 +215,12 @@ class InvokeFailedSerializer(s.Serializer):
 
 INVOKE_OK = PolymorphicProxySerializer(
     component_name="InvokeResponse",
-    serializers=[SingleLabelResultSerializer, MultiLabelResultSerializer, SeriesResultSerializer,
-                 InvokeBatchResultSerializer],
+    serializers=[
+        SingleLabelResultSerializer,
+        MultiLabelResultSerializer,
+        SeriesResultSerializer,
+        InvokeBatchResultSerializer,
+    ],
     resource_type_field_name=None,
     many=False,
 )

@@ -38,12 +38,16 @@ class TooLarge(ApiError):
 def request_limits_check(*, count: int, explain: bool = False) -> None:
     """PICTOR_MAX_ITEMS images per request; with explain, PICTOR_MAX_EXPLAIN (explain costs seconds of CPU each)."""
     if count > settings.PICTOR_MAX_ITEMS:
-        raise TooLarge(f"At most {settings.PICTOR_MAX_ITEMS} images per request (PICTOR_MAX_ITEMS); this one has {count}.",
-                       limit_name="items", limit=settings.PICTOR_MAX_ITEMS)
+        raise TooLarge(
+            f"At most {settings.PICTOR_MAX_ITEMS} images per request (PICTOR_MAX_ITEMS); this one has {count}.",
+            limit_name="items",
+            limit=settings.PICTOR_MAX_ITEMS,
+        )
     if explain and count > settings.PICTOR_MAX_EXPLAIN:
         raise TooLarge(
             f"Explain takes at most {settings.PICTOR_MAX_EXPLAIN} images per request (PICTOR_MAX_EXPLAIN); this one has {count}.",
-            limit_name="explain", limit=settings.PICTOR_MAX_EXPLAIN,
+            limit_name="explain",
+            limit=settings.PICTOR_MAX_EXPLAIN,
         )
 
 
@@ -111,15 +115,24 @@ def result_object(*, model: ModelVersion, probs: np.ndarray, top_k: int | None) 
     if model.project.is_multi_label:
         th = model.thresholds or [0.5] * len(model.label_names)
         labels = [
-            {"label": model.label_names[i], "confidence": round(float(probs[i]), 6), "threshold": round(float(th[i]), 6),
-             "present": bool(probs[i] >= th[i])}
+            {
+                "label": model.label_names[i],
+                "confidence": round(float(probs[i]), 6),
+                "threshold": round(float(th[i]), 6),
+                "present": bool(probs[i] >= th[i]),
+            }
             for i in order
         ]
         present = [x["label"] for x in labels if x["present"]]
         return {"present": present, "labels": labels[:top_k] if top_k else labels, "model": ref}
     labels = [{"label": model.label_names[i], "confidence": round(float(probs[i]), 6)} for i in order]
     best = labels[0]
-    return {"label": best["label"], "confidence": best["confidence"], "labels": labels[:top_k] if top_k else labels, "model": ref}
+    return {
+        "label": best["label"],
+        "confidence": best["confidence"],
+        "labels": labels[:top_k] if top_k else labels,
+        "model": ref,
+    }
 
 
 def _wants_capture(project: Project, requested: bool, probs: np.ndarray) -> bool:
@@ -157,8 +170,10 @@ def invoke(
             item.result = result_object(model=model, probs=probs, top_k=top_k)
             if _wants_capture(project, capture, probs):
                 report = labeling_services.samples_ingest(
-                    project=project, items=[labeling_services.IngestItem(filename=item.filename or "capture", data=item.data)],
-                    user=user, source=Sample.Source.CAPTURE,
+                    project=project,
+                    items=[labeling_services.IngestItem(filename=item.filename or "capture", data=item.data)],
+                    user=user,
+                    source=Sample.Source.CAPTURE,
                 )
                 (r,) = report.results
                 if r.ok:

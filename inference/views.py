@@ -40,7 +40,9 @@ def api_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
 def api_key_create(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     try:
         key_obj, key = keys.api_key_create(
-            project=access.project, name=request.POST.get("name", ""), scope=request.POST.get("scope", ""),
+            project=access.project,
+            name=request.POST.get("name", ""),
+            scope=request.POST.get("scope", ""),
             created_by=request.user,
         )
     except ValidationError as exc:
@@ -78,5 +80,7 @@ def sample_explain(request: HttpRequest, access: ProjectAccess, sample_id) -> Ht
     except services.NoModel:
         return JsonResponse({"error": {"code": "no_model", "message": "Deploy a model first."}}, status=409)
     if item.error is not None:
-        return JsonResponse({"error": {"code": item.error.code, "message": item.error.message}}, status=item.error.http_status)
+        return JsonResponse(
+            {"error": {"code": item.error.code, "message": item.error.message}}, status=item.error.http_status
+        )
     return JsonResponse(item.result)

@@ -37,16 +37,21 @@ def ingest_response(request: Request, report: services.IngestReport) -> Response
     context = {"request": request}
     failed = [r for r in report.results if not r.ok]
     if not failed:
-        return Response(io.SamplesCreatedSerializer({"samples": report.results}, context=context).data,
-                        status=status.HTTP_201_CREATED)
+        return Response(
+            io.SamplesCreatedSerializer({"samples": report.results}, context=context).data,
+            status=status.HTTP_201_CREATED,
+        )
     if len(failed) < len(report.results):
-        return Response(io.SamplesCreatedSerializer({"samples": report.results}, context=context).data,
-                        status=status.HTTP_207_MULTI_STATUS)
+        return Response(
+            io.SamplesCreatedSerializer({"samples": report.results}, context=context).data,
+            status=status.HTTP_207_MULTI_STATUS,
+        )
     codes = {r.error_code for r in failed}
     code = codes.pop() if len(codes) == 1 else "invalid"
     message = failed[0].error_message if len(failed) == 1 else f"None of the {len(failed)} files was accepted."
-    body = io.UploadFailedSerializer({"error": error_body(code, message)["error"], "samples": report.results},
-                                     context=context).data
+    body = io.UploadFailedSerializer(
+        {"error": error_body(code, message)["error"], "samples": report.results}, context=context
+    ).data
     return Response(body, status=HTTP_STATUS.get(code, 400))
 
 
@@ -54,7 +59,10 @@ class LabelListView(APIView):
     parser_classes = [JSONParser]
 
     @doc.endpoint(
-        "labels_list", tag="labels", parameters=[doc.PROJECT], summary="The project's labels",
+        "labels_list",
+        tag="labels",
+        parameters=[doc.PROJECT],
+        summary="The project's labels",
         responses={200: io.LabelListSerializer, **doc.errors()},
     )
     def get(self, request, project_id):
@@ -62,10 +70,15 @@ class LabelListView(APIView):
         return Response(io.LabelListSerializer({"results": selectors.label_list(project=access.project)}).data)
 
     @doc.endpoint(
-        "labels_create", tag="labels", parameters=[doc.PROJECT],
+        "labels_create",
+        tag="labels",
+        parameters=[doc.PROJECT],
         summary="Create a label (labeler and up, as on the labels page and by uploading with new names)",
         request=io.LabelCreateSerializer,
-        responses={201: io.LabelSerializer, **doc.errors(400, 409, 415, r409="`conflict`: a label with that name exists.")},
+        responses={
+            201: io.LabelSerializer,
+            **doc.errors(400, 409, 415, r409="`conflict`: a label with that name exists."),
+        },
     )
     def post(self, request, project_id):
         access = api_access(request, project_id, minimum=services.LABEL_CREATE_ROLE)
@@ -82,7 +95,9 @@ class SampleListView(APIView):
     parser_classes = [JSONParser, MultiPartParser]
 
     @doc.endpoint(
-        "samples_list", tag="samples", parameters=[doc.PROJECT, io.SampleFilterSerializer],
+        "samples_list",
+        tag="samples",
+        parameters=[doc.PROJECT, io.SampleFilterSerializer],
         summary="The project's samples, newest first, a page at a time",
         responses={200: io.SamplePageSerializer, **doc.errors(400)},
     )
@@ -100,12 +115,15 @@ class SampleListView(APIView):
         return paginator.get_paginated_response(io.SampleSerializer(page, many=True, context={"request": request}).data)
 
     @doc.endpoint(
-        "samples_create", tag="samples", parameters=[doc.PROJECT],
+        "samples_create",
+        tag="samples",
+        parameters=[doc.PROJECT],
         summary="Upload images (labeler and up): multipart `file` parts, or JSON with base64 data",
         description="Labels that don't exist yet are created. A file already in the project comes back with its "
         "existing id and `duplicate: true` (its labels are updated if labels were sent). A bad file in a batch "
         "fails only itself: 207 when the batch is mixed. A zip's folder names become labels.",
-        request=io.UPLOAD_REQUEST, examples=doc.IMAGE_EXAMPLES,
+        request=io.UPLOAD_REQUEST,
+        examples=doc.IMAGE_EXAMPLES,
         responses={
             201: io.SamplesCreatedSerializer,
             207: OpenApiResponse(io.SamplesCreatedSerializer, description="Some files failed, some went in."),
@@ -133,7 +151,9 @@ class SampleDetailSerializer(io.SampleSerializer):
 
 class SampleDetailView(APIView):
     @doc.endpoint(
-        "sample_retrieve", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE],
+        "sample_retrieve",
+        tag="samples",
+        parameters=[doc.PROJECT, doc.SAMPLE],
         summary="One sample, with the deployed model's prediction",
         responses={200: SampleDetailSerializer, **doc.errors()},
     )
@@ -146,7 +166,10 @@ class SampleDetailView(APIView):
         return Response(SampleDetailSerializer(sample, context={"request": request}).data)
 
     @doc.endpoint(
-        "sample_delete", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="Delete a sample (labeler and up)",
+        "sample_delete",
+        tag="samples",
+        parameters=[doc.PROJECT, doc.SAMPLE],
+        summary="Delete a sample (labeler and up)",
         responses={204: doc.NO_CONTENT, **doc.errors()},
     )
     def delete(self, request, project_id, sample_id):
@@ -159,8 +182,11 @@ class SampleLabelsView(APIView):
     parser_classes = [JSONParser]
 
     @doc.endpoint(
-        "sample_labels_update", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE],
-        summary="Set a sample's labels (labeler and up)", request=io.SampleLabelsSerializer,
+        "sample_labels_update",
+        tag="samples",
+        parameters=[doc.PROJECT, doc.SAMPLE],
+        summary="Set a sample's labels (labeler and up)",
+        request=io.SampleLabelsSerializer,
         responses={200: io.SampleSerializer, **doc.errors(400, 415)},
     )
     def put(self, request, project_id, sample_id):
@@ -172,7 +198,9 @@ class SampleLabelsView(APIView):
         form.is_valid(raise_exception=True)
         via = LabelEvent.Via.API if access.api_key is not None else LabelEvent.Via.WEB
         try:
-            sample = services.sample_labels_set(sample=sample, names=form.validated_data["labels"], user=access.user, via=via)
+            sample = services.sample_labels_set(
+                sample=sample, names=form.validated_data["labels"], user=access.user, via=via
+            )
         except ValidationError as exc:
             raise ApiError("invalid", " ".join(exc.messages), 400) from None
         sample = selectors.sample_get(project=access.project, sample_id=sample.pk)
@@ -199,7 +227,10 @@ class _SampleFileView(APIView):
 
 @extend_schema_view(
     get=doc.endpoint(
-        "sample_image", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="The sample's original image file",
+        "sample_image",
+        tag="samples",
+        parameters=[doc.PROJECT, doc.SAMPLE],
+        summary="The sample's original image file",
         responses={**doc.binary("image/*", "The file as uploaded (its own image type)."), **doc.errors()},
     )
 )
@@ -209,7 +240,10 @@ class SampleImageView(_SampleFileView):
 
 @extend_schema_view(
     get=doc.endpoint(
-        "sample_thumbnail", tag="samples", parameters=[doc.PROJECT, doc.SAMPLE], summary="The sample's thumbnail (WebP)",
+        "sample_thumbnail",
+        tag="samples",
+        parameters=[doc.PROJECT, doc.SAMPLE],
+        summary="The sample's thumbnail (WebP)",
         responses={**doc.binary("image/webp", "A small WebP image."), **doc.errors()},
     )
 )
@@ -221,7 +255,9 @@ class SampleNextView(APIView):
     """The samples the active learner wants labeled next, leased to the caller so teammates get others."""
 
     @doc.endpoint(
-        "samples_next", tag="samples", parameters=[doc.PROJECT, io.NextFilterSerializer],
+        "samples_next",
+        tag="samples",
+        parameters=[doc.PROJECT, io.NextFilterSerializer],
         summary="The unlabeled samples the active learner wants labeled next (labeler and up)",
         description="They are leased to the caller for a while, so teammates get others.",
         responses={200: io.NextSamplesSerializer, **doc.errors(400)},
@@ -233,7 +269,9 @@ class SampleNextView(APIView):
         access = api_access(request, project_id, minimum=Role.LABELER)
         query = io.NextFilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        holder = queue.holder_for_key(access.api_key) if access.api_key is not None else queue.holder_for_user(request.user)
+        holder = (
+            queue.holder_for_key(access.api_key) if access.api_key is not None else queue.holder_for_user(request.user)
+        )
         items = queue.queue_claim(project=access.project, holder=holder, count=query.validated_data["count"])
         suggestions = suggestions_for(project=access.project, samples=[i.sample for i in items])
         for item in items:
@@ -245,7 +283,9 @@ class ProjectExportView(APIView):
     """GET .../export: the dataset as a zip (spooled to disk past 64 MB, streamed back)."""
 
     @doc.endpoint(
-        "project_export", tag="projects", parameters=[doc.PROJECT],
+        "project_export",
+        tag="projects",
+        parameters=[doc.PROJECT],
         summary="The dataset as a zip: a folder per label (multi-label: labels.csv) plus samples.csv",
         responses={**doc.binary("application/zip", "A zip file."), **doc.errors()},
     )

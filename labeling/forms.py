@@ -2,9 +2,7 @@ from django import forms
 
 
 class SampleFilterForm(forms.Form):
-    labeled = forms.ChoiceField(
-        choices=[("", "All"), ("false", "Unlabeled"), ("true", "Labeled")], required=False
-    )
+    labeled = forms.ChoiceField(choices=[("", "All"), ("false", "Unlabeled"), ("true", "Labeled")], required=False)
     label = forms.CharField(required=False)
 
     def labeled_value(self) -> bool | None:

@@ -13,6 +13,7 @@ def sample_extras(*, sample) -> dict:
         context.update(fn(sample))
     return context
 
+
 # SUGGESTERS: fn(project, samples) -> {sample_id: {"label": str, "confidence": float}} from the
 # current model (the training app registers one); the labeling page pre-selects the suggestion.
 SUGGESTERS: list = []
@@ -24,6 +25,7 @@ def suggestions_for(*, project, samples) -> dict:
         out.update(fn(project, samples))
     return out
 
+
 # PREDICTORS: fn(sample) -> the deployed model's result object for the sample, or None.
 PREDICTORS: list = []
 
@@ -34,6 +36,7 @@ def prediction_for(*, sample):
         if result is not None:
             return result
     return None
+
 
 # QUEUE_REFRESHERS: fn(project, want) recomputes the active learner's batch now (the training app
 # registers one). The queue calls it at claim time when the stored batch is older than the latest

@@ -292,6 +292,7 @@ def _bomb_error(exc: Exception, limit: int) -> ImageError:
     m = _PIL_BOMB_PIXELS.search(str(exc))
     return ImageError("too_large", _pixels_message(int(m[1]) if m else None, limit))
 
+
 # Broad on purpose: Pillow's decoders raise a zoo of types on hostile input
 # (OSError, SyntaxError, ValueError, struct.error, IndexError, EOFError,
 # ZeroDivisionError...). For an upload any of them means "not a valid image"; a 500

@@ -21,8 +21,16 @@ def _key_order(label) -> tuple:
     return (keys.index(label.shortcut) if label.shortcut in keys and label.shortcut else len(keys), label.name)
 
 
-def _context(request: HttpRequest, access: ProjectAccess, *, current: Sample | None, following: Sample | None = None,
-             back: int = 0, score: float | None = None, error: str | None = None) -> dict:
+def _context(
+    request: HttpRequest,
+    access: ProjectAccess,
+    *,
+    current: Sample | None,
+    following: Sample | None = None,
+    back: int = 0,
+    score: float | None = None,
+    error: str | None = None,
+) -> dict:
     project = access.project
     suggestion = None
     if current is not None:
@@ -55,8 +63,14 @@ def _next(request: HttpRequest, access: ProjectAccess, error: str | None = None)
     items = queue.queue_claim(project=access.project, holder=queue.holder_for_user(request.user), count=2)
     current = items[0] if items else None
     following = items[1].sample if len(items) > 1 else None
-    return _render(request, access, current=current.sample if current else None, following=following,
-                   score=current.score if current else None, error=error)
+    return _render(
+        request,
+        access,
+        current=current.sample if current else None,
+        following=following,
+        score=current.score if current else None,
+        error=error,
+    )
 
 
 def _after_post(request: HttpRequest, access: ProjectAccess, error: str | None = None) -> HttpResponse:
@@ -106,8 +120,11 @@ def label_undo(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     # The undone sample comes back to this labeler first.
     queue.lease_release(sample=sample)
     queue.queue_claim(project=access.project, holder=queue.holder_for_user(request.user), count=1)
-    return _render(request, access, current=sample, back=0) if request.htmx else redirect(
-        "label_session", project_id=access.project.pk)
+    return (
+        _render(request, access, current=sample, back=0)
+        if request.htmx
+        else redirect("label_session", project_id=access.project.pk)
+    )
 
 
 @project_view(Role.LABELER)

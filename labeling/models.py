@@ -79,6 +79,7 @@ class LabelEvent(models.Model):
     )
     old = models.JSONField(default=list)
     new = models.JSONField(default=list)
+
     class Via(models.TextChoices):
         WEB = "web", "web page or API session"
         API = "api", "API key"

@@ -48,11 +48,15 @@ def _available(project: Project, holder: str, now) -> QuerySet[Sample]:
 def _try_lease(sample: Sample, holder: str, now, ttl: timedelta) -> bool:
     expires = now + ttl
     # An expired lease is taken over with a conditional UPDATE: of two racers only one matches.
-    taken = bool(Lease.objects.filter(sample=sample, expires__lte=now).update(holder=holder, expires=expires, created=now))
+    taken = bool(
+        Lease.objects.filter(sample=sample, expires__lte=now).update(holder=holder, expires=expires, created=now)
+    )
     if not taken:
         try:
             with transaction.atomic():
-                Lease.objects.create(sample=sample, project_id=sample.project_id, holder=holder, expires=expires, created=now)
+                Lease.objects.create(
+                    sample=sample, project_id=sample.project_id, holder=holder, expires=expires, created=now
+                )
             taken = True
         except IntegrityError:
             return False

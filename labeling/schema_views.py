@@ -18,8 +18,13 @@ def _page(request: HttpRequest, access: ProjectAccess, status: int = 200, **extr
     template = "labeling/labels.html"
     if request.htmx:
         template += "#label-table"
-    context = {"access": access, "project": access.project, "labels": selectors.label_list(project=access.project),
-               "can_create_labels": access.can(services.LABEL_CREATE_ROLE), **extra}
+    context = {
+        "access": access,
+        "project": access.project,
+        "labels": selectors.label_list(project=access.project),
+        "can_create_labels": access.can(services.LABEL_CREATE_ROLE),
+        **extra,
+    }
     return render(request, template, context, status=status)
 
 

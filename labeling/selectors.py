@@ -62,7 +62,10 @@ def labeler_counts(*, project: Project) -> list[dict]:
     events = LabelEvent.objects.filter(sample__project=project, user__isnull=False).exclude(new=[])
     total = dict(events.values_list("user").annotate(n=Count("sample", distinct=True)).values_list("user", "n"))
     today = dict(
-        events.filter(created__gte=start).values_list("user").annotate(n=Count("sample", distinct=True)).values_list("user", "n")
+        events.filter(created__gte=start)
+        .values_list("user")
+        .annotate(n=Count("sample", distinct=True))
+        .values_list("user", "n")
     )
     users = get_user_model().objects.in_bulk(list(total))
     rows = [{"user": users[u], "today": today.get(u, 0), "total": n} for u, n in total.items() if u in users]

@@ -67,8 +67,12 @@ def check_item_count(count: int) -> None:
     """More images than one request may carry → 413 too_large, naming the limit (API.md "Limits")."""
     limit = settings.PICTOR_MAX_ITEMS
     if count > limit:
-        raise ApiError("too_large", f"At most {limit} images per request; this one has {count}.", 413,
-                       {"items": [f"at most {limit}"]})
+        raise ApiError(
+            "too_large",
+            f"At most {limit} images per request; this one has {count}.",
+            413,
+            {"items": [f"at most {limit}"]},
+        )
 
 
 # --- uploads (POST .../samples) ------------------------------------------------------------------
@@ -94,10 +98,17 @@ class UploadBatchSerializer(s.Serializer):
 
 
 class UploadMultipartSerializer(s.Serializer):
-    file = s.ListField(child=s.FileField(allow_empty_file=True), allow_empty=False, help_text="One or more image files (repeat the part). "
-                       + _items_limit_text())
-    label = s.ListField(child=s.CharField(allow_blank=True), required=False, default=list,
-                        help_text="Labels for every file (repeatable).")
+    file = s.ListField(
+        child=s.FileField(allow_empty_file=True),
+        allow_empty=False,
+        help_text="One or more image files (repeat the part). " + _items_limit_text(),
+    )
+    label = s.ListField(
+        child=s.CharField(allow_blank=True),
+        required=False,
+        default=list,
+        help_text="Labels for every file (repeatable).",
+    )
 
     def validate_file(self, value):
         check_item_count(len(value))
@@ -124,7 +135,9 @@ def uploaded_files(request) -> list[dict]:
         form = UploadMultipartSerializer(data={"file": files, "label": request.data.getlist("label")})
         form.is_valid(raise_exception=True)
         labels = [v for v in form.validated_data["label"] if v.strip()]
-        return [{"filename": f.name or "", "data": f.read(), "labels": list(labels)} for f in form.validated_data["file"]]
+        return [
+            {"filename": f.name or "", "data": f.read(), "labels": list(labels)} for f in form.validated_data["file"]
+        ]
     body = request.data
     if not isinstance(body, dict):
         raise s.ValidationError({"non_field_errors": ["Send a JSON object with 'data' or 'items'."]})
@@ -146,17 +159,29 @@ def uploaded_files(request) -> list[dict]:
 
 
 class SampleFilterSerializer(s.Serializer):
-    labeled = s.BooleanField(required=False, allow_null=True, default=None,
-                             help_text="Only labeled (true) or only unlabeled (false) samples.")
-    label = CleanTextField(required=False, allow_blank=True, default="", max_length=200,
-                        help_text="Only samples with this label (by name).")
+    labeled = s.BooleanField(
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="Only labeled (true) or only unlabeled (false) samples.",
+    )
+    label = CleanTextField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=200,
+        help_text="Only samples with this label (by name).",
+    )
     page = s.IntegerField(required=False, min_value=1, help_text="Page number, from 1.")
-    page_size = s.IntegerField(required=False, min_value=1, max_value=500,
-                               help_text="Results per page (default 50, at most 500).")
+    page_size = s.IntegerField(
+        required=False, min_value=1, max_value=500, help_text="Results per page (default 50, at most 500)."
+    )
 
 
 class NextFilterSerializer(s.Serializer):
-    count = s.IntegerField(required=False, default=1, min_value=1, max_value=100, help_text="How many samples, 1 to 100.")
+    count = s.IntegerField(
+        required=False, default=1, min_value=1, max_value=100, help_text="How many samples, 1 to 100."
+    )
 
 
 # --- inputs --------------------------------------------------------------------------------------
@@ -167,8 +192,11 @@ class LabelCreateSerializer(s.Serializer):
 
 
 class SampleLabelsSerializer(s.Serializer):
-    labels = s.ListField(child=s.CharField(allow_blank=True, trim_whitespace=False), allow_empty=True,
-                         help_text="Label names (single-label projects: one, or [] to clear).")
+    labels = s.ListField(
+        child=s.CharField(allow_blank=True, trim_whitespace=False),
+        allow_empty=True,
+        help_text="Label names (single-label projects: one, or [] to clear).",
+    )
 
 
 # --- outputs -------------------------------------------------------------------------------------

@@ -118,9 +118,7 @@ def _check_label_count(project: Project, labels: list[Label]) -> None:
 
 
 @transaction.atomic
-def sample_labels_set(
-    *, sample: Sample, names: list[str], user: AbstractBaseUser | None, via: str = "web"
-) -> Sample:
+def sample_labels_set(*, sample: Sample, names: list[str], user: AbstractBaseUser | None, via: str = "web") -> Sample:
     """Replace a sample's labels, keep labeled_at in step and record the change in the audit trail."""
     project = sample.project
     labels = labels_get_or_create(project=project, names=names)
@@ -231,7 +229,11 @@ def label_delete(*, label: Label, user: AbstractBaseUser | None) -> int:
     """Remove the label from every sample (recorded in their history), then delete it."""
     affected = 0
     for sample in Sample.objects.filter(sample_labels__label=label).distinct():
-        names = [n for n in SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True) if n != label.name]
+        names = [
+            n
+            for n in SampleLabel.objects.filter(sample=sample).values_list("label__name", flat=True)
+            if n != label.name
+        ]
         sample_labels_set(sample=sample, names=names, user=user, via=LabelEvent.Via.LABEL_DELETE)
         affected += 1
     label.delete()
@@ -310,7 +312,8 @@ def expand_uploads(items: list[IngestItem], *, limits: images.ImageLimits) -> It
                 yield IngestItem(filename=m.path, data=m.data, labels=labels)
         if empty:
             yield IngestResult(
-                filename=item.filename, error_code="invalid",
+                filename=item.filename,
+                error_code="invalid",
                 error_message="The archive holds no images (hidden files, __MACOSX and non-image files are skipped).",
             )
 
@@ -378,9 +381,7 @@ def sample_ingest_one(
     else:
         result.duplicate = True
     if label_objs:
-        existing = sample_labels_set(
-            sample=existing, names=[lab.name for lab in label_objs], user=user, via=source
-        )
+        existing = sample_labels_set(sample=existing, names=[lab.name for lab in label_objs], user=user, via=source)
     result.sample = existing
     return result
 

@@ -129,7 +129,9 @@ def iter_zip(data_or_file: bytes | bytearray | memoryview | BinaryIO, *, limits:
 
     A file object must be seekable; it is not closed.
     """
-    fp: BinaryIO = io.BytesIO(data_or_file) if isinstance(data_or_file, (bytes, bytearray, memoryview)) else data_or_file
+    fp: BinaryIO = (
+        io.BytesIO(data_or_file) if isinstance(data_or_file, (bytes, bytearray, memoryview)) else data_or_file
+    )
     raw_entries = _declared_entry_count(fp)
     raw_cap = limits.zip_max_entries * _RAW_ENTRY_SLACK
     if raw_entries is not None and raw_entries > raw_cap:
@@ -215,14 +217,18 @@ def _entry_parts(info: zipfile.ZipInfo) -> list[str]:
     return [unicodedata.normalize("NFC", p) for p in parts]
 
 
-def _check_archive(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits: ImageLimits) -> list[tuple[zipfile.ZipInfo, list[str]]]:
+def _check_archive(
+    zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], limits: ImageLimits
+) -> list[tuple[zipfile.ZipInfo, list[str]]]:
     """Run every whole-archive check and return the image candidates with their parts."""
     files: list[tuple[zipfile.ZipInfo, list[str]]] = []
     total = packed = 0
     for info in infos:
         parts = _entry_parts(info)  # checked for every entry, junk included
         if info.flag_bits & 0x1 or info.compress_type == 99:
-            raise ZipError("invalid", f"Archive entry {info.orig_filename!r} is encrypted; upload an unencrypted archive.")
+            raise ZipError(
+                "invalid", f"Archive entry {info.orig_filename!r} is encrypted; upload an unencrypted archive."
+            )
         if (info.external_attr >> 16) & 0o170000 == 0o120000:
             raise ZipError("invalid", f"Archive entry {info.orig_filename!r} is a symbolic link.")
         if info.is_dir() or info.orig_filename.endswith("\\") or not parts:
@@ -295,7 +301,9 @@ def _wrapper_depth(all_parts: list[list[str]]) -> int:
     return depth
 
 
-def _iter_members(zf: zipfile.ZipFile, candidates: list[tuple[zipfile.ZipInfo, list[str]]], limits: ImageLimits) -> Iterator[ZipMember]:
+def _iter_members(
+    zf: zipfile.ZipFile, candidates: list[tuple[zipfile.ZipInfo, list[str]]], limits: ImageLimits
+) -> Iterator[ZipMember]:
     with zf:
         depth = _wrapper_depth([p for _, p in candidates])
         read_total = 0
@@ -332,12 +340,16 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ImageLimits,
                 if n > cap:
                     raise ZipError("invalid", f"Archive entry {info.orig_filename!r} is larger than its header says.")
                 if n > budget:
-                    raise ZipError("too_large", _size_message(n, limits.zip_max_total_bytes, "Archive expands to more than"))
+                    raise ZipError(
+                        "too_large", _size_message(n, limits.zip_max_total_bytes, "Archive expands to more than")
+                    )
                 chunks.append(chunk)
                 if n >= cap:
                     # One more read to reach EOF makes zipfile verify the CRC.
                     if f.read(1):
-                        raise ZipError("invalid", f"Archive entry {info.orig_filename!r} is larger than its header says.")
+                        raise ZipError(
+                            "invalid", f"Archive entry {info.orig_filename!r} is larger than its header says."
+                        )
                     break
     except ZipError:
         raise

@@ -10,7 +10,9 @@ from projects.serializers import ProjectSerializer
 
 class ProjectDetailView(APIView):
     @doc.endpoint(
-        "projects_retrieve", tag="projects", parameters=[doc.PROJECT],
+        "projects_retrieve",
+        tag="projects",
+        parameters=[doc.PROJECT],
         summary="The project: labels, sample counts and the deployed model (invoke keys may read it too)",
         responses={200: ProjectSerializer, **doc.errors()},
     )

@@ -30,7 +30,9 @@ class ProjectKeyAuthentication(authentication.BaseAuthentication):
 
             wait = auth_failure_hit(request)
             if wait is not None:  # guessing keys from one address: slowed down
-                raise exceptions.Throttled(wait=wait, detail="Too many failed authentications from this address.") from None
+                raise exceptions.Throttled(
+                    wait=wait, detail="Too many failed authentications from this address."
+                ) from None
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.") from None
         from projects.keys import api_key_record_use
 

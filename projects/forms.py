@@ -15,13 +15,9 @@ class ProjectCreateForm(forms.Form):
 class ProjectSettingsForm(forms.Form):
     name = forms.CharField(max_length=120)
     description = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
-    queue_strategy = forms.ChoiceField(
-        choices=Project.QueueStrategy.choices, label="Order of the labeling queue"
-    )
+    queue_strategy = forms.ChoiceField(choices=Project.QueueStrategy.choices, label="Order of the labeling queue")
     capture = forms.ChoiceField(choices=Project.Capture.choices, label="Keep invoked images as samples")
-    capture_threshold = forms.FloatField(
-        min_value=0.01, max_value=0.99, label="Uncertain below confidence"
-    )
+    capture_threshold = forms.FloatField(min_value=0.01, max_value=0.99, label="Uncertain below confidence")
 
 
 class ProjectDeleteForm(forms.Form):

@@ -27,14 +27,10 @@ class Project(models.Model):
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
     task = models.CharField(max_length=20, choices=Task.choices, default=Task.SINGLE_LABEL)
-    queue_strategy = models.CharField(
-        max_length=10, choices=QueueStrategy.choices, default=QueueStrategy.ACTIVE
-    )
+    queue_strategy = models.CharField(max_length=10, choices=QueueStrategy.choices, default=QueueStrategy.ACTIVE)
     capture = models.CharField(max_length=10, choices=Capture.choices, default=Capture.OFF)
     capture_threshold = models.FloatField(default=0.6)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
 
@@ -52,16 +48,12 @@ class Project(models.Model):
 class Membership(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
-    user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
-    )
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     role = models.CharField(max_length=10, choices=Role.choices)
     created = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")
-        ]
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="one_membership_per_user")]
         ordering = ["created"]
 
     def __str__(self) -> str:
@@ -76,9 +68,7 @@ class Invite(models.Model):
     # Only a hash is stored: a database leak must not hand out working invite links.
     token_hash = models.CharField(max_length=64, unique=True)
     role = models.CharField(max_length=10, choices=Role.choices)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
     expires = models.DateTimeField()
     used = models.DateTimeField(null=True, blank=True)

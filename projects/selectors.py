@@ -60,7 +60,7 @@ def member_list(*, project: Project) -> list[Membership]:
 
 def invite_list_open(*, project: Project) -> list[Invite]:
     return list(
-        Invite.objects.filter(
-            project=project, used__isnull=True, revoked=False, expires__gt=timezone.now()
-        ).order_by("-created")
+        Invite.objects.filter(project=project, used__isnull=True, revoked=False, expires__gt=timezone.now()).order_by(
+            "-created"
+        )
     )

@@ -91,9 +91,7 @@ def project_delete(*, project: Project, confirmation: str) -> None:
 
 
 def _owners_locked(project: Project) -> list[Membership]:
-    return list(
-        Membership.objects.select_for_update().filter(project=project, role=Role.OWNER).order_by("pk")
-    )
+    return list(Membership.objects.select_for_update().filter(project=project, role=Role.OWNER).order_by("pk"))
 
 
 def _find_user(identifier: str) -> AbstractBaseUser:

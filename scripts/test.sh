@@ -68,7 +68,8 @@ if ! command -v chromium >/dev/null; then
 fi
 
 # Static checks first: lint, and the layers/no-cycles contracts of pyproject.toml [tool.importlinter].
-echo "ruff check"; $BIN/ruff check --quiet . || exit 1
+echo "ruff check, ruff format --check"; $BIN/ruff check --quiet . || exit 1
+$BIN/ruff format --check --quiet . || { echo "ERROR: run .venv/bin/ruff format ."; exit 1; }
 echo "import-linter"; $BIN/lint-imports --no-cache >/tmp/pictor-lint-imports.log 2>&1 || { cat /tmp/pictor-lint-imports.log; exit 1; }
 grep -E "Contracts:" /tmp/pictor-lint-imports.log
 

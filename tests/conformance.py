@@ -34,9 +34,20 @@ def openapi():
     from openapi_core import Config, OpenAPI
 
     # Downloads are `type: string, format: binary`: read their bytes as a string of the same length.
-    as_text = {m: (lambda data, **kw: data.decode("latin-1") if isinstance(data, bytes) else data)
-               for m in ("application/zip", "application/octet-stream", "image/*", "image/jpeg", "image/png",
-                         "image/webp", "image/gif", "image/bmp", "image/tiff")}
+    as_text = {
+        m: (lambda data, **kw: data.decode("latin-1") if isinstance(data, bytes) else data)
+        for m in (
+            "application/zip",
+            "application/octet-stream",
+            "image/*",
+            "image/jpeg",
+            "image/png",
+            "image/webp",
+            "image/gif",
+            "image/bmp",
+            "image/tiff",
+        )
+    }
     return OpenAPI.from_dict(document(), config=Config(extra_media_type_deserializers=as_text))
 
 
@@ -75,7 +86,8 @@ def check(response) -> None:
         body = b"" if getattr(response, "streaming", False) else response.content[:500]
         raise NonConformingResponse(
             f"{request.method} {request.get_full_path()} → {response.status_code} does not match the schema:\n  "
-            + "\n  ".join(errors) + f"\n  body: {body!r}"
+            + "\n  ".join(errors)
+            + f"\n  body: {body!r}"
         )
 
 

@@ -24,7 +24,15 @@ def free_port() -> int:
 
 def clean_env(**overrides: str) -> dict:
     """The environment of a fresh shell: none of the test run's own settings leak in."""
-    drop = {"PYTEST_VERSION", "SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL", "PICTOR_DATA_DIR", "PYTEST_CURRENT_TEST"}
+    drop = {
+        "PYTEST_VERSION",
+        "SECRET_KEY",
+        "DEBUG",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "PICTOR_DATA_DIR",
+        "PYTEST_CURRENT_TEST",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env["DJANGO_SETTINGS_MODULE"] = "config.settings"
@@ -52,7 +60,9 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20)
         proc.wait(timeout=10)
 
 
-def wait_http(url: str, *, timeout: float = 60, proc: subprocess.Popen | None = None, log: Path | None = None) -> requests.Response:
+def wait_http(
+    url: str, *, timeout: float = 60, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> requests.Response:
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -129,8 +139,22 @@ def shared_data_dir(settings, data_dir: Path) -> dict:
 
 def celery_worker(queues: str, *, env: dict, log: Path, name: str = "w") -> subprocess.Popen:
     return start(
-        [str(BIN / "celery"), "-A", "config", "worker", "-Q", queues, "-c", "1", "-n", f"{name}@%h",
-         "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            queues,
+            "-c",
+            "1",
+            "-n",
+            f"{name}@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
         env=env,
         log=log,
     )

@@ -77,8 +77,10 @@ def envelope_problem(response: requests.Response) -> str | None:
 def describe(case, response: requests.Response) -> str:
     request = response.request
     body = request.body if isinstance(request.body, (bytes, type(None))) else request.body.encode()
-    return (f"{request.method} {request.url} content-type={request.headers.get('Content-Type')} "
-            f"body={(body or b'')[:300]!r} -> {response.status_code} {response.text[:300]!r}")
+    return (
+        f"{request.method} {request.url} content-type={request.headers.get('Content-Type')} "
+        f"body={(body or b'')[:300]!r} -> {response.status_code} {response.text[:300]!r}"
+    )
 
 
 def test_generated_requests_never_get_a_5xx_and_errors_keep_the_envelope(deployed, live_server, settings):  # noqa: F811
@@ -112,7 +114,11 @@ def test_generated_requests_never_get_a_5xx_and_errors_keep_the_envelope(deploye
             return
         if 400 <= response.status_code < 500 and (problem := envelope_problem(response)):
             failures.append(f"envelope ({problem}): {describe(case, response)}")
-        if case.meta is not None and case.meta.generation.mode == GenerationMode.NEGATIVE and response.status_code < 400:
+        if (
+            case.meta is not None
+            and case.meta.generation.mode == GenerationMode.NEGATIVE
+            and response.status_code < 400
+        ):
             return  # a negative case may still be a valid request (e.g. an unknown extra field)
         try:
             case.validate_response(response, checks=DOC_CHECKS)
@@ -164,8 +170,14 @@ def test_generated_requests_never_get_a_5xx_and_errors_keep_the_envelope(deploye
             for path_parameters in variants:
                 strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
 
-                @hsettings(max_examples=EXAMPLES, derandomize=True, database=None, deadline=None,
-                           suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate])
+                @hsettings(
+                    max_examples=EXAMPLES,
+                    derandomize=True,
+                    database=None,
+                    deadline=None,
+                    suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.generate],
+                )
                 @given(case=strategy)
                 def run(case):
                     check(operation, case)  # noqa: B023 (run at once, inside this iteration)
@@ -186,13 +198,18 @@ def test_documented_examples_succeed(deployed, live_server, settings):  # noqa: 
     """The request examples in the schema (a tiny PNG) are real, working requests."""
     project = deployed.project
     key = keys.api_key_create(project=project, name="examples", scope="full")[1]
-    spec = requests.get(f"{live_server.url}/api/v1/schema", headers={"Accept": "application/vnd.oai.openapi+json"}).json()
+    spec = requests.get(
+        f"{live_server.url}/api/v1/schema", headers={"Accept": "application/vnd.oai.openapi+json"}
+    ).json()
     invoke = spec["paths"]["/api/v1/projects/{project_id}/invoke"]["post"]
     examples = invoke["requestBody"]["content"]["application/json"]["examples"]
     for name, example in examples.items():
-        r = requests.post(f"{live_server.url}/api/v1/projects/{project.pk}/invoke",
-                          data=json.dumps(example["value"]), headers={"Authorization": f"Bearer {key}",
-                                                                     "Content-Type": "application/json"}, timeout=60)
+        r = requests.post(
+            f"{live_server.url}/api/v1/projects/{project.pk}/invoke",
+            data=json.dumps(example["value"]),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            timeout=60,
+        )
         assert r.status_code == 200, (name, r.text)
         body = r.json()
         assert ("results" in body) == ("items" in example["value"]), name

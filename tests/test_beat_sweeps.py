@@ -45,8 +45,11 @@ def test_it_fails_a_stale_job_and_resumes_lost_embeddings_through_beat(team, set
     deployed = make_model(project, deployed=True)
     # A full training whose worker was killed: running, its last heartbeat long ago.
     job = TrainingJob.objects.create(
-        project=project, mode="full", status=TrainingJob.Status.RUNNING,
-        started=timezone.now() - timedelta(minutes=5), heartbeat=timezone.now() - timedelta(minutes=5),
+        project=project,
+        mode="full",
+        status=TrainingJob.Status.RUNNING,
+        started=timezone.now() - timedelta(minutes=5),
+        heartbeat=timezone.now() - timedelta(minutes=5),
     )
     # Samples whose embedding message was lost (never reached the broker).
     with mock.patch("training.pipeline.samples_added"):
@@ -56,8 +59,22 @@ def test_it_fails_a_stale_job_and_resumes_lost_embeddings_through_beat(team, set
 
     procs, logs_ = [], []
     for name, cmd in {
-        "worker": [str(BIN / "celery"), "-A", "config", "worker", "-Q", "default,embeddings", "-c", "1",
-                   "-n", "default@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        "worker": [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,embeddings",
+            "-c",
+            "1",
+            "-n",
+            "default@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
         "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
     }.items():
         log = tmp_path / f"{name}.log"
@@ -69,7 +86,11 @@ def test_it_fails_a_stale_job_and_resumes_lost_embeddings_through_beat(team, set
 
     try:
         _wait(lambda: TrainingJob.objects.get(pk=job.pk).status == TrainingJob.Status.FAILED, timeout=40, logs=logs)
-        _wait(lambda: Embedding.objects.filter(project_id=project.pk, backbone="lite0").count() == 3, timeout=50, logs=logs)
+        _wait(
+            lambda: Embedding.objects.filter(project_id=project.pk, backbone="lite0").count() == 3,
+            timeout=50,
+            logs=logs,
+        )
     finally:
         for proc in procs:
             stop(proc)

@@ -45,7 +45,10 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def media(settings, tmp_path):
     settings.STORAGES = {
         **settings.STORAGES,
-        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path / "media")}},
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "media")},
+        },
     }
 
 
@@ -60,7 +63,11 @@ def sign_in(base: str, username: str) -> requests.Session:
     form_token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', r.text)
     r = s.post(
         login,
-        data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": form_token.group(1) if form_token else token},
+        data={
+            "username": username,
+            "password": PASSWORD,
+            "csrfmiddlewaretoken": form_token.group(1) if form_token else token,
+        },
         headers={"Referer": login},
         allow_redirects=False,
         timeout=TIMEOUT,
@@ -100,9 +107,20 @@ def test_ten_labelers_label_every_sample_exactly_once(engine, request, tmp_path)
     # through connections of their own, as gunicorn's workers do.
     env["PICTOR_TEST_DB_NAME"] = str(tmp_path / "test.sqlite3")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         f"{__file__}::test_ten_labelers_label_every_sample_exactly_once[sqlite]"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"{__file__}::test_ten_labelers_label_every_sample_exactly_once[sqlite]",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0 and "1 passed" in result.stdout, result.stdout[-6000:] + result.stderr[-3000:]
 
@@ -174,7 +192,9 @@ def _ten_labelers(live_server, media) -> None:
     with ThreadPoolExecutor(max_workers=LABELERS) as pool:
         per_labeler = dict(zip(sessions, pool.map(labeler, sessions)))
     elapsed = time.monotonic() - t0
-    print(f"\n{total} labels by {LABELERS} labelers over HTTP in {elapsed:.1f}s; per labeler {per_labeler}; {dict(statuses)}")
+    print(
+        f"\n{total} labels by {LABELERS} labelers over HTTP in {elapsed:.1f}s; per labeler {per_labeler}; {dict(statuses)}"
+    )
     premature = [(u, d, left) for u, d, left in empty_answers if left > LABELERS - 1]
     if premature:
         # More unlabeled samples than the others could hold leases on: the queue gave up too early
@@ -195,7 +215,8 @@ def _ten_labelers(live_server, media) -> None:
     # The one known way (test_a_sample_labeled_meanwhile_is_not_handed_out): the later hand-out came
     # after the sample had been labeled. Anything else is a new bug and fails here.
     unexplained = {
-        sid: users for sid, users in twice.items()
+        sid: users
+        for sid, users in twice.items()
         if not all(first_labeled[sid] <= handed_at[(u, sid)] for u in users[1:])
     }
     assert not unexplained, f"handed out to two labelers while still unlabeled: {unexplained}"
@@ -222,6 +243,7 @@ def _ten_labelers(live_server, media) -> None:
 
     assert not twice, f"{len(twice)} labeled sample(s) handed out again: {twice}"
 
+
 @pytest.mark.django_db
 def test_a_lost_lease_race_does_not_end_the_queue(monkeypatch, media):
     """The HTTP race, made deterministic: teammates win every candidate of our first read."""
@@ -233,8 +255,13 @@ def test_a_lost_lease_race_does_not_end_the_queue(monkeypatch, media):
     def teammates_win(project, holder, now, want, tried):
         out = real(project, holder, now, want, tried)
         for sample, _ in out:  # taken by teammates between our read and our lease attempts
-            Lease.objects.create(sample=sample, project_id=project.pk, holder="user:teammate",
-                                 expires=timezone.now() + timedelta(minutes=10), created=now)
+            Lease.objects.create(
+                sample=sample,
+                project_id=project.pk,
+                holder="user:teammate",
+                expires=timezone.now() + timedelta(minutes=10),
+                created=now,
+            )
         monkeypatch.setattr(queue, "_candidates", real)  # only this first read loses the race
         return out
 

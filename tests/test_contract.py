@@ -14,7 +14,9 @@ from projects.roles import Role
 from projects.tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests import conformance
 
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8UaHBgA0wMeAAg1MCAB4nAXgllso1AAAAAElFTkSuQmCC"
+)
 
 
 @pytest.fixture
@@ -42,8 +44,11 @@ def test_it_answers_413_beyond_the_item_limit_for_uploads_and_invoke(admin_api, 
     files = [("f.png", PNG)] * 4
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    r = c.post(f"/api/v1/projects/{project.pk}/samples",
-               {"file": [SimpleUploadedFile(n, d, content_type="image/png") for n, d in files]}, format="multipart")
+    r = c.post(
+        f"/api/v1/projects/{project.pk}/samples",
+        {"file": [SimpleUploadedFile(n, d, content_type="image/png") for n, d in files]},
+        format="multipart",
+    )
     assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
     r = c.post(f"/api/v1/projects/{project.pk}/samples", {"items": [item] * 3}, format="json")
     assert r.status_code == 201
@@ -94,7 +99,10 @@ def test_it_describes_only_real_media_types_and_binary_downloads():
         ("/api/v1/projects/{project_id}/samples/{sample_id}/thumbnail", "image/webp"),
         ("/api/v1/projects/{project_id}/export", "application/zip"),
     ]:
-        assert paths[path]["get"]["responses"]["200"]["content"][media]["schema"] == {"type": "string", "format": "binary"}
+        assert paths[path]["get"]["responses"]["200"]["content"][media]["schema"] == {
+            "type": "string",
+            "format": "binary",
+        }
     for item in paths.values():
         for op in item.values():
             assert "405" in op["responses"]

@@ -136,9 +136,14 @@ def test_two_people_take_a_project_from_upload_to_api(live_server, settings, tmp
                 assert b.inner_text("#count-rejected") == "0"
                 shot(b, "2-upload")
                 assert Sample.objects.filter(project=project).count() == len(truth)
-                wait_until(lambda: embedding_progress(project_id=project.pk)["complete"], timeout=240, what="embeddings")
-                wait_until(lambda: ModelVersion.objects.filter(project=project, mode="quick").exists(), timeout=60,
-                           what="the first quick model")
+                wait_until(
+                    lambda: embedding_progress(project_id=project.pk)["complete"], timeout=240, what="embeddings"
+                )
+                wait_until(
+                    lambda: ModelVersion.objects.filter(project=project, mode="quick").exists(),
+                    timeout=60,
+                    what="the first quick model",
+                )
 
                 # B labels 20 images with the keyboard; the model's suggestion is there to accept.
                 b.click("nav.projectnav >> text=Label")
@@ -169,8 +174,11 @@ def test_two_people_take_a_project_from_upload_to_api(live_server, settings, tmp
 
                 # A: the quick model's metrics and confusion matrix.
                 current = a
-                wait_until(lambda: ModelVersion.objects.filter(project=project, mode="quick", n_train=labeled).exists(),
-                           timeout=60, what="a quick model trained on every label")
+                wait_until(
+                    lambda: ModelVersion.objects.filter(project=project, mode="quick", n_train=labeled).exists(),
+                    timeout=60,
+                    what="a quick model trained on every label",
+                )
                 a.goto(f"{base}/projects/{project.pk}/models/")
                 a.click("#model-table tbody tr:first-child th a")
                 a.wait_for_selector("#confusion")
@@ -182,8 +190,16 @@ def test_two_people_take_a_project_from_upload_to_api(live_server, settings, tmp
                 a.click("#start-full")
                 a.wait_for_selector(".job .progress", timeout=60_000)
                 shot(a, "5-progress")
-                job = wait_until(lambda: TrainingJob.objects.filter(project=project, mode="full").exclude(status__in=["queued", "running"]).first(),
-                                 timeout=400, what="the fine-tune to end", poll=1)
+                job = wait_until(
+                    lambda: (
+                        TrainingJob.objects.filter(project=project, mode="full")
+                        .exclude(status__in=["queued", "running"])
+                        .first()
+                    ),
+                    timeout=400,
+                    what="the fine-tune to end",
+                    poll=1,
+                )
                 assert job.status == "succeeded", job.error
                 a.reload()
                 full = ModelVersion.objects.get(project=project, mode="full")
@@ -230,8 +246,12 @@ def test_two_people_take_a_project_from_upload_to_api(live_server, settings, tmp
         for path in sorted((HYM / "val" / cls).glob("*.jpg"))[:20]:
             images.append({"data": base64.b64encode(path.read_bytes()).decode()})
             answers.append(cls)
-    r = requests.post(f"{base}/api/v1/projects/{project.pk}/invoke", json={"items": images},
-                      headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    r = requests.post(
+        f"{base}/api/v1/projects/{project.pk}/invoke",
+        json={"items": images},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     results = r.json()["results"]
     accuracy = sum(res["label"] == ans for res, ans in zip(results, answers)) / len(answers)

@@ -34,7 +34,11 @@ def test_run_script_boots_web_and_worker_without_redis(tmp_path):
         s.get(f"http://127.0.0.1:{port}/accounts/login/", timeout=10)
         r = s.post(
             f"http://127.0.0.1:{port}/accounts/login/",
-            data={"username": "admin", "password": "smoke-admin-pass-123", "csrfmiddlewaretoken": s.cookies["csrftoken"]},
+            data={
+                "username": "admin",
+                "password": "smoke-admin-pass-123",
+                "csrfmiddlewaretoken": s.cookies["csrftoken"],
+            },
             headers={"Referer": f"http://127.0.0.1:{port}/accounts/login/"},
             timeout=10,
         )

@@ -30,9 +30,22 @@ def jpeg(seed: int) -> bytes:
 
 def start_redis(port: int, tmp_path) -> subprocess.Popen:
     proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     import redis
 
@@ -50,8 +63,12 @@ def login(base: str, username: str) -> requests.Session:
     s = requests.Session()
     page = s.get(f"{base}/accounts/login/", timeout=10)
     assert page.status_code == 200 and "csrftoken" in s.cookies, (page.status_code, page.text[:500])
-    r = s.post(f"{base}/accounts/login/", data={"username": username, "password": PASSWORD,
-               "csrfmiddlewaretoken": s.cookies["csrftoken"]}, headers={"Referer": f"{base}/accounts/login/"}, timeout=10)
+    r = s.post(
+        f"{base}/accounts/login/",
+        data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": s.cookies["csrftoken"]},
+        headers={"Referer": f"{base}/accounts/login/"},
+        timeout=10,
+    )
     assert r.status_code == 200 and "/accounts/login/" not in r.url
     s.headers.update({"X-CSRFToken": s.cookies["csrftoken"], "Referer": base + "/"})
     return s
@@ -68,14 +85,34 @@ def test_uploads_and_labels_survive_a_redis_restart(team, settings, tmp_path):
     port, web_port = free_port(), free_port()
     redis_proc = start_redis(port, tmp_path)
     env = shared_data_dir(settings, tmp_path / "data")
-    env = clean_env(**{**env, "REDIS_URL": f"redis://127.0.0.1:{port}/0", "PICTOR_BACKBONES": "lite0",
-                       "PICTOR_QUICK_DEBOUNCE": "0.2",
-                       # Static files straight from the finders: no collectstatic step for this server.
-                       "DEBUG": "true"})
+    env = clean_env(
+        **{
+            **env,
+            "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+            "PICTOR_BACKBONES": "lite0",
+            "PICTOR_QUICK_DEBOUNCE": "0.2",
+            # Static files straight from the finders: no collectstatic step for this server.
+            "DEBUG": "true",
+        }
+    )
     settings.PICTOR_BACKBONES = ["lite0"]
     web_log, worker_log = tmp_path / "web.log", tmp_path / "worker.log"
-    web = start([str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{web_port}", "--workers", "1",
-                 "--threads", "4", "--timeout", "60"], env=env, log=web_log)
+    web = start(
+        [
+            str(BIN / "gunicorn"),
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{web_port}",
+            "--workers",
+            "1",
+            "--threads",
+            "4",
+            "--timeout",
+            "60",
+        ],
+        env=env,
+        log=web_log,
+    )
     worker = celery_worker("default,embeddings", env=env, log=worker_log)
     base = f"http://127.0.0.1:{web_port}"
     statuses: list[int] = []
@@ -92,7 +129,9 @@ def test_uploads_and_labels_survive_a_redis_restart(team, settings, tmp_path):
 
         def upload(seed: int, label: str | None) -> str:
             data = {"label": label} if label else {}
-            r = s.post(f"{api}/samples", files={"file": (f"{seed}.jpg", jpeg(seed), "image/jpeg")}, data=data, timeout=30)
+            r = s.post(
+                f"{api}/samples", files={"file": (f"{seed}.jpg", jpeg(seed), "image/jpeg")}, data=data, timeout=30
+            )
             statuses.append(r.status_code)
             assert r.status_code == 201, r.text
             return r.json()["samples"][0]["id"]
@@ -117,7 +156,13 @@ def test_uploads_and_labels_survive_a_redis_restart(team, settings, tmp_path):
 
         redis_proc = start_redis(port, tmp_path)  # back on the same port, empty
         # What beat does every minute: queue what is missing. The worker reconnects by itself.
-        client_env = clean_env(**{k: v for k, v in env.items() if k in ("PICTOR_DATA_DIR", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "PICTOR_BACKBONES")})
+        client_env = clean_env(
+            **{
+                k: v
+                for k, v in env.items()
+                if k in ("PICTOR_DATA_DIR", "DATABASE_URL", "REDIS_URL", "SECRET_KEY", "PICTOR_BACKBONES")
+            }
+        )
         celery_call("training.tasks.embeddings_sweep", [], env=client_env, timeout=60)
         deadline = time.monotonic() + 120
         while not embedding_progress(project_id=team.project.pk)["complete"]:
@@ -132,5 +177,11 @@ def test_uploads_and_labels_survive_a_redis_restart(team, settings, tmp_path):
     assert all(code < 500 for code in statuses), statuses
     samples = Sample.objects.filter(project=team.project)
     assert samples.count() == 8
-    assert {str(x) for x in samples.filter(labeled_at__isnull=False).values_list("pk", flat=True)} == {up[0], up[1], up[2], down[0], down[1]}
+    assert {str(x) for x in samples.filter(labeled_at__isnull=False).values_list("pk", flat=True)} == {
+        up[0],
+        up[1],
+        up[2],
+        down[0],
+        down[1],
+    }
     assert "Traceback" not in web_log.read_text() or "could not queue" in web_log.read_text()

@@ -33,9 +33,22 @@ def pictor_client(live_server, tmp_path, monkeypatch):
     (tmp_path / "schema.json").write_bytes(schema.content)
     (tmp_path / "config.yml").write_text(CONFIG)
     done = subprocess.run(
-        [str(sys.executable.rsplit("/", 1)[0] + "/openapi-python-client"), "generate", "--path", "schema.json",
-         "--output-path", "pictor_client", "--meta", "none", "--config", "config.yml"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            str(sys.executable.rsplit("/", 1)[0] + "/openapi-python-client"),
+            "generate",
+            "--path",
+            "schema.json",
+            "--output-path",
+            "pictor_client",
+            "--meta",
+            "none",
+            "--config",
+            "config.yml",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "WARNING" not in done.stdout + done.stderr, done.stdout + done.stderr
@@ -78,8 +91,15 @@ def test_it_drives_the_workflow_with_generated_code_only(pictor_client, live_ser
     from pictor_client.api.samples import sample_labels_update, samples_create, samples_next
     from pictor_client.api.trainings import training_retrieve, trainings_create
     from pictor_client.models import (
-        InvokeBatchRequest, InvokeFormat, InvokeItemRequest, InvokeMultipartRequest, LabelCreateRequest,
-        SampleLabelsRequest, TrainingCreateRequest, UploadItemRequest, UploadMultipartRequest,
+        InvokeBatchRequest,
+        InvokeFormat,
+        InvokeItemRequest,
+        InvokeMultipartRequest,
+        LabelCreateRequest,
+        SampleLabelsRequest,
+        TrainingCreateRequest,
+        UploadItemRequest,
+        UploadMultipartRequest,
     )
     from pictor_client.models.mode_enum import ModeEnum
     from pictor_client.types import File
@@ -98,7 +118,9 @@ def test_it_drives_the_workflow_with_generated_code_only(pictor_client, live_ser
     assert {x.name for x in labels_list.sync(project.pk, client=api).results} == {"ants", "bees"}
 
     # Upload: multipart for the ants (labeled on the way in), base64 JSON for the bees (labeled after).
-    ants = [File(payload=io.BytesIO(_image("ants", i)), file_name=f"ant{i}.jpg", mime_type="image/jpeg") for i in range(4)]
+    ants = [
+        File(payload=io.BytesIO(_image("ants", i)), file_name=f"ant{i}.jpg", mime_type="image/jpeg") for i in range(4)
+    ]
     r = samples_create.sync_detailed(project.pk, client=api, body=UploadMultipartRequest(file=ants, label=["ants"]))
     assert r.status_code == 201 and all(s.labels == ["ants"] for s in r.parsed.samples)
     bee_ids = []
@@ -111,7 +133,9 @@ def test_it_drives_the_workflow_with_generated_code_only(pictor_client, live_ser
         r = sample_labels_update.sync_detailed(project.pk, sid, client=api, body=SampleLabelsRequest(labels=["bees"]))
         assert r.status_code == 200 and r.parsed.labels == ["bees"]
     unlabeled = base64.b64encode(_image("ants", 10)).decode()
-    assert samples_create.sync_detailed(project.pk, client=api, body=UploadItemRequest(data=unlabeled)).status_code == 201
+    assert (
+        samples_create.sync_detailed(project.pk, client=api, body=UploadItemRequest(data=unlabeled)).status_code == 201
+    )
     nxt = samples_next.sync(project.pk, client=api, count=5)
     assert len(nxt.results) == 1
 
@@ -124,10 +148,17 @@ def test_it_drives_the_workflow_with_generated_code_only(pictor_client, live_ser
     assert any(m.deployed for m in models_list.sync(project.pk, client=api).results)
     assert projects_retrieve.sync(project.pk, client=api).deployed_model.id == model_id
 
-    single = invoke.sync(project.pk, client=api, body=InvokeItemRequest(data=base64.b64encode(_image("bees", 20)).decode()))
+    single = invoke.sync(
+        project.pk, client=api, body=InvokeItemRequest(data=base64.b64encode(_image("bees", 20)).decode())
+    )
     assert single.label in ("ants", "bees") and single.model.id == model_id
-    batch = invoke.sync(project.pk, client=api, body=InvokeBatchRequest(
-        items=[InvokeItemRequest(data=base64.b64encode(_image(c, 21)).decode()) for c in ("ants", "bees")]))
+    batch = invoke.sync(
+        project.pk,
+        client=api,
+        body=InvokeBatchRequest(
+            items=[InvokeItemRequest(data=base64.b64encode(_image(c, 21)).decode()) for c in ("ants", "bees")]
+        ),
+    )
     assert len(batch.results) == 2
     files = [File(payload=io.BytesIO(_image("ants", 22)), file_name="a.jpg", mime_type="image/jpeg")]
     series = invoke.sync(project.pk, client=api, body=InvokeMultipartRequest(file=files), format_=InvokeFormat.SERIES)

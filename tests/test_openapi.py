@@ -52,10 +52,27 @@ CONTRACT = {
 NOT_YET: set[tuple[str, str]] = BATCH_JOBS
 
 OPERATION_IDS = {
-    "projects_retrieve", "samples_list", "samples_create", "sample_retrieve", "sample_delete",
-    "sample_labels_update", "samples_next", "labels_list", "labels_create", "trainings_list",
-    "trainings_create", "training_retrieve", "training_cancel", "models_list", "model_retrieve",
-    "model_delete", "model_deploy", "invoke", "pretrained_invoke", "sample_image", "sample_thumbnail",
+    "projects_retrieve",
+    "samples_list",
+    "samples_create",
+    "sample_retrieve",
+    "sample_delete",
+    "sample_labels_update",
+    "samples_next",
+    "labels_list",
+    "labels_create",
+    "trainings_list",
+    "trainings_create",
+    "training_retrieve",
+    "training_cancel",
+    "models_list",
+    "model_retrieve",
+    "model_delete",
+    "model_deploy",
+    "invoke",
+    "pretrained_invoke",
+    "sample_image",
+    "sample_thumbnail",
     "project_export",
 }
 
@@ -115,16 +132,25 @@ def test_schema_is_valid_without_warnings_and_covers_the_contract(schema):
     if API_MD.is_file():
         from_doc = contract_endpoints(API_MD.read_text())
         assert from_doc, "could not parse the endpoint table of API.md"
-        assert from_doc - set(ops) <= NOT_YET, f"in API.md but not in the schema: {sorted(from_doc - set(ops) - NOT_YET)}"
+        assert from_doc - set(ops) <= NOT_YET, (
+            f"in API.md but not in the schema: {sorted(from_doc - set(ops) - NOT_YET)}"
+        )
     assert {op["operationId"] for op in ops.values()} == OPERATION_IDS
 
 
 def test_every_operation_documents_auth_errors_and_the_envelope(schema):
     components = schema["components"]
-    assert components["securitySchemes"]["apiKey"] == {**components["securitySchemes"]["apiKey"], "type": "http", "scheme": "bearer"}
+    assert components["securitySchemes"]["apiKey"] == {
+        **components["securitySchemes"]["apiKey"],
+        "type": "http",
+        "scheme": "bearer",
+    }
     assert components["securitySchemes"]["session"]["in"] == "cookie"
     envelope = components["schemas"]["ErrorDetail"]
-    assert set(envelope["properties"]) == {"code", "message", "fields"} and set(envelope["required"]) == {"code", "message"}
+    assert set(envelope["properties"]) == {"code", "message", "fields"} and set(envelope["required"]) == {
+        "code",
+        "message",
+    }
     for (method, path), op in _operations(schema).items():
         assert {"apiKey": []} in op["security"] and {"session": []} in op["security"], (method, path)
         assert {} not in op["security"], f"{method} {path} must not be anonymous"
@@ -135,7 +161,10 @@ def test_every_operation_documents_auth_errors_and_the_envelope(schema):
                 ref = response["content"]["application/json"]["schema"]["$ref"]
                 body = components["schemas"][ref.rsplit("/", 1)[-1]]
                 assert body == components["schemas"]["Error"] or body.get("allOf") or "error" in body["properties"], (
-                    method, path, status)
+                    method,
+                    path,
+                    status,
+                )
         assert "Retry-After" in op["responses"]["429"]["headers"]
 
 
@@ -146,8 +175,14 @@ def test_statuses_and_parameters_of_the_contract(schema):
         return {p["name"] for p in ops[key].get("parameters", []) if p["in"] == "query"}
 
     assert {"201", "207", "400", "413", "415"} <= set(ops["post", "/projects/{}/samples"]["responses"])
-    assert set(ops["post", "/projects/{}/samples"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
-    assert set(ops["post", "/projects/{}/invoke"]["requestBody"]["content"]) == {"application/json", "multipart/form-data"}
+    assert set(ops["post", "/projects/{}/samples"]["requestBody"]["content"]) == {
+        "application/json",
+        "multipart/form-data",
+    }
+    assert set(ops["post", "/projects/{}/invoke"]["requestBody"]["content"]) == {
+        "application/json",
+        "multipart/form-data",
+    }
     assert {"200", "207", "409", "413", "415"} <= set(ops["post", "/projects/{}/invoke"]["responses"])
     assert "202" in ops["post", "/projects/{}/trainings"]["responses"]
     assert "202" in ops["post", "/projects/{}/trainings/{}/cancel"]["responses"]
@@ -160,11 +195,19 @@ def test_statuses_and_parameters_of_the_contract(schema):
 
 
 def test_the_api_md_parser_reads_rows_with_several_methods():
-    rows = contract_endpoints("| `GET /projects/{project}/labels` · `POST` `{\"name\"}` | list |\n| `GET /x?labeled=true` | y |")
+    rows = contract_endpoints(
+        '| `GET /projects/{project}/labels` · `POST` `{"name"}` | list |\n| `GET /x?labeled=true` | y |'
+    )
     assert rows == {("get", "/projects/{}/labels"), ("post", "/projects/{}/labels"), ("get", "/x")}
-    rows = contract_endpoints("| `GET /projects/{project}/b` · `GET .../b/{id}` | x |\n| `POST .../b/{id}/pause` · `/resume` | y |")
-    assert rows == {("get", "/projects/{}/b"), ("get", "/projects/{}/b/{}"), ("post", "/projects/{}/b/{}/pause"),
-                    ("post", "/projects/{}/b/{}/resume")}
+    rows = contract_endpoints(
+        "| `GET /projects/{project}/b` · `GET .../b/{id}` | x |\n| `POST .../b/{id}/pause` · `/resume` | y |"
+    )
+    assert rows == {
+        ("get", "/projects/{}/b"),
+        ("get", "/projects/{}/b/{}"),
+        ("post", "/projects/{}/b/{}/pause"),
+        ("post", "/projects/{}/b/{}/resume"),
+    }
 
 
 def test_docs_page_uses_the_vendored_swagger_ui(client):

@@ -83,10 +83,29 @@ ROUTES = [
     # --- projects (UI)
     Route("dashboard", "get", "ui_login"),
     Route("project_create", "get", "ui_login"),
-    Route("project_create", "post", "ui_login", ok=(302,), data={"name": "Fresh", "description": "", "task": "single_label"}),
+    Route(
+        "project_create",
+        "post",
+        "ui_login",
+        ok=(302,),
+        data={"name": "Fresh", "description": "", "task": "single_label"},
+    ),
     Route("project_detail", "get", "ui"),
     Route("project_settings", "get", "ui", "admin"),
-    Route("project_settings", "post", "ui", "admin", ok=(200, 302), data={"name": "Renamed", "description": "", "queue_strategy": "random", "capture": "off", "capture_threshold": "0.6"}),
+    Route(
+        "project_settings",
+        "post",
+        "ui",
+        "admin",
+        ok=(200, 302),
+        data={
+            "name": "Renamed",
+            "description": "",
+            "queue_strategy": "random",
+            "capture": "off",
+            "capture_threshold": "0.6",
+        },
+    ),
     Route("project_delete", "get", "ui", "owner"),
     Route("project_delete", "post", "ui", "owner", ok=(302,), data={"confirmation": "Alpha hive project"}),
     Route("members", "get", "ui"),
@@ -104,7 +123,14 @@ ROUTES = [
     Route("sample_labels", "post", "ui", "labeler", ok=(302,), data={"label": ["ants"]}),
     Route("sample_delete", "post", "ui", "labeler", ok=(302,)),
     Route("upload", "get", "ui", "labeler"),
-    Route("samples_bulk_label", "post", "ui", "labeler", ok=(302,), data=lambda s: {"sample": [str(s.sample.pk)], "label": "ants"}),
+    Route(
+        "samples_bulk_label",
+        "post",
+        "ui",
+        "labeler",
+        ok=(302,),
+        data=lambda s: {"sample": [str(s.sample.pk)], "label": "ants"},
+    ),
     Route("label_session", "get", "ui", "labeler"),
     Route("label_undo", "post", "ui", "labeler", ok=(200, 302)),
     Route("label_history", "get", "ui", "labeler"),
@@ -112,7 +138,9 @@ ROUTES = [
     Route("label_skip", "post", "ui", "labeler", ok=(200, 302)),
     Route("label_schema", "get", "ui"),
     Route("label_add", "post", "ui", "labeler", ok=(200, 302), data={"name": "hornet"}),
-    Route("label_edit", "post", "ui", "admin", ok=(200, 302), data={"name": "wasps", "color": "#aa0000", "shortcut": ""}),
+    Route(
+        "label_edit", "post", "ui", "admin", ok=(200, 302), data={"name": "wasps", "color": "#aa0000", "shortcut": ""}
+    ),
     Route("label_merge", "post", "ui", "admin", ok=(200, 302), data=lambda s: {"target": str(s.label2.pk)}),
     Route("label_delete", "post", "ui", "admin", ok=(200, 302)),
     # --- training (UI)
@@ -127,7 +155,14 @@ ROUTES = [
     Route("job_status", "get", "ui"),
     Route("training_cancel", "post", "ui", "admin", ok=(200, 302)),
     Route("review_page", "get", "ui", "admin"),
-    Route("review_decide", "post", "ui", "admin", ok=(302,), data=lambda s: {"sample": str(s.sample.pk), "decision": "confirm"}),
+    Route(
+        "review_decide",
+        "post",
+        "ui",
+        "admin",
+        ok=(302,),
+        data=lambda s: {"sample": str(s.sample.pk), "decision": "confirm"},
+    ),
     # --- inference (UI)
     Route("api_page", "get", "ui"),
     Route("api_key_create", "post", "ui", "admin", data={"name": "ci", "scope": "invoke"}),
@@ -200,7 +235,15 @@ class Side:
 
     def needles(self) -> list[str]:
         """Strings that identify this project: must never reach a stranger."""
-        ids = [self.project.pk, self.sample.pk, self.label.pk, self.label2.pk, self.model.pk, self.job.pk, self.invite.pk]
+        ids = [
+            self.project.pk,
+            self.sample.pk,
+            self.label.pk,
+            self.label2.pk,
+            self.model.pk,
+            self.job.pk,
+            self.invite.pk,
+        ]
         ids += list(Sample.objects.filter(project=self.project).values_list("pk", flat=True))
         out = [self.project.name]
         for i in ids:
@@ -225,8 +268,16 @@ def _side(project: Project, *, owner, viewer, seed: int) -> Side:
     invite, token = invite_create(project=project, created_by=owner, role="viewer")
     spare, _ = api_key_create(project=project, name="spare", scope="invoke")
     return Side(
-        project=project, sample=sample, label=label, label2=label2, model=model, job=job, invite=invite,
-        invite_token=token, membership=Membership.objects.get(project=project, user=viewer), spare_prefix=spare.prefix,
+        project=project,
+        sample=sample,
+        label=label,
+        label2=label2,
+        model=model,
+        job=job,
+        invite=invite,
+        invite_token=token,
+        membership=Membership.objects.get(project=project, user=viewer),
+        spare_prefix=spare.prefix,
     )
 
 
@@ -257,7 +308,9 @@ def world_committed(django_db_setup, django_db_blocker, tmp_path_factory):
         users = {}
         for role in ROLES:
             users[role] = MembershipFactory(project=a_project, role=role, user=UserFactory(username=f"iso_{role}")).user
-        users["outsider"] = MembershipFactory(project=b_project, role=Role.OWNER, user=UserFactory(username="iso_outsider")).user
+        users["outsider"] = MembershipFactory(
+            project=b_project, role=Role.OWNER, user=UserFactory(username="iso_outsider")
+        ).user
         b_viewer = MembershipFactory(project=b_project, role=Role.VIEWER, user=UserFactory(username="b_viewer")).user
         a = _side(a_project, owner=users["owner"], viewer=users["viewer"], seed=11)
         b = _side(b_project, owner=users["outsider"], viewer=b_viewer, seed=22)

@@ -15,7 +15,9 @@ LIMIT = 20
 
 
 def _manage(*args: str, env: dict) -> str:
-    r = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout.strip()
 
@@ -24,7 +26,9 @@ def _manage(*args: str, env: dict) -> str:
 def test_it_holds_the_rate_limit_across_gunicorn_workers_on_sqlite(tmp_path):
     port = free_port()
     env = clean_env(
-        PICTOR_DATA_DIR=str(tmp_path / "data"), SECRET_KEY="t" * 50, PICTOR_ADMIN_PASSWORD="throttle-admin-pass-1",
+        PICTOR_DATA_DIR=str(tmp_path / "data"),
+        SECRET_KEY="t" * 50,
+        PICTOR_ADMIN_PASSWORD="throttle-admin-pass-1",
         PICTOR_API_RATE=f"{LIMIT}/day",
     )
     _manage("migrate", "--noinput", "-v", "0", env=env)
@@ -32,8 +36,11 @@ def test_it_holds_the_rate_limit_across_gunicorn_workers_on_sqlite(tmp_path):
     project = _manage("project", "create", "--name", "Throttle", "--owner", "admin", env=env).splitlines()[-1]
     key = _manage("apikey", "create", "--project", project, "--scope", "invoke", env=env).splitlines()[-1]
     log = tmp_path / "web.log"
-    proc = start([str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"],
-                 env=env, log=log)
+    proc = start(
+        [str(BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4"],
+        env=env,
+        log=log,
+    )
     try:
         wait_http(f"http://127.0.0.1:{port}/accounts/login/", timeout=60, proc=proc, log=log)
         url = f"http://127.0.0.1:{port}/api/v1/projects/{project}"

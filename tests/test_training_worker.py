@@ -58,7 +58,10 @@ class Rig:
         self.media.mkdir(parents=True)
         settings.STORAGES = {
             **settings.STORAGES,
-            "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(self.media)}},
+            "default": {
+                "BACKEND": "django.core.files.storage.FileSystemStorage",
+                "OPTIONS": {"location": str(self.media)},
+            },
         }
         # The quick baseline inside the full job reads the vectors of these backbones (worker: the env).
         settings.PICTOR_BACKBONES = ["lite0"]
@@ -74,26 +77,40 @@ class Rig:
         self.workers: list[tuple[subprocess.Popen, Path]] = []
 
     def start_worker(self, name: str, **env: str) -> tuple[subprocess.Popen, Path]:
-        environment = clean_env(**{
-            "PICTOR_DATA_DIR": str(self.data_dir),
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis_url,
-            "SECRET_KEY": "w" * 40,
-            "PICTOR_BACKBONES": "lite0",
-            "PICTOR_FINETUNE_BACKBONE": "lite0",
-            "PICTOR_FINETUNE_RESOLUTION": str(RESOLUTION),
-            "PICTOR_FINETUNE_SECONDS": "60",
-            "PICTOR_FINETUNE_EPOCHS": "1",
-            # Two CPU threads for torch is all this machine has; don't oversubscribe it.
-            "OMP_NUM_THREADS": "2",
-            **env,
-        })
+        environment = clean_env(
+            **{
+                "PICTOR_DATA_DIR": str(self.data_dir),
+                "DATABASE_URL": self.database_url,
+                "REDIS_URL": self.redis_url,
+                "SECRET_KEY": "w" * 40,
+                "PICTOR_BACKBONES": "lite0",
+                "PICTOR_FINETUNE_BACKBONE": "lite0",
+                "PICTOR_FINETUNE_RESOLUTION": str(RESOLUTION),
+                "PICTOR_FINETUNE_SECONDS": "60",
+                "PICTOR_FINETUNE_EPOCHS": "1",
+                # Two CPU threads for torch is all this machine has; don't oversubscribe it.
+                "OMP_NUM_THREADS": "2",
+                **env,
+            }
+        )
         log = self.tmp / f"{name}.log"
         proc = start(
             [
-                str(BIN / "celery"), "-A", "config", "worker", "-Q", "training", "-c", "1",
-                "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel", "INFO",
-                "-n", f"{name}@%h",
+                str(BIN / "celery"),
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "training",
+                "-c",
+                "1",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"{name}@%h",
             ],
             env=environment,
             log=log,
@@ -180,7 +197,9 @@ def test_full_training_runs_end_to_end_in_a_real_worker(rig):
     seen: list = []
     # The sweeper runs all along with the worker's own stale limit: the heartbeat stays fresh
     # through the phases that report no progress (reading, model load, linear probe, export).
-    job = rig.poll(job_id, _final, timeout=180, seen=seen, each=lambda: services.training_jobs_sweep(stale_seconds=stale))
+    job = rig.poll(
+        job_id, _final, timeout=180, seen=seen, each=lambda: services.training_jobs_sweep(stale_seconds=stale)
+    )
     elapsed = time.monotonic() - started
 
     assert job["status"] == "succeeded", f"{job}\n{rig.logs()}"
@@ -284,7 +303,9 @@ def test_killed_worker_fails_the_job_and_a_redelivery_does_nothing(rig):
     assert job["status"] == "failed"
     assert "no heartbeat" in job["error"] and "deployed model is unchanged" in job["error"]
     assert job["model"] is None
-    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [deployed.pk]
+    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [
+        deployed.pk
+    ]
     assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
 
     # The killed worker never acknowledged the message (acks_late): Redis hands it to another
@@ -303,7 +324,9 @@ def test_killed_worker_fails_the_job_and_a_redelivery_does_nothing(rig):
     assert ": None" in log2.read_text().split(" succeeded in ", 1)[1].splitlines()[0]
     row = TrainingJob.objects.get(pk=job_id)
     assert row.status == TrainingJob.Status.FAILED and row.attempts == 1
-    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [deployed.pk]
+    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [
+        deployed.pk
+    ]
     assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
     assert broker.zcard("unacked_index") == 0  # acknowledged this time
 
@@ -353,21 +376,44 @@ def test_it_fails_a_killed_workers_job_through_the_beat_scheduled_sweep(rig):
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait(timeout=10)
 
-    env = clean_env(**{
-        "PICTOR_DATA_DIR": str(rig.data_dir), "DATABASE_URL": rig.database_url, "REDIS_URL": rig.redis_url,
-        "SECRET_KEY": "w" * 40, "PICTOR_BACKBONES": "lite0", "PICTOR_SWEEP_SECONDS": "1",
-        "PICTOR_JOB_STALE_SECONDS": "3", "OMP_NUM_THREADS": "1",
-    })
+    env = clean_env(
+        **{
+            "PICTOR_DATA_DIR": str(rig.data_dir),
+            "DATABASE_URL": rig.database_url,
+            "REDIS_URL": rig.redis_url,
+            "SECRET_KEY": "w" * 40,
+            "PICTOR_BACKBONES": "lite0",
+            "PICTOR_SWEEP_SECONDS": "1",
+            "PICTOR_JOB_STALE_SECONDS": "3",
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     for name, cmd in {
-        "default": [str(BIN / "celery"), "-A", "config", "worker", "-Q", "default,embeddings", "-c", "1",
-                    "-n", "default@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+        "default": [
+            str(BIN / "celery"),
+            "-A",
+            "config",
+            "worker",
+            "-Q",
+            "default,embeddings",
+            "-c",
+            "1",
+            "-n",
+            "default@%h",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "INFO",
+        ],
         "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
     }.items():
         log = rig.tmp / f"{name}.log"
         rig.workers.append((start(cmd, env=env, log=log), log))
     job = rig.poll(job_id, _final, timeout=45)
     assert job["status"] == "failed" and "deployed model is unchanged" in job["error"], job
-    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [deployed.pk]
+    assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [
+        deployed.pk
+    ]
     assert not ModelVersion.objects.filter(project=rig.project, mode=ModelVersion.Mode.FULL).exists()
     assert TrainingJob.objects.get(pk=job_id).model is None
     assert "soft_time_limit must be less" not in rig.logs()

@@ -33,8 +33,12 @@ def _model(access, model_id) -> ModelVersion:
 
 class TrainingListView(APIView):
     parser_classes = [JSONParser]
+
     @doc.endpoint(
-        "trainings_list", tag="trainings", parameters=[doc.PROJECT], summary="The project's recent trainings",
+        "trainings_list",
+        tag="trainings",
+        parameters=[doc.PROJECT],
+        summary="The project's recent trainings",
         responses={200: io.TrainingListSerializer, **doc.errors()},
     )
     def get(self, request, project_id):
@@ -43,12 +47,16 @@ class TrainingListView(APIView):
         return Response(io.TrainingListSerializer({"results": jobs}).data)
 
     @doc.endpoint(
-        "trainings_create", tag="trainings", parameters=[doc.PROJECT],
+        "trainings_create",
+        tag="trainings",
+        parameters=[doc.PROJECT],
         summary="Start a training (admin): `quick` (a linear head on embeddings) or `full` (a fine-tune)",
         request=io.TrainingCreateSerializer,
         responses={
             202: io.TrainingCreatedSerializer,
-            **doc.errors(400, 409, 415, r409="`conflict`: a full training of this project is already queued or running."),
+            **doc.errors(
+                400, 409, 415, r409="`conflict`: a full training of this project is already queued or running."
+            ),
         },
     )
     def post(self, request, project_id):
@@ -64,7 +72,10 @@ class TrainingListView(APIView):
 
 class TrainingDetailView(APIView):
     @doc.endpoint(
-        "training_retrieve", tag="trainings", parameters=[doc.PROJECT, doc.JOB], summary="One training and its progress",
+        "training_retrieve",
+        tag="trainings",
+        parameters=[doc.PROJECT, doc.JOB],
+        summary="One training and its progress",
         responses={200: io.TrainingSerializer, **doc.errors()},
     )
     def get(self, request, project_id, job_id):
@@ -74,7 +85,9 @@ class TrainingDetailView(APIView):
 
 class TrainingCancelView(APIView):
     @doc.endpoint(
-        "training_cancel", tag="trainings", parameters=[doc.PROJECT, doc.JOB],
+        "training_cancel",
+        tag="trainings",
+        parameters=[doc.PROJECT, doc.JOB],
         summary="Cancel a training (admin): a queued one now, a running one at its next step",
         responses={202: io.TrainingSerializer, **doc.errors(409, r409="`conflict`: the training has already ended.")},
     )
@@ -89,7 +102,10 @@ class TrainingCancelView(APIView):
 
 class ModelListView(APIView):
     @doc.endpoint(
-        "models_list", tag="models", parameters=[doc.PROJECT], summary="The project's model versions, with metrics",
+        "models_list",
+        tag="models",
+        parameters=[doc.PROJECT],
+        summary="The project's model versions, with metrics",
         responses={200: io.ModelListSerializer, **doc.errors()},
     )
     def get(self, request, project_id):
@@ -99,7 +115,10 @@ class ModelListView(APIView):
 
 class ModelDetailView(APIView):
     @doc.endpoint(
-        "model_retrieve", tag="models", parameters=[doc.PROJECT, doc.MODEL], summary="One model version",
+        "model_retrieve",
+        tag="models",
+        parameters=[doc.PROJECT, doc.MODEL],
+        summary="One model version",
         responses={200: io.ModelSerializer, **doc.errors()},
     )
     def get(self, request, project_id, model_id):
@@ -107,7 +126,10 @@ class ModelDetailView(APIView):
         return Response(io.ModelSerializer(_model(access, model_id)).data)
 
     @doc.endpoint(
-        "model_delete", tag="models", parameters=[doc.PROJECT, doc.MODEL], summary="Delete a model version (admin)",
+        "model_delete",
+        tag="models",
+        parameters=[doc.PROJECT, doc.MODEL],
+        summary="Delete a model version (admin)",
         responses={204: doc.NO_CONTENT, **doc.errors(409, r409="`conflict`: the deployed model cannot be deleted.")},
     )
     def delete(self, request, project_id, model_id):
@@ -121,7 +143,9 @@ class ModelDetailView(APIView):
 
 class ModelDeployView(APIView):
     @doc.endpoint(
-        "model_deploy", tag="models", parameters=[doc.PROJECT, doc.MODEL],
+        "model_deploy",
+        tag="models",
+        parameters=[doc.PROJECT, doc.MODEL],
         summary="Deploy a model version (admin); the previous one stops being deployed",
         responses={200: io.ModelSerializer, **doc.errors()},
     )

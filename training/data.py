@@ -10,7 +10,9 @@ from labeling.models import Sample, SampleLabel
 from training.selectors import embedding_matrix
 
 
-def aligned_features(*, project_id, backbones: list[str], sample_ids: list | None = None) -> tuple[list, dict[str, np.ndarray]]:
+def aligned_features(
+    *, project_id, backbones: list[str], sample_ids: list | None = None
+) -> tuple[list, dict[str, np.ndarray]]:
     """(ids, {backbone: rows}) for the samples that have a vector for every backbone, same row order."""
     per = {b: embedding_matrix(project_id=project_id, backbone=b) for b in backbones}
     common = None
@@ -23,7 +25,11 @@ def aligned_features(*, project_id, backbones: list[str], sample_ids: list | Non
     feats = {}
     for b, (ids, matrix) in per.items():
         index = {sid: n for n, sid in enumerate(ids)}
-        feats[b] = matrix[[index[i] for i in ordered]] if ordered else np.zeros((0, matrix.shape[1] if matrix.ndim == 2 else 1280), np.float32)
+        feats[b] = (
+            matrix[[index[i] for i in ordered]]
+            if ordered
+            else np.zeros((0, matrix.shape[1] if matrix.ndim == 2 else 1280), np.float32)
+        )
     return ordered, feats
 
 

@@ -40,7 +40,9 @@ def _compose(model: ModelVersion):
             self.register_buffer("b", torch.from_numpy(head.b.copy()))
 
         def _resized(self, x, size: int):
-            return x if size == resolution else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            return (
+                x if size == resolution else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+            )
 
         def forward(self, x):
             feats = []
@@ -73,8 +75,12 @@ def model_onnx_name(model: ModelVersion) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(
-            net, torch.zeros(1, 3, resolution, resolution), str(path), input_names=["input"],
-            output_names=["probabilities"], dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
+            net,
+            torch.zeros(1, 3, resolution, resolution),
+            str(path),
+            input_names=["input"],
+            output_names=["probabilities"],
+            dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
             dynamo=False,
         )
         if default_storage.exists(name):  # exported meanwhile by another request

@@ -86,15 +86,23 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
         msg = f"epoch {p.get('epoch')}/{p.get('epochs')}"
         if p.get("val_accuracy") is not None:
             msg += f" · validation accuracy {p['val_accuracy']:.3f}"
-        new_epoch = p.get("phase") == "validated" or p.get("val_accuracy") is not None and p.get("step") == p.get("steps")
+        new_epoch = (
+            p.get("phase") == "validated" or p.get("val_accuracy") is not None and p.get("step") == p.get("steps")
+        )
         services.training_job_heartbeat(
-            job=job, progress=0.05 + 0.85 * float(p.get("progress") or 0), message=msg,
+            job=job,
+            progress=0.05 + 0.85 * float(p.get("progress") or 0),
+            message=msg,
             history_entry=entry if new_epoch else None,
         )
 
     result = ft.finetune(
-        train_items=[item(i) for i in train], val_items=[item(i) for i in val], num_classes=len(label_names),
-        multi_label=multi, config=config, progress=progress,
+        train_items=[item(i) for i in train],
+        val_items=[item(i) for i in val],
+        num_classes=len(label_names),
+        multi_label=multi,
+        config=config,
+        progress=progress,
         should_stop=lambda: services.training_job_cancel_requested(job=job),
     )
     # should_stop is polled only inside the training loop: a cancel that arrives after its last
@@ -114,24 +122,44 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
     evaluation["split"] = {"train": len(train), "validation": len(val), "test": len(test)}
     evaluation["baseline_quick"] = _quick_baseline(project, ids, Y, train, test, label_names, multi)
     base = evaluation["baseline_quick"]
-    evaluation["better_than_quick"] = bool(base and evaluation["accuracy"] is not None and base.get("accuracy") is not None
-                                         and evaluation["accuracy"] > base["accuracy"])
+    evaluation["better_than_quick"] = bool(
+        base
+        and evaluation["accuracy"] is not None
+        and base.get("accuracy") is not None
+        and evaluation["accuracy"] > base["accuracy"]
+    )
     predictions = []
     for r, i in enumerate(test):
         p = test_probs[r]
         if multi:
-            predictions.append([str(ids[i]), by_sample[ids[i]], [label_names[j] for j in np.flatnonzero(p >= 0.5)], round(float(p.max()), 4)])
+            predictions.append(
+                [
+                    str(ids[i]),
+                    by_sample[ids[i]],
+                    [label_names[j] for j in np.flatnonzero(p >= 0.5)],
+                    round(float(p.max()), 4),
+                ]
+            )
         else:
-            predictions.append([str(ids[i]), label_names[int(Y[i])], label_names[int(p.argmax())], round(float(p.max()), 4)])
+            predictions.append(
+                [str(ids[i]), label_names[int(Y[i])], label_names[int(p.argmax())], round(float(p.max()), 4)]
+            )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         ft.export_classifier_onnx(result.model, path, result.resolution, multi_label=multi)
         artifact = path.read_bytes()
     _stop_if_cancelled(job)
     return services.model_version_create(
-        project=project, mode=ModelVersion.Mode.FULL, features=f"{result.backbone}@{result.resolution}",
-        label_names=label_names, thresholds=[0.5] * len(label_names) if multi else None, metrics=evaluation,
-        predictions=predictions, n_train=len(train), artifact=artifact, suffix="onnx",
+        project=project,
+        mode=ModelVersion.Mode.FULL,
+        features=f"{result.backbone}@{result.resolution}",
+        label_names=label_names,
+        thresholds=[0.5] * len(label_names) if multi else None,
+        metrics=evaluation,
+        predictions=predictions,
+        n_train=len(train),
+        artifact=artifact,
+        suffix="onnx",
     )
 
 
@@ -151,8 +179,12 @@ def _quick_baseline(project, ids, Y, train, test, label_names, multi) -> dict | 
     # the quick model's own recipe: same candidates, same PCA pool for the classic features, same cost cap
     pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
     result = heads.automl_fit(
-        {k: v[tr] for k, v in feats.items()}, Y[train], multi_label=multi, n_classes=len(label_names),
-        pool=pool or None, max_seconds=settings.PICTOR_QUICK_SECONDS,
+        {k: v[tr] for k, v in feats.items()},
+        Y[train],
+        multi_label=multi,
+        n_classes=len(label_names),
+        pool=pool or None,
+        max_seconds=settings.PICTOR_QUICK_SECONDS,
     )
     parts = list(FeatureKey.parse(result.feature_key))
     Xte = heads.concat_features([feats[p][te] for p in parts]) if len(parts) > 1 else feats[parts[0]][te]

@@ -42,7 +42,10 @@ def features_stored(*, project_id) -> bool:
 def labels_changed(*, project_id) -> bool:
     """Debounced and coalesced: at most one quick retrain per project waits in the queue."""
     return enqueue_once(
-        QUICK, key=f"quick:{project_id}", args=[str(project_id)], ttl=120,
+        QUICK,
+        key=f"quick:{project_id}",
+        args=[str(project_id)],
+        ttl=120,
         countdown=settings.PICTOR_QUICK_DEBOUNCE,
     )
 

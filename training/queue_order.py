@@ -36,7 +36,9 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
 
     labeled = set(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
     # Leased samples are someone's already: the batch should hold only what nobody is looking at.
-    taken = labeled | set(Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True))
+    taken = labeled | set(
+        Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True)
+    )
     mask = np.array([sid in taken for sid in ids])
     labeled_mask = np.array([sid in labeled for sid in ids])
     if mask.all():
@@ -45,17 +47,26 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     probs, thresholds, counts, version = None, None, None, None
     model = latest_quick_model(project)
     if model is not None:
-        probs, thresholds, counts = _ranking_probs(project=project, model=model, ids=ids, n_labeled=int(labeled_mask.sum()))
+        probs, thresholds, counts = _ranking_probs(
+            project=project, model=model, ids=ids, n_labeled=int(labeled_mask.sum())
+        )
         version = model.version
     # Leased rows count as labeled for the ranking (nobody else may get them), but the phase and
     # the model only know real labels.
     chosen, scores = active.queue_rank(
-        features={backbone: feats[backbone]}, labeled_mask=mask, probs=probs, multi_label=project.is_multi_label,
-        thresholds=thresholds, batch_size=max(QUEUE_BATCH, batch_size or 0), label_counts=counts,
+        features={backbone: feats[backbone]},
+        labeled_mask=mask,
+        probs=probs,
+        multi_label=project.is_multi_label,
+        thresholds=thresholds,
+        batch_size=max(QUEUE_BATCH, batch_size or 0),
+        label_counts=counts,
     )
     phase = active.phase(
-        n_labeled=int(labeled_mask.sum()), has_model=probs is not None,
-        n_classes=probs.shape[1] if probs is not None else None, label_counts=counts,
+        n_labeled=int(labeled_mask.sum()),
+        has_model=probs is not None,
+        n_classes=probs.shape[1] if probs is not None else None,
+        label_counts=counts,
     )
     QueueBatch.objects.update_or_create(
         project=project,
@@ -80,7 +91,11 @@ def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
             return None, None, None
         l2 = float((model.metrics or {}).get("l2") or 0.1)
         head = heads.refit_recipe(
-            data.features, data.y, feature_key=model.features, l2=l2, multi_label=data.multi_label,
+            data.features,
+            data.y,
+            feature_key=model.features,
+            l2=l2,
+            multi_label=data.multi_label,
             n_classes=len(data.label_names),
         )
         parts = _feature_parts(model.features)
@@ -92,7 +107,11 @@ def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
         probs = head.predict_proba(Xall)[[order[sid] for sid in ids]]
         y = data.y
         counts = (y.sum(axis=0) if data.multi_label else np.bincount(y, minlength=len(data.label_names))).astype(int)
-        return probs, thresholds if data.multi_label and thresholds is not None and len(thresholds) == probs.shape[1] else None, counts
+        return (
+            probs,
+            thresholds if data.multi_label and thresholds is not None and len(thresholds) == probs.shape[1] else None,
+            counts,
+        )
     pred_ids, pred = quick_predict(model=model, sample_ids=ids)
     if len(pred_ids) != len(ids):
         return None, None, None

@@ -22,7 +22,6 @@ from training.models import ModelVersion, TrainingJob
 log = logging.getLogger(__name__)
 
 
-
 class NotEnoughLabels(Exception):
     pass
 
@@ -54,8 +53,12 @@ def representation_label(key: str) -> str:
 def fit_quick(*, data, pool: dict | None = None) -> heads.AutoMLResult:
     """The quick model's AutoML on a labeled set: what quick_train, the queue and the bench share."""
     return heads.automl_fit(
-        data.features, data.y, multi_label=data.multi_label, n_classes=len(data.label_names),
-        pool=pool, max_seconds=settings.PICTOR_QUICK_SECONDS,
+        data.features,
+        data.y,
+        multi_label=data.multi_label,
+        n_classes=len(data.label_names),
+        pool=pool,
+        max_seconds=settings.PICTOR_QUICK_SECONDS,
     )
 
 
@@ -94,15 +97,27 @@ def quick_train(*, job: TrainingJob) -> ModelVersion:
     if not data.multi_label and honest:
         errors = metrics.likely_label_errors(data.y, result.oof_probs, threshold=0.8)
         evaluation["likely_errors"] = [
-            {"sample_id": str(data.sample_ids[i]), "given": data.label_names[g], "predicted": data.label_names[p], "confidence": round(c, 4)}
+            {
+                "sample_id": str(data.sample_ids[i]),
+                "given": data.label_names[g],
+                "predicted": data.label_names[p],
+                "confidence": round(c, 4),
+            }
             for i, g, p, c in errors[:200]
         ]
     head = result.head
     head.meta = {**head.meta, "features": result.feature_key, "label_names": data.label_names}
     model = services.model_version_create(
-        project=project, mode=ModelVersion.Mode.QUICK, features=result.feature_key, label_names=data.label_names,
-        thresholds=thresholds, metrics=evaluation, predictions=predictions, n_train=data.n,
-        artifact=head.to_bytes(), suffix="npz",
+        project=project,
+        mode=ModelVersion.Mode.QUICK,
+        features=result.feature_key,
+        label_names=data.label_names,
+        thresholds=thresholds,
+        metrics=evaluation,
+        predictions=predictions,
+        n_train=data.n,
+        artifact=head.to_bytes(),
+        suffix="npz",
     )
     deployed = ModelVersion.objects.filter(project=project, deployed=True).first()
     if deployed is None or (deployed.mode == ModelVersion.Mode.QUICK and not deployed.pinned):
@@ -123,7 +138,14 @@ def _predictions(data, probs: np.ndarray, thresholds) -> list:
             pred = [data.label_names[i] for i in np.flatnonzero(p >= th)]
             out.append([str(sid), true, pred, round(float(p.max()), 4)])
         else:
-            out.append([str(sid), data.label_names[int(data.y[r])], data.label_names[int(p.argmax())], round(float(p.max()), 4)])
+            out.append(
+                [
+                    str(sid),
+                    data.label_names[int(data.y[r])],
+                    data.label_names[int(p.argmax())],
+                    round(float(p.max()), 4),
+                ]
+            )
     return out
 
 
@@ -176,4 +198,3 @@ def suggestions(project: Project, samples: list[Sample]) -> dict:
 def check_trainable(*, project) -> None:
     """Raise NotEnoughLabels unless the project has what a quick model needs."""
     _check(labeled_set(project=project, backbones=settings.PICTOR_BACKBONES))
-

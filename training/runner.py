@@ -33,14 +33,16 @@ def _wait_for_features(job: TrainingJob) -> str | None:
     waited = (timezone.now() - job.created).total_seconds()
     if waited >= limit:
         services.training_job_finish(
-            job=job, status=S.FAILED,
+            job=job,
+            status=S.FAILED,
             error=f"The features of {missing} labeled images were not ready within {limit} s. Are the "
             "embedding workers running (queue `embeddings`)? Ask for the training again once they are.",
         )
         return S.FAILED
     labeled = selectors.labeled_count(project_id=job.project_id)
     services.training_job_wait(
-        job=job, message=f"waiting for the features of {missing} of {labeled} labeled images",
+        job=job,
+        message=f"waiting for the features of {missing} of {labeled} labeled images",
         progress=0.1 * (1 - missing / max(labeled, 1)),
     )
     pipeline.training_waiting(job=job, delay=min(5.0, max(0.5, limit / 100)))
@@ -147,7 +149,9 @@ class _Pulse(contextlib.AbstractContextManager):
         try:
             while not self._stop.wait(self.every):
                 try:
-                    alive = TrainingJob.objects.filter(pk=self.job_id, status=S.RUNNING).update(heartbeat=timezone.now())
+                    alive = TrainingJob.objects.filter(pk=self.job_id, status=S.RUNNING).update(
+                        heartbeat=timezone.now()
+                    )
                 except DatabaseError:
                     log.warning("heartbeat of job %s failed", self.job_id, exc_info=True)
                     continue

@@ -118,7 +118,11 @@ def project_training_figures(project_ids: list) -> dict:
         out[m.project_id]["deployed_version"] = m.version
         out[m.project_id]["deployed_model"] = {"id": str(m.pk), "version": m.version}
     seen = set()
-    for job in TrainingJob.objects.filter(project_id__in=project_ids).order_by("-created").only("project_id", "status", "mode")[:1000]:
+    for job in (
+        TrainingJob.objects.filter(project_id__in=project_ids)
+        .order_by("-created")
+        .only("project_id", "status", "mode")[:1000]
+    ):
         if job.project_id not in seen:
             seen.add(job.project_id)
             out[job.project_id]["last_training_status"] = f"{job.status} ({job.mode})"
@@ -146,10 +150,15 @@ def model_confusion_rows(*, model) -> list[dict]:
     for i, name in enumerate(labels):
         row = matrix[i] if i < len(matrix) else []
         total = sum(row) or 1
-        rows.append({
-            "label": name,
-            "cells": [{"predicted": labels[j], "count": n, "shade": round(n / total, 3), "diagonal": i == j} for j, n in enumerate(row)],
-        })
+        rows.append(
+            {
+                "label": name,
+                "cells": [
+                    {"predicted": labels[j], "count": n, "shade": round(n / total, 3), "diagonal": i == j}
+                    for j, n in enumerate(row)
+                ],
+            }
+        )
     return rows
 
 
@@ -161,7 +170,9 @@ def review_items(*, project, limit: int = 50) -> list[dict]:
     errors = (model.metrics or {}).get("likely_errors") or []
     ids = [parse_uuid(e["sample_id"]) for e in errors]
     reviewed = set(
-        LabelEvent.objects.filter(sample_id__in=ids, via__in=["review-confirm", "review-fix"]).values_list("sample_id", flat=True)
+        LabelEvent.objects.filter(sample_id__in=ids, via__in=["review-confirm", "review-fix"]).values_list(
+            "sample_id", flat=True
+        )
     )
     by_id = Sample.objects.prefetch_related("labels").in_bulk([i for i in ids if i not in reviewed])
     out = []
@@ -196,15 +207,21 @@ def projects_missing_features() -> list:
 def projects_with_unlearned_labels() -> list:
     """Projects whose labels changed after their newest quick model and quick job (a missed dispatch)."""
     last_label = dict(
-        LabelEvent.objects.values_list("sample__project_id").annotate(t=Max("created")).values_list("sample__project_id", "t")
+        LabelEvent.objects.values_list("sample__project_id")
+        .annotate(t=Max("created"))
+        .values_list("sample__project_id", "t")
     )
     quick = ModelVersion.Mode.QUICK
     last_model = dict(
-        ModelVersion.objects.filter(mode=quick).values_list("project_id").annotate(t=Max("created"))
+        ModelVersion.objects.filter(mode=quick)
+        .values_list("project_id")
+        .annotate(t=Max("created"))
         .values_list("project_id", "t")
     )
     last_try = dict(
-        TrainingJob.objects.filter(mode=quick).values_list("project_id").annotate(t=Max("created"))
+        TrainingJob.objects.filter(mode=quick)
+        .values_list("project_id")
+        .annotate(t=Max("created"))
         .values_list("project_id", "t")
     )
     out = []
@@ -225,7 +242,8 @@ def training_jobs_lost(*, older_than: int = 300) -> list[TrainingJob]:
     # A job waiting for features is re-sent by its own countdown and has a fresh heartbeat.
     return list(
         TrainingJob.objects.filter(status=TrainingJob.Status.QUEUED, created__lt=cutoff)
-        .exclude(heartbeat__gt=cutoff).only("pk", "mode")[:100]
+        .exclude(heartbeat__gt=cutoff)
+        .only("pk", "mode")[:100]
     )
 
 
@@ -233,8 +251,12 @@ def labeled_label_count(*, project_id) -> int:
     """How many distinct labels the labeled samples carry."""
     from labeling.models import SampleLabel
 
-    return (SampleLabel.objects.filter(sample__project_id=project_id, sample__labeled_at__isnull=False)
-            .values("label_id").distinct().count())
+    return (
+        SampleLabel.objects.filter(sample__project_id=project_id, sample__labeled_at__isnull=False)
+        .values("label_id")
+        .distinct()
+        .count()
+    )
 
 
 def labeled_count(*, project_id) -> int:

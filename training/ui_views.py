@@ -37,9 +37,17 @@ def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     models = selectors.model_list(project=access.project)
     jobs = list(selectors.training_job_list(project=access.project).exclude(mode="quick")[:10])
     quick_jobs = list(selectors.training_job_list(project=access.project).filter(mode="quick")[:1])
-    return render(request, "training/models.html", {
-        "access": access, "project": access.project, "models": models, "jobs": jobs, "last_quick": quick_jobs[0] if quick_jobs else None,
-    })
+    return render(
+        request,
+        "training/models.html",
+        {
+            "access": access,
+            "project": access.project,
+            "models": models,
+            "jobs": jobs,
+            "last_quick": quick_jobs[0] if quick_jobs else None,
+        },
+    )
 
 
 @project_view()
@@ -109,11 +117,18 @@ def model_detail(request: HttpRequest, access: ProjectAccess, model_id) -> HttpR
     cell = None
     true, predicted = request.GET.get("true"), request.GET.get("predicted")
     if true and predicted:
-        cell = {"true": true, "predicted": predicted,
-                "samples": selectors.model_cell_samples(model=model, true=true, predicted=predicted)}
+        cell = {
+            "true": true,
+            "predicted": predicted,
+            "samples": selectors.model_cell_samples(model=model, true=true, predicted=predicted),
+        }
     context = {
-        "access": access, "project": access.project, "model": model, "m": model.metrics or {},
-        "confusion": selectors.model_confusion_rows(model=model), "cell": cell,
+        "access": access,
+        "project": access.project,
+        "model": model,
+        "m": model.metrics or {},
+        "confusion": selectors.model_confusion_rows(model=model),
+        "cell": cell,
         "representation_rows": _representation_rows(model.metrics or {}),
     }
     template = "training/model_detail.html"
@@ -154,15 +169,22 @@ def model_download(request: HttpRequest, access: ProjectAccess, model_id) -> Htt
     model = _model(access, model_id)
     name = model_onnx_name(model)
     filename = f"{access.project.name[:40].replace(' ', '-')}-v{model.version}.onnx"
-    return FileResponse(default_storage.open(name, "rb"), as_attachment=True, filename=filename,
-                        content_type="application/octet-stream")
+    return FileResponse(
+        default_storage.open(name, "rb"), as_attachment=True, filename=filename, content_type="application/octet-stream"
+    )
 
 
 @project_view(Role.ADMIN)
 def review_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
-    return render(request, "training/review.html", {
-        "access": access, "project": access.project, "items": selectors.review_items(project=access.project),
-    })
+    return render(
+        request,
+        "training/review.html",
+        {
+            "access": access,
+            "project": access.project,
+            "items": selectors.review_items(project=access.project),
+        },
+    )
 
 
 @project_view(Role.ADMIN, methods=("POST",))
@@ -174,13 +196,17 @@ def review_decide(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
         raise Http404("No such sample.")
     if request.POST.get("decision") == "fix" and request.POST.get("label"):
         try:
-            labeling_services.sample_labels_set(sample=sample, names=[request.POST["label"]], user=request.user, via=LabelEvent.Via.REVIEW_FIX)
+            labeling_services.sample_labels_set(
+                sample=sample, names=[request.POST["label"]], user=request.user, via=LabelEvent.Via.REVIEW_FIX
+            )
         except ValidationError as exc:
             messages.error(request, error_text(exc))
         else:
             messages.success(request, f"Relabeled as “{request.POST['label']}”.")
     else:
         names = sample_label_names(sample)
-        LabelEvent.objects.create(sample=sample, user=request.user, old=names, new=names, via=LabelEvent.Via.REVIEW_CONFIRM)
+        LabelEvent.objects.create(
+            sample=sample, user=request.user, old=names, new=names, via=LabelEvent.Via.REVIEW_CONFIRM
+        )
         messages.success(request, "Label confirmed.")
     return redirect("review_page", project_id=access.project.pk)

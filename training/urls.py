@@ -12,7 +12,9 @@ urlpatterns = [
     path("projects/<uuid:project_id>/models/<uuid:model_id>/<str:kind>.png", ui_views.model_plot, name="model_plot"),
     path("projects/<uuid:project_id>/trainings/", ui_views.training_start, name="training_start"),
     path("projects/<uuid:project_id>/trainings/<uuid:job_id>/status/", ui_views.job_status, name="job_status"),
-    path("projects/<uuid:project_id>/trainings/<uuid:job_id>/cancel/", ui_views.training_cancel, name="training_cancel"),
+    path(
+        "projects/<uuid:project_id>/trainings/<uuid:job_id>/cancel/", ui_views.training_cancel, name="training_cancel"
+    ),
     path("projects/<uuid:project_id>/review/", ui_views.review_page, name="review_page"),
     path("projects/<uuid:project_id>/review/decide/", ui_views.review_decide, name="review_decide"),
 ]

@@ -39,7 +39,9 @@ def val(cls, n, offset=0):
 
 
 def test_single_image_answers_label_ranked_confidences_and_model(deployed, invoke_key):
-    r = keyed(invoke_key).post(invoke_url(deployed.project), {"file": SimpleUploadedFile("a.jpg", val("ants", 1)[0])}, format="multipart")
+    r = keyed(invoke_key).post(
+        invoke_url(deployed.project), {"file": SimpleUploadedFile("a.jpg", val("ants", 1)[0])}, format="multipart"
+    )
     assert r.status_code == 200, r.content
     body = r.json()
     assert set(body) == {"label", "confidence", "labels", "model"}
@@ -61,13 +63,20 @@ def test_batch_is_in_order_and_sensible_on_held_out_images(deployed, invoke_key)
 
 def test_series_format_with_pretrained_labels(deployed, invoke_key):
     data = base64.b64encode(val("bees", 1)[0]).decode()
-    r = keyed(invoke_key).post(invoke_url(deployed.project, "?format=series&pretrained=3"), {"data": data}, format="json")
+    r = keyed(invoke_key).post(
+        invoke_url(deployed.project, "?format=series&pretrained=3"), {"data": data}, format="json"
+    )
     series = r.json()["series"]
     library = [e for e in series if "libraryId" in e]
     pretrained = [e for e in series if "libraryId" not in e]
     assert len(library) == 2 and len(pretrained) == 3
     assert library[0]["libraryId"] == str(deployed.project.pk) == library[0]["object"]["libraryId"]
-    assert library[0]["object"]["boundingPoly"] == [{"x": 0, "y": 0}, {"x": 1, "y": 0}, {"x": 1, "y": 1}, {"x": 0, "y": 1}]
+    assert library[0]["object"]["boundingPoly"] == [
+        {"x": 0, "y": 0},
+        {"x": 1, "y": 0},
+        {"x": 1, "y": 1},
+        {"x": 0, "y": 1},
+    ]
     assert {"startTimeMs", "stopTimeMs", "object"} <= set(library[0]) and library[0]["object"]["type"] == "object"
     direct = keyed(invoke_key).post("/api/v1/pretrained/imagenet/invoke?top_k=3", {"data": data}, format="json").json()
     assert [e["object"]["label"] for e in pretrained] == [x["label"] for x in direct["labels"]]
@@ -119,8 +128,12 @@ def test_model_param_and_no_model(deployed, invoke_key, full_key):
     model = ModelVersion.objects.get(deployed=True)
     data = base64.b64encode(val("ants", 1)[0]).decode()
     c = keyed(invoke_key)
-    assert c.post(invoke_url(deployed.project, f"?model={model.pk}"), {"data": data}, format="json").json()["model"]["id"] == str(model.pk)
-    r = c.post(invoke_url(deployed.project, "?model=00000000-0000-0000-0000-000000000000"), {"data": data}, format="json")
+    assert c.post(invoke_url(deployed.project, f"?model={model.pk}"), {"data": data}, format="json").json()["model"][
+        "id"
+    ] == str(model.pk)
+    r = c.post(
+        invoke_url(deployed.project, "?model=00000000-0000-0000-0000-000000000000"), {"data": data}, format="json"
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     ModelVersion.objects.update(deployed=False)
     r = c.post(invoke_url(deployed.project), {"data": data}, format="json")

@@ -36,7 +36,12 @@ def test_it_refuses_explain_beyond_its_limit_with_413(deployed, invoke_key, sett
     assert r.status_code == 413
     body = r.json()["error"]
     assert body["code"] == "too_large" and "PICTOR_MAX_EXPLAIN" in body["message"] and "2" in body["message"]
-    assert keyed(invoke_key).post(invoke_url(deployed.project, "?explain=true"), {"items": _items(2)}, format="json").status_code == 200
+    assert (
+        keyed(invoke_key)
+        .post(invoke_url(deployed.project, "?explain=true"), {"items": _items(2)}, format="json")
+        .status_code
+        == 200
+    )
 
 
 def test_it_refuses_more_images_than_the_item_limit(deployed, invoke_key, settings):  # noqa: F811

@@ -7,95 +7,153 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('projects', '0001_initial'),
+        ("projects", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Label',
+            name="Label",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=100)),
-                ('color', models.CharField(default='#2457d6', max_length=7)),
-                ('shortcut', models.CharField(blank=True, max_length=1)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='labels', to='projects.project')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=100)),
+                ("color", models.CharField(default="#2457d6", max_length=7)),
+                ("shortcut", models.CharField(blank=True, max_length=1)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="labels", to="projects.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created', 'name'],
+                "ordering": ["created", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Sample',
+            name="Sample",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('sha256', models.CharField(max_length=64)),
-                ('image_name', models.CharField(max_length=300)),
-                ('thumbnail_name', models.CharField(max_length=300)),
-                ('filename', models.CharField(blank=True, max_length=255)),
-                ('format', models.CharField(max_length=10)),
-                ('width', models.PositiveIntegerField()),
-                ('height', models.PositiveIntegerField()),
-                ('size_bytes', models.PositiveIntegerField()),
-                ('source', models.CharField(choices=[('upload', 'Upload'), ('api', 'API'), ('capture', 'Captured from invoke')], default='upload', max_length=10)),
-                ('created', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('labeled_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='samples', to='projects.project')),
-                ('uploaded_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("sha256", models.CharField(max_length=64)),
+                ("image_name", models.CharField(max_length=300)),
+                ("thumbnail_name", models.CharField(max_length=300)),
+                ("filename", models.CharField(blank=True, max_length=255)),
+                ("format", models.CharField(max_length=10)),
+                ("width", models.PositiveIntegerField()),
+                ("height", models.PositiveIntegerField()),
+                ("size_bytes", models.PositiveIntegerField()),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("upload", "Upload"), ("api", "API"), ("capture", "Captured from invoke")],
+                        default="upload",
+                        max_length=10,
+                    ),
+                ),
+                ("created", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("labeled_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="samples", to="projects.project"
+                    ),
+                ),
+                (
+                    "uploaded_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created', 'id'],
+                "ordering": ["-created", "id"],
             },
         ),
         migrations.CreateModel(
-            name='LabelEvent',
+            name="LabelEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('old', models.JSONField(default=list)),
-                ('new', models.JSONField(default=list)),
-                ('via', models.CharField(default='web', max_length=20)),
-                ('created', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('sample', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='label_events', to='labeling.sample')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("old", models.JSONField(default=list)),
+                ("new", models.JSONField(default=list)),
+                ("via", models.CharField(default="web", max_length=20)),
+                ("created", models.DateTimeField(auto_now_add=True, db_index=True)),
+                (
+                    "user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "sample",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="label_events", to="labeling.sample"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created', '-id'],
+                "ordering": ["-created", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='SampleLabel',
+            name="SampleLabel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('label', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sample_labels', to='labeling.label')),
-                ('sample', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sample_labels', to='labeling.sample')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "label",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="sample_labels", to="labeling.label"
+                    ),
+                ),
+                (
+                    "sample",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="sample_labels", to="labeling.sample"
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='sample',
-            name='labels',
-            field=models.ManyToManyField(related_name='samples', through='labeling.SampleLabel', to='labeling.label'),
+            model_name="sample",
+            name="labels",
+            field=models.ManyToManyField(related_name="samples", through="labeling.SampleLabel", to="labeling.label"),
         ),
         migrations.AddConstraint(
-            model_name='label',
-            constraint=models.UniqueConstraint(fields=('project', 'name'), name='unique_label_name'),
+            model_name="label",
+            constraint=models.UniqueConstraint(fields=("project", "name"), name="unique_label_name"),
         ),
         migrations.AddConstraint(
-            model_name='samplelabel',
-            constraint=models.UniqueConstraint(fields=('sample', 'label'), name='unique_sample_label'),
+            model_name="samplelabel",
+            constraint=models.UniqueConstraint(fields=("sample", "label"), name="unique_sample_label"),
         ),
         migrations.AddIndex(
-            model_name='sample',
-            index=models.Index(fields=['project', 'labeled_at'], name='labeling_sa_project_90874a_idx'),
+            model_name="sample",
+            index=models.Index(fields=["project", "labeled_at"], name="labeling_sa_project_90874a_idx"),
         ),
         migrations.AddConstraint(
-            model_name='sample',
-            constraint=models.UniqueConstraint(fields=('project', 'sha256'), name='unique_sample_sha256'),
+            model_name="sample",
+            constraint=models.UniqueConstraint(fields=("project", "sha256"), name="unique_sample_sha256"),
         ),
     ]

@@ -5,51 +5,70 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0001_initial'),
-        ('projects', '0002_projectapikey'),
+        ("labeling", "0001_initial"),
+        ("projects", "0002_projectapikey"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='labelevent',
-            name='undone',
+            model_name="labelevent",
+            name="undone",
             field=models.BooleanField(default=False),
         ),
         migrations.CreateModel(
-            name='Lease',
+            name="Lease",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('holder', models.CharField(db_index=True, max_length=64)),
-                ('expires', models.DateTimeField(db_index=True)),
-                ('created', models.DateTimeField()),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='projects.project')),
-                ('sample', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='lease', to='labeling.sample')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("holder", models.CharField(db_index=True, max_length=64)),
+                ("expires", models.DateTimeField(db_index=True)),
+                ("created", models.DateTimeField()),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="projects.project"
+                    ),
+                ),
+                (
+                    "sample",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="lease", to="labeling.sample"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='QueueBatch',
+            name="QueueBatch",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sample_ids', models.JSONField(default=list)),
-                ('scores', models.JSONField(default=list)),
-                ('phase', models.CharField(blank=True, max_length=20)),
-                ('model_version', models.PositiveIntegerField(blank=True, null=True)),
-                ('created', models.DateTimeField(auto_now=True)),
-                ('project', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='queue_batch', to='projects.project')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("sample_ids", models.JSONField(default=list)),
+                ("scores", models.JSONField(default=list)),
+                ("phase", models.CharField(blank=True, max_length=20)),
+                ("model_version", models.PositiveIntegerField(blank=True, null=True)),
+                ("created", models.DateTimeField(auto_now=True)),
+                (
+                    "project",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="queue_batch", to="projects.project"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Skip',
+            name="Skip",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('holder', models.CharField(max_length=64)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('sample', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='labeling.sample')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("holder", models.CharField(max_length=64)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "sample",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="+", to="labeling.sample"
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.UniqueConstraint(fields=('sample', 'holder'), name='one_skip_per_holder')],
+                "constraints": [models.UniqueConstraint(fields=("sample", "holder"), name="one_skip_per_holder")],
             },
         ),
     ]

@@ -4,15 +4,30 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('labeling', '0002_queue'),
+        ("labeling", "0002_queue"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='labelevent',
-            name='via',
-            field=models.CharField(choices=[('web', 'web page or API session'), ('api', 'API key'), ('session', 'labeling page'), ('grid', 'grid labeling'), ('undo', 'undo'), ('merge', 'label merge'), ('label-delete', 'label deletion'), ('review-fix', 'review: fixed'), ('review-confirm', 'review: confirmed'), ('upload', 'upload'), ('capture', 'captured by invoke')], default='web', max_length=20),
+            model_name="labelevent",
+            name="via",
+            field=models.CharField(
+                choices=[
+                    ("web", "web page or API session"),
+                    ("api", "API key"),
+                    ("session", "labeling page"),
+                    ("grid", "grid labeling"),
+                    ("undo", "undo"),
+                    ("merge", "label merge"),
+                    ("label-delete", "label deletion"),
+                    ("review-fix", "review: fixed"),
+                    ("review-confirm", "review: confirmed"),
+                    ("upload", "upload"),
+                    ("capture", "captured by invoke"),
+                ],
+                default="web",
+                max_length=20,
+            ),
         ),
     ]

@@ -79,7 +79,9 @@ def png_from_rows(width: int, height: int, *, bit_depth: int, color_type: int, r
         idat += comp.compress(b"\x00" + row)  # filter type 0 per row
     idat += comp.flush()
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", bytes(idat)) + _png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", bytes(idat)) + _png_chunk(b"IEND", b"")
+    )
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -315,7 +317,11 @@ def image_samples() -> list[Sample]:
 # --------------------------------------------------------------------------- ZIP archives
 
 
-def make_zip(entries: dict[str, bytes] | Iterable[tuple[str | zipfile.ZipInfo, bytes]], *, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+def make_zip(
+    entries: dict[str, bytes] | Iterable[tuple[str | zipfile.ZipInfo, bytes]],
+    *,
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> bytes:
     buf = io.BytesIO()
     items = entries.items() if isinstance(entries, dict) else entries
     with zipfile.ZipFile(buf, "w", compression) as zf:
@@ -329,7 +335,9 @@ def make_zip(entries: dict[str, bytes] | Iterable[tuple[str | zipfile.ZipInfo, b
     return buf.getvalue()
 
 
-def _patch_central(data: bytes, *, flag_bits: int | None = None, compress_type: int | None = None, file_size: int | None = None) -> bytes:
+def _patch_central(
+    data: bytes, *, flag_bits: int | None = None, compress_type: int | None = None, file_size: int | None = None
+) -> bytes:
     """Rewrite fields of the first entry in both its local and central headers."""
     out = bytearray(data)
     local = out.index(b"PK\x03\x04")
@@ -371,7 +379,7 @@ class ZipSample:
 def _symlink_info(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name)
     info.create_system = 3
-    info.external_attr = (0o120777 << 16)
+    info.external_attr = 0o120777 << 16
     return info
 
 
@@ -398,11 +406,15 @@ def bad_zip_samples() -> list[ZipSample]:
         ZipSample("absolute_path", make_zip({"/etc/evil.jpg": img}), "invalid"),
         ZipSample("drive_letter", make_zip({"C:/Windows/evil.jpg": img}), "invalid"),
         ZipSample("drive_letter_backslash", make_zip({"C:\\evil.jpg": img}), "invalid"),
-        ZipSample("symlink", make_zip([("ants/a.jpg", img), (_symlink_info("ants/link.jpg"), b"/etc/passwd")]), "invalid"),
+        ZipSample(
+            "symlink", make_zip([("ants/a.jpg", img), (_symlink_info("ants/link.jpg"), b"/etc/passwd")]), "invalid"
+        ),
         ZipSample("encrypted", _patch_central(make_zip({"ants/a.jpg": img}), flag_bits=0x1), "invalid"),
         ZipSample("deflate64", _patch_central(make_zip({"ants/a.jpg": img}), compress_type=9), "invalid"),
         ZipSample("garbage", b"PK\x03\x04" + b"\x00garbage" * 50, "invalid"),
         ZipSample("truncated", make_zip({"ants/a.jpg": img, "bees/b.jpg": img})[:200], "invalid"),
-        ZipSample("zip64_lying_count", with_zip64_eocd(make_zip({"ants/a.jpg": img}), declared_entries=10**9), "too_large"),
+        ZipSample(
+            "zip64_lying_count", with_zip64_eocd(make_zip({"ants/a.jpg": img}), declared_entries=10**9), "too_large"
+        ),
         ZipSample("lying_size", zip_lying_size(), "invalid", when="iterate"),
     ]

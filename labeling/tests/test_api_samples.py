@@ -38,7 +38,9 @@ def jpeg(seed=0) -> bytes:
 
 def test_multipart_upload_stores_image_and_thumbnail_and_creates_labels(team, media_root):
     c = api(team.user("labeler"))
-    r = c.post(url(team, "/samples"), {"file": [SimpleUploadedFile("a.jpg", jpeg(1))], "label": ["ants"]}, format="multipart")
+    r = c.post(
+        url(team, "/samples"), {"file": [SimpleUploadedFile("a.jpg", jpeg(1))], "label": ["ants"]}, format="multipart"
+    )
     assert r.status_code == 201, r.content
     (s,) = r.json()["samples"]
     assert s["labels"] == ["ants"] and s["duplicate"] is False and (s["width"], s["height"]) == (64, 48)
@@ -62,8 +64,12 @@ def test_json_base64_single_and_items(team):
 
 def test_a_duplicate_comes_back_with_its_id_and_gets_the_new_labels(team, media_root):
     c = api(team.user("labeler"))
-    first = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(5)).decode()}, format="json").json()["samples"][0]
-    again = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(5)).decode(), "labels": ["ants"]}, format="json")
+    first = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(5)).decode()}, format="json").json()[
+        "samples"
+    ][0]
+    again = c.post(
+        url(team, "/samples"), {"data": base64.b64encode(jpeg(5)).decode(), "labels": ["ants"]}, format="json"
+    )
     assert again.status_code == 201
     dup = again.json()["samples"][0]
     assert dup["id"] == first["id"] and dup["duplicate"] is True and dup["labels"] == ["ants"]
@@ -120,7 +126,9 @@ def test_a_zip_of_label_folders_imports_labeled_samples(team):
         for cls in ("ants", "bees"):
             for p in sorted((HYM / "train" / cls).glob("*.jpg"))[:5]:
                 zf.write(p, f"train/{cls}/{p.name}")
-    r = api(team.user("labeler")).post(url(team, "/samples"), {"file": [SimpleUploadedFile("train.zip", buf.getvalue())]}, format="multipart")
+    r = api(team.user("labeler")).post(
+        url(team, "/samples"), {"file": [SimpleUploadedFile("train.zip", buf.getvalue())]}, format="multipart"
+    )
     assert r.status_code == 201, r.content
     assert sorted({tuple(s["labels"]) for s in r.json()["samples"]}) == [("ants",), ("bees",)]
     assert Sample.objects.filter(project=team.project, labeled_at__isnull=False).count() == 10
@@ -137,21 +145,36 @@ def test_single_label_projects_refuse_two_labels(team):
 def test_list_filters_and_paginates(team):
     c = api(team.user("labeler"))
     for i in range(3):
-        c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(10 + i)).decode(), "labels": ["ants"] if i else []}, format="json")
+        c.post(
+            url(team, "/samples"),
+            {"data": base64.b64encode(jpeg(10 + i)).decode(), "labels": ["ants"] if i else []},
+            format="json",
+        )
     body = c.get(url(team, "/samples?labeled=true")).json()
     assert body["count"] == 2 and {tuple(s["labels"]) for s in body["results"]} == {("ants",)}
     assert c.get(url(team, "/samples?labeled=false")).json()["count"] == 1
     assert c.get(url(team, "/samples?label=ants")).json()["count"] == 2
     page = c.get(url(team, "/samples?page_size=2")).json()
     assert len(page["results"]) == 2 and page["next"] and page["previous"] is None
-    assert set(page["results"][0]) >= {"id", "sha256", "width", "height", "labels", "image_url", "thumbnail_url", "created"}
+    assert set(page["results"][0]) >= {
+        "id",
+        "sha256",
+        "width",
+        "height",
+        "labels",
+        "image_url",
+        "thumbnail_url",
+        "created",
+    }
     r = c.get(url(team, "/samples?labeled=maybe"))
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
 
 
 def test_put_labels_records_the_audit_trail_and_clears(team):
     c = api(team.user("labeler"))
-    sid = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(20)).decode()}, format="json").json()["samples"][0]["id"]
+    sid = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(20)).decode()}, format="json").json()["samples"][
+        0
+    ]["id"]
     r = c.put(url(team, f"/samples/{sid}/labels"), {"labels": ["bees"]}, format="json")
     assert r.status_code == 200 and r.json()["labels"] == ["bees"]
     r = c.put(url(team, f"/samples/{sid}/labels"), {"labels": []}, format="json")
@@ -163,7 +186,9 @@ def test_put_labels_records_the_audit_trail_and_clears(team):
 
 def test_get_and_delete_one_sample(team, media_root, django_capture_on_commit_callbacks):
     c = api(team.user("labeler"))
-    sid = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(21)).decode()}, format="json").json()["samples"][0]["id"]
+    sid = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(21)).decode()}, format="json").json()["samples"][
+        0
+    ]["id"]
     body = c.get(url(team, f"/samples/{sid}")).json()
     assert body["id"] == sid and "prediction" in body
     with django_capture_on_commit_callbacks(execute=True):
@@ -173,9 +198,16 @@ def test_get_and_delete_one_sample(team, media_root, django_capture_on_commit_ca
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("who,upload,read", [
-    ("owner", 201, 200), ("admin", 201, 200), ("labeler", 201, 200), ("viewer", 403, 200), ("outsider", 404, 404),
-])
+@pytest.mark.parametrize(
+    "who,upload,read",
+    [
+        ("owner", 201, 200),
+        ("admin", 201, 200),
+        ("labeler", 201, 200),
+        ("viewer", 403, 200),
+        ("outsider", 404, 404),
+    ],
+)
 def test_roles_on_the_samples_api(team, who, upload, read):
     c = api(team.user(who))
     r = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(30)).decode()}, format="json")
@@ -203,8 +235,12 @@ def test_project_endpoint_shape(team):
     c = api(team.user("viewer"))
     body = c.get(url(team)).json()
     assert body == {
-        "id": str(team.project.pk), "name": team.project.name, "task": "single_label", "labels": [],
-        "samples": {"total": 0, "labeled": 0}, "deployed_model": None,
+        "id": str(team.project.pk),
+        "name": team.project.name,
+        "task": "single_label",
+        "labels": [],
+        "samples": {"total": 0, "labeled": 0},
+        "deployed_model": None,
     }
 
 
@@ -231,9 +267,19 @@ def test_export_zips_label_folders_and_samples_csv(team):
     assert r.status_code == 200 and r["Content-Type"] == "application/zip"
     zf = zipfile.ZipFile(io.BytesIO(b"".join(r.streaming_content)))
     names = zf.namelist()
-    assert f"ants/{a.pk}.jpg" in names and any(n.startswith("bees/") for n in names) and any(n.startswith("unlabeled/") for n in names)
+    assert (
+        f"ants/{a.pk}.jpg" in names
+        and any(n.startswith("bees/") for n in names)
+        and any(n.startswith("unlabeled/") for n in names)
+    )
     rows = list(csv.DictReader(io.StringIO(zf.read("samples.csv").decode())))
-    assert {r["labels"] for r in rows} == {"ants", "bees", ""} and set(rows[0]) == {"id", "sha256", "filename", "labels", "created"}
+    assert {r["labels"] for r in rows} == {"ants", "bees", ""} and set(rows[0]) == {
+        "id",
+        "sha256",
+        "filename",
+        "labels",
+        "created",
+    }
     assert zf.read(f"ants/{a.pk}.jpg") == jpeg(40)
     assert api(team.user("outsider")).get(url(team, "/export")).status_code == 404
 
@@ -253,8 +299,14 @@ def test_control_characters_are_refused_or_stripped_never_a_500(team):
     c = api(team.user("labeler"))
     r = c.post(url(team, "/labels"), {"name": "a\u0000b"}, format="json")
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
-    r = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(50)).decode(), "labels": ["q\u0000"], "filename": "x\u0000.jpg"}, format="json")
+    r = c.post(
+        url(team, "/samples"),
+        {"data": base64.b64encode(jpeg(50)).decode(), "labels": ["q\u0000"], "filename": "x\u0000.jpg"},
+        format="json",
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid"
-    r = c.post(url(team, "/samples"), {"data": base64.b64encode(jpeg(51)).decode(), "filename": "x\u0000y.jpg"}, format="json")
+    r = c.post(
+        url(team, "/samples"), {"data": base64.b64encode(jpeg(51)).decode(), "filename": "x\u0000y.jpg"}, format="json"
+    )
     assert r.status_code == 201 and Sample.objects.get(pk=r.json()["samples"][0]["id"]).filename == "xy.jpg"
     assert c.get(url(team, "/samples?label=a%00b")).status_code == 200

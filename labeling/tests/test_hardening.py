@@ -25,23 +25,29 @@ def api(user) -> APIClient:
 def test_it_answers_a_merge_into_a_malformed_target_with_a_message(team, client_for):
     ant = services.label_create(project=team.project, name="ant")
     c = client_for(team.user("admin"))
-    r = c.post(reverse("label_merge", kwargs={"project_id": team.project.pk, "label_id": ant.pk}),
-               {"target": "not-a-uuid"}, HTTP_HX_REQUEST="true")
+    r = c.post(
+        reverse("label_merge", kwargs={"project_id": team.project.pk, "label_id": ant.pk}),
+        {"target": "not-a-uuid"},
+        HTTP_HX_REQUEST="true",
+    )
     assert r.status_code == 200 and "Choose the label to merge into" in r.content.decode()
     assert Label.objects.filter(pk=ant.pk).exists()
 
 
 def test_it_leaves_no_labels_behind_when_an_upload_is_rejected(team):
     c = api(team.user("labeler"))
-    r = c.post(f"/api/v1/projects/{team.project.pk}/samples",
-               {"file": [io.BytesIO(jpeg_bytes(1))], "label": ["one", "two"]}, format="multipart")
+    r = c.post(
+        f"/api/v1/projects/{team.project.pk}/samples",
+        {"file": [io.BytesIO(jpeg_bytes(1))], "label": ["one", "two"]},
+        format="multipart",
+    )
     assert r.status_code == 400, r.content
     assert not Label.objects.filter(project=team.project).exists()
     assert not Sample.objects.filter(project=team.project).exists()
 
 
 def test_it_escapes_formula_cells_in_the_export(team):
-    make_sample(team.project, seed=1, labels=["=HYPERLINK(\"http://evil\",\"x\")"])
+    make_sample(team.project, seed=1, labels=['=HYPERLINK("http://evil","x")'])
     make_sample(team.project, seed=2, labels=["@SUM(1)"])
     make_sample(team.project, seed=3, labels=["ants"])
     r = api(team.user("viewer")).get(f"/api/v1/projects/{team.project.pk}/export")
@@ -49,15 +55,17 @@ def test_it_escapes_formula_cells_in_the_export(team):
     rows = list(csv.DictReader(io.StringIO(zf.read("samples.csv").decode())))
     cells = [v for row in rows for v in row.values()]
     assert not any(v[:1] in "=+-@" for v in cells if v)
-    assert {row["labels"] for row in rows} == {"'=HYPERLINK(\"http://evil\",\"x\")", "'@SUM(1)", "ants"}
+    assert {row["labels"] for row in rows} == {'\'=HYPERLINK("http://evil","x")', "'@SUM(1)", "ants"}
 
 
 def test_it_keeps_markup_out_of_the_page_title(team, client_for):
     sample = make_sample(team.project, seed=1)
     Sample.objects.filter(pk=sample.pk).update(filename="<script>alert(1)</script>.jpg")
-    page = client_for(team.user("viewer")).get(
-        reverse("sample_detail", kwargs={"project_id": team.project.pk, "sample_id": sample.pk})
-    ).content.decode()
+    page = (
+        client_for(team.user("viewer"))
+        .get(reverse("sample_detail", kwargs={"project_id": team.project.pk, "sample_id": sample.pk}))
+        .content.decode()
+    )
     title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
     assert "script" not in title.replace("alert(1)", "") and "&lt;" not in title
     assert "alert(1).jpg" in title
@@ -66,8 +74,9 @@ def test_it_keeps_markup_out_of_the_page_title(team, client_for):
 
 def test_it_refuses_a_zip_of_hidden_files_only(team):
     data = make_zip({".DS_Store": b"x" * 100, ".hidden/a.jpg": jpeg_bytes(1), "__MACOSX/._a.jpg": b"y" * 50})
-    r = api(team.user("labeler")).post(f"/api/v1/projects/{team.project.pk}/samples",
-                                       {"file": [io.BytesIO(data)]}, format="multipart")
+    r = api(team.user("labeler")).post(
+        f"/api/v1/projects/{team.project.pk}/samples", {"file": [io.BytesIO(data)]}, format="multipart"
+    )
     assert r.status_code == 400, r.content
     body = r.json()
     assert body["error"]["code"] == "invalid" and "no images" in body["error"]["message"]
@@ -120,7 +129,9 @@ def test_it_imports_zip_entries_one_at_a_time(team):
     data = make_zip(entries, compression=zipfile.ZIP_STORED)
     tracemalloc.start()
     try:
-        report = services.samples_ingest(project=team.project, items=[services.IngestItem(filename="a.zip", data=data)], user=None)
+        report = services.samples_ingest(
+            project=team.project, items=[services.IngestItem(filename="a.zip", data=data)], user=None
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

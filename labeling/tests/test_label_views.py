@@ -11,9 +11,13 @@ def test_session_shows_one_image_with_keys_and_preloads_the_next(team, client_fo
     from labeling.services import label_create
 
     label_create(project=team.project, name="ants")
-    page = client_for(team.user("labeler")).get(reverse("label_session", kwargs={"project_id": team.project.pk})).content.decode()
+    page = (
+        client_for(team.user("labeler"))
+        .get(reverse("label_session", kwargs={"project_id": team.project.pk}))
+        .content.decode()
+    )
     assert 'id="label-image"' in page and 'id="preload-next"' in page
-    assert '<kbd>1</kbd> ants' in page and "3</strong> left unlabeled" in page
+    assert "<kbd>1</kbd> ants" in page and "3</strong> left unlabeled" in page
     assert Lease.objects.count() == 2  # the current image and the preloaded one
 
 
@@ -31,7 +35,11 @@ def test_submitting_a_label_over_htmx_returns_the_next_item(team, client_for):
 def test_submitting_nothing_explains_instead_of_failing(team, client_for):
     a = make_sample(team.project, seed=1)
     c = client_for(team.user("labeler"))
-    part = c.post(reverse("label_submit", kwargs={"project_id": team.project.pk, "sample_id": a.pk}), {"label": [""]}, HTTP_HX_REQUEST="true")
+    part = c.post(
+        reverse("label_submit", kwargs={"project_id": team.project.pk, "sample_id": a.pk}),
+        {"label": [""]},
+        HTTP_HX_REQUEST="true",
+    )
     assert part.status_code == 200 and "Choose a label first" in part.content.decode()
 
 
@@ -39,16 +47,24 @@ def test_undo_brings_the_sample_back_and_history_shows_it(team, client_for):
     a = make_sample(team.project, seed=1)
     c = client_for(team.user("labeler"))
     c.post(reverse("label_submit", kwargs={"project_id": team.project.pk, "sample_id": a.pk}), {"label": "ants"})
-    hist = c.get(reverse("label_history", kwargs={"project_id": team.project.pk, "back": 1}), HTTP_HX_REQUEST="true").content.decode()
+    hist = c.get(
+        reverse("label_history", kwargs={"project_id": team.project.pk, "back": 1}), HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert f'data-sample="{a.pk}"' in hist and "key-button current" in hist
-    part = c.post(reverse("label_undo", kwargs={"project_id": team.project.pk}), HTTP_HX_REQUEST="true").content.decode()
+    part = c.post(
+        reverse("label_undo", kwargs={"project_id": team.project.pk}), HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert f'data-sample="{a.pk}"' in part
     assert Sample.objects.get(pk=a.pk).labeled_at is None
     assert LabelEvent.objects.filter(sample=a, via="undo").exists()
 
 
 def test_empty_queue_says_so(team, client_for):
-    page = client_for(team.user("labeler")).get(reverse("label_session", kwargs={"project_id": team.project.pk})).content.decode()
+    page = (
+        client_for(team.user("labeler"))
+        .get(reverse("label_session", kwargs={"project_id": team.project.pk}))
+        .content.decode()
+    )
     assert 'id="queue-empty"' in page
 
 
@@ -65,16 +81,28 @@ def test_grid_labeling_applies_and_removes(team, client_for):
 def test_label_schema_add_edit_merge_delete_over_htmx(team, client_for):
     c = client_for(team.user("admin"))
     pid = team.project.pk
-    part = c.post(reverse("label_add", kwargs={"project_id": pid}), {"name": "ant"}, HTTP_HX_REQUEST="true").content.decode()
+    part = c.post(
+        reverse("label_add", kwargs={"project_id": pid}), {"name": "ant"}, HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "<html" not in part and "ant" in part
     c.post(reverse("label_add", kwargs={"project_id": pid}), {"name": "ants"})
     ant, ants = Label.objects.get(name="ant"), Label.objects.get(name="ants")
     make_sample(team.project, seed=1, labels=["ant"])
-    part = c.post(reverse("label_merge", kwargs={"project_id": pid, "label_id": ant.pk}), {"target": str(ants.pk)}, HTTP_HX_REQUEST="true").content.decode()
+    part = c.post(
+        reverse("label_merge", kwargs={"project_id": pid, "label_id": ant.pk}),
+        {"target": str(ants.pk)},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
     assert "1 sample(s) moved" in part and not Label.objects.filter(name="ant").exists()
-    part = c.post(reverse("label_edit", kwargs={"project_id": pid, "label_id": ants.pk}), {"name": "ants", "color": "nope", "shortcut": "1"}, HTTP_HX_REQUEST="true").content.decode()
+    part = c.post(
+        reverse("label_edit", kwargs={"project_id": pid, "label_id": ants.pk}),
+        {"name": "ants", "color": "nope", "shortcut": "1"},
+        HTTP_HX_REQUEST="true",
+    ).content.decode()
     assert "Colours look like" in part
-    part = c.post(reverse("label_delete", kwargs={"project_id": pid, "label_id": ants.pk}), HTTP_HX_REQUEST="true").content.decode()
+    part = c.post(
+        reverse("label_delete", kwargs={"project_id": pid, "label_id": ants.pk}), HTTP_HX_REQUEST="true"
+    ).content.decode()
     assert "1 sample(s) lost that label" in part
 
 
@@ -99,8 +127,12 @@ def test_project_page_shows_per_labeler_counts(team, client_for):
     from labeling.services import sample_labels_set
 
     sample_labels_set(sample=s, names=["ants"], user=team.user("labeler"))
-    page = client_for(team.user("viewer")).get(reverse("project_detail", kwargs={"project_id": team.project.pk})).content.decode()
-    assert 'id="labeler-counts"' in page and "<th scope=\"row\">labeler</th><td>1</td><td>1</td>" in page
+    page = (
+        client_for(team.user("viewer"))
+        .get(reverse("project_detail", kwargs={"project_id": team.project.pk}))
+        .content.decode()
+    )
+    assert 'id="labeler-counts"' in page and '<th scope="row">labeler</th><td>1</td><td>1</td>' in page
 
 
 def test_it_applies_one_rule_for_creating_labels_on_the_page_and_the_api(team, client_for):
@@ -117,8 +149,15 @@ def test_it_applies_one_rule_for_creating_labels_on_the_page_and_the_api(team, c
     api = APIClient()
     api.force_authenticate(team.user("labeler"))
     assert api.post(f"/api/v1/projects/{pid}/labels", {"name": "hornet"}, format="json").status_code == 201
-    viewer_page = client_for(team.user("viewer")).get(reverse("label_schema", kwargs={"project_id": pid})).content.decode()
+    viewer_page = (
+        client_for(team.user("viewer")).get(reverse("label_schema", kwargs={"project_id": pid})).content.decode()
+    )
     assert 'id="add-label-form"' not in viewer_page
-    assert client_for(team.user("viewer")).post(reverse("label_add", kwargs={"project_id": pid}), {"name": "x"}).status_code == 403
+    assert (
+        client_for(team.user("viewer"))
+        .post(reverse("label_add", kwargs={"project_id": pid}), {"name": "x"})
+        .status_code
+        == 403
+    )
     api.force_authenticate(team.user("viewer"))
     assert api.post(f"/api/v1/projects/{pid}/labels", {"name": "y"}, format="json").status_code == 403

@@ -47,7 +47,9 @@ def test_skip_releases_for_others_but_not_for_the_skipper(team):
 
 def test_active_strategy_follows_the_learners_batch_then_falls_back(team, django_capture_on_commit_callbacks):
     samples = [make_sample(team.project, seed=i) for i in range(4)]
-    QueueBatch.objects.create(project=team.project, sample_ids=[str(samples[2].pk), str(samples[0].pk)], scores=[0.9, 0.5])
+    QueueBatch.objects.create(
+        project=team.project, sample_ids=[str(samples[2].pk), str(samples[0].pk)], scores=[0.9, 0.5]
+    )
     got = queue.queue_claim(project=team.project, holder=holder(1), count=3)
     assert [i.sample.pk for i in got[:2]] == [samples[2].pk, samples[0].pk]
     assert got[0].score == 0.9 and got[2].score is None

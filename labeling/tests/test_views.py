@@ -22,7 +22,10 @@ def test_sample_page_shows_labels_metadata_and_history(team, client_for):
     url = reverse("sample_detail", kwargs={"project_id": team.project.pk, "sample_id": sample.pk})
     page = c.get(url).content.decode()
     assert sample.sha256 in page and "64 × 48" in page and "labeler" in page
-    r = c.post(reverse("sample_labels", kwargs={"project_id": team.project.pk, "sample_id": sample.pk}), {"label": ["ants", ""]})
+    r = c.post(
+        reverse("sample_labels", kwargs={"project_id": team.project.pk, "sample_id": sample.pk}),
+        {"label": ["ants", ""]},
+    )
     assert r.status_code == 302
     page = c.get(url).content.decode()
     assert "bees → ants" in page
@@ -31,12 +34,18 @@ def test_sample_page_shows_labels_metadata_and_history(team, client_for):
 def test_labeling_two_labels_in_a_single_label_project_is_refused_with_a_message(team, client_for):
     sample = make_sample(team.project, seed=4)
     c = client_for(team.user("labeler"))
-    r = c.post(reverse("sample_labels", kwargs={"project_id": team.project.pk, "sample_id": sample.pk}), {"label": ["a", "b"]}, follow=True)
+    r = c.post(
+        reverse("sample_labels", kwargs={"project_id": team.project.pk, "sample_id": sample.pk}),
+        {"label": ["a", "b"]},
+        follow=True,
+    )
     assert "single-label" in r.content.decode()
     assert Sample.objects.get(pk=sample.pk).labeled_at is None
 
 
 def test_upload_page_offers_files_folders_and_zip(team, client_for):
-    page = client_for(team.user("labeler")).get(reverse("upload", kwargs={"project_id": team.project.pk})).content.decode()
+    page = (
+        client_for(team.user("labeler")).get(reverse("upload", kwargs={"project_id": team.project.pk})).content.decode()
+    )
     assert 'id="file-input"' in page and "webkitdirectory" in page and ".zip" in page
     assert f"/api/v1/projects/{team.project.pk}/samples" in page

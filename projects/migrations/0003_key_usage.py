@@ -5,23 +5,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('projects', '0002_projectapikey'),
+        ("projects", "0002_projectapikey"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='KeyUsage',
+            name="KeyUsage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('day', models.DateField()),
-                ('count', models.PositiveBigIntegerField(default=0)),
-                ('api_key', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usage', to='projects.projectapikey')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("day", models.DateField()),
+                ("count", models.PositiveBigIntegerField(default=0)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="usage", to="projects.projectapikey"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-day'],
-                'constraints': [models.UniqueConstraint(fields=('api_key', 'day'), name='one_usage_row_per_key_day')],
+                "ordering": ["-day"],
+                "constraints": [models.UniqueConstraint(fields=("api_key", "day"), name="one_usage_row_per_key_day")],
             },
         ),
     ]

@@ -49,12 +49,20 @@ def test_broker_is_embedded_without_redis_and_redis_with_it(tmp_path):
 
 
 def _settings_in_subprocess(environ: dict, expr: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in {"PYTEST_VERSION", "SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PYTEST_VERSION", "SECRET_KEY", "DEBUG", "DATABASE_URL", "REDIS_URL"}
+    }
     env.update(environ)
     code = f"import django; from django.conf import settings; django.setup(); print({expr})"
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**env, "DJANGO_SETTINGS_MODULE": "config.settings"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

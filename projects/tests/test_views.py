@@ -51,7 +51,9 @@ def test_member_add_over_htmx_returns_the_panel_partial(team, client_for):
 
 def test_invite_link_is_shown_once_and_joins_the_project(team, client_for):
     owner = client_for(team.user("owner"))
-    page = owner.post(reverse("invite_create", kwargs={"project_id": team.project.pk}), {"role": "labeler"}).content.decode()
+    page = owner.post(
+        reverse("invite_create", kwargs={"project_id": team.project.pk}), {"role": "labeler"}
+    ).content.decode()
     link = re.search(r'value="(http://testserver/invite/[^"]+)"', page).group(1)
     newcomer = UserFactory(username="newcomer")
     c = client_for(newcomer)
@@ -88,7 +90,11 @@ def test_password_change(client_for, db):
     c = client_for(user)
     response = c.post(
         reverse("password_change"),
-        {"old_password": PASSWORD, "new_password1": "another-long-phrase-88", "new_password2": "another-long-phrase-88"},
+        {
+            "old_password": PASSWORD,
+            "new_password1": "another-long-phrase-88",
+            "new_password2": "another-long-phrase-88",
+        },
     )
     assert response.status_code == 302
     user.refresh_from_db()

@@ -5,28 +5,34 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('labeling', '0001_initial'),
+        ("labeling", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Embedding',
+            name="Embedding",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('project_id', models.UUIDField(db_index=True)),
-                ('backbone', models.CharField(max_length=20)),
-                ('vector', models.BinaryField()),
-                ('error', models.CharField(blank=True, max_length=300)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('sample', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='embeddings', to='labeling.sample')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("project_id", models.UUIDField(db_index=True)),
+                ("backbone", models.CharField(max_length=20)),
+                ("vector", models.BinaryField()),
+                ("error", models.CharField(blank=True, max_length=300)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "sample",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="embeddings", to="labeling.sample"
+                    ),
+                ),
             ],
             options={
-                'indexes': [models.Index(fields=['project_id', 'backbone'], name='training_em_project_ce1a59_idx')],
-                'constraints': [models.UniqueConstraint(fields=('sample', 'backbone'), name='one_embedding_per_backbone')],
+                "indexes": [models.Index(fields=["project_id", "backbone"], name="training_em_project_ce1a59_idx")],
+                "constraints": [
+                    models.UniqueConstraint(fields=("sample", "backbone"), name="one_embedding_per_backbone")
+                ],
             },
         ),
     ]

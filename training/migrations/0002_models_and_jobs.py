@@ -7,67 +7,124 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('projects', '0002_projectapikey'),
-        ('training', '0001_initial'),
+        ("projects", "0002_projectapikey"),
+        ("training", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ModelVersion',
+            name="ModelVersion",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('version', models.PositiveIntegerField()),
-                ('mode', models.CharField(choices=[('quick', 'Quick (linear head on embeddings)'), ('full', 'Full fine-tune')], max_length=10)),
-                ('features', models.CharField(max_length=40)),
-                ('label_names', models.JSONField(default=list)),
-                ('thresholds', models.JSONField(blank=True, null=True)),
-                ('metrics', models.JSONField(default=dict)),
-                ('predictions', models.JSONField(default=list)),
-                ('n_train', models.PositiveIntegerField(default=0)),
-                ('artifact_name', models.CharField(max_length=300)),
-                ('deployed', models.BooleanField(default=False)),
-                ('deployed_at', models.DateTimeField(blank=True, null=True)),
-                ('pinned', models.BooleanField(default=False)),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='model_versions', to='projects.project')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                ("version", models.PositiveIntegerField()),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("quick", "Quick (linear head on embeddings)"), ("full", "Full fine-tune")],
+                        max_length=10,
+                    ),
+                ),
+                ("features", models.CharField(max_length=40)),
+                ("label_names", models.JSONField(default=list)),
+                ("thresholds", models.JSONField(blank=True, null=True)),
+                ("metrics", models.JSONField(default=dict)),
+                ("predictions", models.JSONField(default=list)),
+                ("n_train", models.PositiveIntegerField(default=0)),
+                ("artifact_name", models.CharField(max_length=300)),
+                ("deployed", models.BooleanField(default=False)),
+                ("deployed_at", models.DateTimeField(blank=True, null=True)),
+                ("pinned", models.BooleanField(default=False)),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="model_versions",
+                        to="projects.project",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-version'],
+                "ordering": ["-version"],
             },
         ),
         migrations.CreateModel(
-            name='TrainingJob',
+            name="TrainingJob",
             fields=[
-                ('id', models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
-                ('mode', models.CharField(choices=[('quick', 'Quick (linear head on embeddings)'), ('full', 'Full fine-tune')], max_length=10)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('succeeded', 'Succeeded'), ('failed', 'Failed'), ('cancelled', 'Cancelled')], db_index=True, default='queued', max_length=10)),
-                ('progress', models.FloatField(default=0.0)),
-                ('message', models.CharField(blank=True, max_length=200)),
-                ('history', models.JSONField(default=list)),
-                ('error', models.TextField(blank=True)),
-                ('cancel_requested', models.BooleanField(default=False)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('created', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('started', models.DateTimeField(blank=True, null=True)),
-                ('heartbeat', models.DateTimeField(blank=True, null=True)),
-                ('finished', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('model', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='training.modelversion')),
-                ('project', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='training_jobs', to='projects.project')),
+                ("id", models.UUIDField(default=uuid.uuid4, editable=False, primary_key=True, serialize=False)),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("quick", "Quick (linear head on embeddings)"), ("full", "Full fine-tune")],
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("succeeded", "Succeeded"),
+                            ("failed", "Failed"),
+                            ("cancelled", "Cancelled"),
+                        ],
+                        db_index=True,
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("progress", models.FloatField(default=0.0)),
+                ("message", models.CharField(blank=True, max_length=200)),
+                ("history", models.JSONField(default=list)),
+                ("error", models.TextField(blank=True)),
+                ("cancel_requested", models.BooleanField(default=False)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("created", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("started", models.DateTimeField(blank=True, null=True)),
+                ("heartbeat", models.DateTimeField(blank=True, null=True)),
+                ("finished", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "model",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="training.modelversion",
+                    ),
+                ),
+                (
+                    "project",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, related_name="training_jobs", to="projects.project"
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created'],
+                "ordering": ["-created"],
             },
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(fields=('project', 'version'), name='unique_model_version'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(fields=("project", "version"), name="unique_model_version"),
         ),
         migrations.AddConstraint(
-            model_name='modelversion',
-            constraint=models.UniqueConstraint(condition=models.Q(('deployed', True)), fields=('project',), name='one_deployed_model_per_project'),
+            model_name="modelversion",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("deployed", True)), fields=("project",), name="one_deployed_model_per_project"
+            ),
         ),
     ]

@@ -5,16 +5,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('projects', '0003_key_usage'),
-        ('training', '0002_models_and_jobs'),
+        ("projects", "0003_key_usage"),
+        ("training", "0002_models_and_jobs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddConstraint(
-            model_name='trainingjob',
-            constraint=models.UniqueConstraint(condition=models.Q(('mode', 'full'), ('status__in', ['queued', 'running'])), fields=('project',), name='one_active_full_training'),
+            model_name="trainingjob",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("mode", "full"), ("status__in", ["queued", "running"])),
+                fields=("project",),
+                name="one_active_full_training",
+            ),
         ),
     ]

@@ -255,8 +255,16 @@ def phase(
 
 
 def _typiclust(
-    X: np.ndarray, labeled: np.ndarray, batch: int, rng: np.random.Generator, *,
-    knn: int, pool_cap: int, fit_cap: int, density_cap: int, max_clusters: int,
+    X: np.ndarray,
+    labeled: np.ndarray,
+    batch: int,
+    rng: np.random.Generator,
+    *,
+    knn: int,
+    pool_cap: int,
+    fit_cap: int,
+    density_cap: int,
+    max_clusters: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     unl = np.flatnonzero(~labeled)
     lab = np.flatnonzero(labeled)
@@ -294,10 +302,12 @@ def _typiclust(
                     continue
                 # density inside the cluster, estimated on (at most) density_cap of its members;
                 # the candidates are the unlabeled, not yet picked ones of that sample
-                ref = members if members.size <= density_cap else np.sort(rng.choice(members, density_cap, replace=False))
+                ref = (
+                    members if members.size <= density_cap else np.sort(rng.choice(members, density_cap, replace=False))
+                )
                 ok = ~is_lab[ref] & ~taken[ref]
                 if not ok.any():
-                    ref = np.union1d(ref[:density_cap - 1], cand[:1])
+                    ref = np.union1d(ref[: density_cap - 1], cand[:1])
                     ok = ~is_lab[ref] & ~taken[ref]
                 typ = typicality(P[ref[ok]], P[ref], knn=knn, self_included=True)
                 cand_s = ref[ok]
@@ -316,8 +326,14 @@ def _typiclust(
 
 
 def _uncertain_diverse(
-    X: np.ndarray, unl: np.ndarray, unc: np.ndarray, batch: int, rng: np.random.Generator, factor: int,
-    weight: float = 0.0, knn: int = 20,
+    X: np.ndarray,
+    unl: np.ndarray,
+    unc: np.ndarray,
+    batch: int,
+    rng: np.random.Generator,
+    factor: int,
+    weight: float = 0.0,
+    knn: int = 20,
 ) -> tuple[np.ndarray, np.ndarray]:
     n_cand = min(unl.size, max(batch, factor * batch))
     if weight > 0:
@@ -425,16 +441,26 @@ def rank(
             raise ValueError(f"probs must be ({X.shape[0]}, C), got {probs.shape}")
     X = np.ascontiguousarray(X, dtype=np.float32)
     which = phase(
-        n_labeled=int(labeled.sum()), has_model=probs is not None,
+        n_labeled=int(labeled.sum()),
+        has_model=probs is not None,
         n_classes=None if probs is None else probs.shape[1],
-        label_counts=label_counts, min_per_class=min_per_class, min_labeled=min_labeled,
+        label_counts=label_counts,
+        min_per_class=min_per_class,
+        min_labeled=min_labeled,
     )
     if which == "uncertainty":
         unc = uncertainty(probs[unl], multi_label=multi_label, thresholds=thresholds)
         return _uncertain_diverse(X, unl, unc, batch, rng, candidate_factor, weight=density_weight, knn=knn)
     return _typiclust(
-        X, labeled, batch, rng, knn=knn, pool_cap=pool_cap, fit_cap=fit_cap,
-        density_cap=density_cap, max_clusters=max_clusters,
+        X,
+        labeled,
+        batch,
+        rng,
+        knn=knn,
+        pool_cap=pool_cap,
+        fit_cap=fit_cap,
+        density_cap=density_cap,
+        max_clusters=max_clusters,
     )
 
 
@@ -453,8 +479,15 @@ def queue_rank(
     both call this): ``rank(strategy="active")`` on the ranking embedding of ``features``."""
     X = ranking_embedding(features)
     return rank(
-        embeddings=X, labeled_mask=labeled_mask, probs=probs, multi_label=multi_label,
-        thresholds=thresholds, batch_size=batch_size, strategy="active", label_counts=label_counts, seed=seed,
+        embeddings=X,
+        labeled_mask=labeled_mask,
+        probs=probs,
+        multi_label=multi_label,
+        thresholds=thresholds,
+        batch_size=batch_size,
+        strategy="active",
+        label_counts=label_counts,
+        seed=seed,
     )
 
 

@@ -136,15 +136,12 @@ def _map_by_position(
 ) -> OrderedDict[str, torch.Tensor]:
     """Pair ``source`` tensors with ``target`` keys by position, refusing any mismatch."""
     if len(source) != len(target):
-        raise WeightMappingError(
-            f"{label}: weight file has {len(source)} tensors, model expects {len(target)}"
-        )
+        raise WeightMappingError(f"{label}: weight file has {len(source)} tensors, model expects {len(target)}")
     mapped: OrderedDict[str, torch.Tensor] = OrderedDict()
     for index, ((key, expected), tensor) in enumerate(zip(target.items(), source)):
         if tuple(tensor.shape) != tuple(expected.shape):
             raise WeightMappingError(
-                f"{label}: tensor #{index} has shape {tuple(tensor.shape)} "
-                f"but {key} needs {tuple(expected.shape)}"
+                f"{label}: tensor #{index} has shape {tuple(tensor.shape)} but {key} needs {tuple(expected.shape)}"
             )
         mapped[key] = tensor.to(expected.dtype)
     return mapped
@@ -309,10 +306,7 @@ def preprocess(images: Sequence[ImageInput], resolution: int) -> np.ndarray:
     (encoded bytes get the fast JPEG draft decode).
     """
     short_side = crop_size_for(resolution)
-    cropped = [
-        _resize_and_crop(load_image(item, min_size=short_side), resolution, short_side)
-        for item in images
-    ]
+    cropped = [_resize_and_crop(load_image(item, min_size=short_side), resolution, short_side) for item in images]
     if not cropped:
         return np.zeros((0, 3, resolution, resolution), dtype=np.float32)
     return to_model_input(cropped)
@@ -347,9 +341,7 @@ class _MultiOutput(torch.nn.Module):
         if "logits" in self.outputs or "probabilities" in self.outputs:
             logits = self.model.get_classifier()(features)
             computed["logits"] = logits
-            computed["probabilities"] = (
-                torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
-            )
+            computed["probabilities"] = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
         return tuple(computed[name] for name in self.outputs)
 
 
@@ -488,9 +480,7 @@ class Embedder:
     ~1-2 s when the cached graph is missing).
     """
 
-    def __init__(
-        self, name: str = "lite0", *, cache_dir: str | os.PathLike, threads: int | None = None
-    ) -> None:
+    def __init__(self, name: str = "lite0", *, cache_dir: str | os.PathLike, threads: int | None = None) -> None:
         self.spec = get_spec(name)
         self.name = name
         self.resolution = self.spec.resolution
@@ -525,9 +515,7 @@ class Embedder:
         """L2-normalised pooled features, float32 ``(N, 1280)``."""
         return self._stack([feats for feats, _ in self._forward(images, batch_size)])
 
-    def imagenet_topk(
-        self, images: Sequence[ImageInput], k: int = 5, batch_size: int = 32
-    ) -> list[TopK]:
+    def imagenet_topk(self, images: Sequence[ImageInput], k: int = 5, batch_size: int = 32) -> list[TopK]:
         """Per image, the ``k`` most likely ImageNet classes as ``(index, name, probability)``."""
         result: list[TopK] = []
         for _, logits in self._forward(images, batch_size):

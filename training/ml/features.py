@@ -18,7 +18,7 @@ class FeatureKey:
 
     @classmethod
     def parse(cls, key: str) -> FeatureKey:
-        """"lite0+lite2" → FeatureKey(("lite0", "lite2")); ValueError for anything else."""
+        """ "lite0+lite2" → FeatureKey(("lite0", "lite2")); ValueError for anything else."""
         return cls(tuple(str(key).split("+")))
 
     @classmethod

@@ -161,8 +161,9 @@ def _train_transform(resolution: int, min_crop_scale: float) -> Callable[[Image.
 
 
 class _TrainSet(Dataset):
-    def __init__(self, items: list[bb.ImageInput], targets: torch.Tensor, resolution: int,
-                 short_side: int, min_crop_scale: float) -> None:
+    def __init__(
+        self, items: list[bb.ImageInput], targets: torch.Tensor, resolution: int, short_side: int, min_crop_scale: float
+    ) -> None:
         self.items = items
         self.targets = targets
         self.short_side = short_side
@@ -200,8 +201,7 @@ def _sampler(targets: torch.Tensor, multi_label: bool, generator: torch.Generato
         present = counts[counts > 0]
         if present.max() > 1.5 * present.min():
             weights = 1.0 / counts.clamp(min=1).to(torch.float64)[targets]
-            return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True,
-                                         generator=generator)
+            return WeightedRandomSampler(weights, num_samples=len(targets), replacement=True, generator=generator)
     return RandomSampler(range(len(targets)), generator=generator)
 
 
@@ -266,8 +266,7 @@ def _lr_factor(step: int, total: int, warmup_fraction: float) -> float:
 
 
 @torch.no_grad()
-def _features(model: nn.Module, items: Sequence[bb.ImageInput], resolution: int,
-              batch_size: int) -> torch.Tensor:
+def _features(model: nn.Module, items: Sequence[bb.ImageInput], resolution: int, batch_size: int) -> torch.Tensor:
     """Pooled pre-classifier features with eval preprocessing (no augmentation)."""
     dev = next(model.parameters()).device
     chunks = []
@@ -278,8 +277,14 @@ def _features(model: nn.Module, items: Sequence[bb.ImageInput], resolution: int,
     return torch.cat(chunks)
 
 
-def _fit_head(model: nn.Module, items: Sequence[bb.ImageInput], targets: torch.Tensor,
-              resolution: int, multi_label: bool, config: FinetuneConfig) -> None:
+def _fit_head(
+    model: nn.Module,
+    items: Sequence[bb.ImageInput],
+    targets: torch.Tensor,
+    resolution: int,
+    multi_label: bool,
+    config: FinetuneConfig,
+) -> None:
     """Initialise the classifier as an L2-regularised logistic regression on frozen features.
 
     Why: with a few hundred images, fine-tuning from a random (or zero) head spends its first
@@ -294,16 +299,14 @@ def _fit_head(model: nn.Module, items: Sequence[bb.ImageInput], targets: torch.T
     head = model.get_classifier()
     weight = torch.zeros_like(head.weight, requires_grad=True)
     bias = torch.zeros_like(head.bias, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=200, history_size=20,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
     pos_weight = _pos_weight(targets).to(dev) if multi_label else None
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()
         logits = feats @ weight.T + bias
         if multi_label:
-            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels,
-                                                                  pos_weight=pos_weight)
+            loss = nn.functional.binary_cross_entropy_with_logits(logits, labels, pos_weight=pos_weight)
         else:
             loss = nn.functional.cross_entropy(logits, labels)
         loss = loss + config.probe_l2 * weight.pow(2).sum()
@@ -330,8 +333,7 @@ def _seed_everything(seed: int) -> torch.Generator:
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, items: Sequence[bb.ImageInput], resolution: int,
-            batch_size: int) -> torch.Tensor:
+def _logits(model: nn.Module, items: Sequence[bb.ImageInput], resolution: int, batch_size: int) -> torch.Tensor:
     dev = next(model.parameters()).device
     chunks = []
     for start in range(0, len(items), batch_size):
@@ -344,8 +346,14 @@ def _probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
 
 
-def predict_probabilities(model: nn.Module, images: Sequence[bb.ImageInput], *, resolution: int,
-                          multi_label: bool = False, batch_size: int = 32) -> np.ndarray:
+def predict_probabilities(
+    model: nn.Module,
+    images: Sequence[bb.ImageInput],
+    *,
+    resolution: int,
+    multi_label: bool = False,
+    batch_size: int = 32,
+) -> np.ndarray:
     """Torch-side inference (eval preprocessing): softmax or sigmoid probabilities ``(N, C)``."""
     was_training = model.training
     model.eval()
@@ -356,8 +364,14 @@ def predict_probabilities(model: nn.Module, images: Sequence[bb.ImageInput], *, 
     return _probabilities(logits, multi_label).numpy()
 
 
-def _evaluate(model: nn.Module, items: list[bb.ImageInput], targets: torch.Tensor,
-              resolution: int, multi_label: bool, batch_size: int) -> tuple[float, float, np.ndarray]:
+def _evaluate(
+    model: nn.Module,
+    items: list[bb.ImageInput],
+    targets: torch.Tensor,
+    resolution: int,
+    multi_label: bool,
+    batch_size: int,
+) -> tuple[float, float, np.ndarray]:
     """(loss, accuracy, probabilities) on validation data.
 
     The loss is plain CE/BCE (no smoothing, no class weights) so it measures calibration honestly.
@@ -468,32 +482,47 @@ def finetune(
         if progress is None:
             return
         total = planned_epochs * steps_per_epoch
-        progress({
-            "epoch": epoch, "epochs": planned_epochs, "steps": steps_per_epoch,
-            "progress": min(1.0, global_step / max(1, total)), "elapsed": round(elapsed(), 2),
-            **values,
-        })
+        progress(
+            {
+                "epoch": epoch,
+                "epochs": planned_epochs,
+                "steps": steps_per_epoch,
+                "progress": min(1.0, global_step / max(1, total)),
+                "elapsed": round(elapsed(), 2),
+                **values,
+            }
+        )
 
     def validate(train_loss: float) -> None:
         nonlocal best, epochs_without_improvement, seconds_per_eval_image
-        entry: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss,
-                                 "seconds": round(elapsed(), 2)}
+        entry: dict[str, Any] = {"epoch": epoch, "train_loss": train_loss, "seconds": round(elapsed(), 2)}
         if val_images:
             model.eval()
             val_started = time.monotonic()
-            val_loss, val_accuracy, probs = _evaluate(model, val_images, val_targets.to("cpu"),
-                                                      resolution, multi_label, config.batch_size)
+            val_loss, val_accuracy, probs = _evaluate(
+                model, val_images, val_targets.to("cpu"), resolution, multi_label, config.batch_size
+            )
             seconds_per_eval_image = (time.monotonic() - val_started) / len(val_images)
             entry.update(val_loss=val_loss, val_accuracy=val_accuracy)
             if best is None or val_loss < best["val_loss"] - 1e-4:
-                best = {"epoch": epoch, "val_loss": val_loss, "val_accuracy": val_accuracy,
-                        "probs": probs, "state": copy.deepcopy(model.state_dict())}
+                best = {
+                    "epoch": epoch,
+                    "val_loss": val_loss,
+                    "val_accuracy": val_accuracy,
+                    "probs": probs,
+                    "state": copy.deepcopy(model.state_dict()),
+                }
                 epochs_without_improvement = 0
             else:
                 epochs_without_improvement += 1
         history.append(entry)
-        report(step=steps_per_epoch, loss=train_loss, val_accuracy=entry.get("val_accuracy"),
-               val_loss=entry.get("val_loss"), phase="validated")
+        report(
+            step=steps_per_epoch,
+            loss=train_loss,
+            val_accuracy=entry.get("val_accuracy"),
+            val_loss=entry.get("val_loss"),
+            phase="validated",
+        )
 
     while epoch < planned_epochs:
         epoch += 1
@@ -519,8 +548,7 @@ def finetune(
             running += loss.item() * len(inputs)
             seen += len(inputs)
             if step % max(1, config.progress_every) == 0 and step < steps_per_epoch:
-                report(step=step, loss=running / seen, val_accuracy=None, val_loss=None,
-                       phase="train")
+                report(step=step, loss=running / seen, val_accuracy=None, val_loss=None, phase="train")
         train_loss = running / max(1, seen)
         if stop_reason == "time_limit":
             if best is None:  # nothing validated yet: validate what we return
@@ -530,8 +558,9 @@ def finetune(
         if val_images and epochs_without_improvement >= config.patience:
             stop_reason = "early_stopping"
             break
-        planned_epochs = _fit_schedule(planned_epochs, epoch, time.monotonic() - epoch_started,
-                                       elapsed(), config.max_seconds)
+        planned_epochs = _fit_schedule(
+            planned_epochs, epoch, time.monotonic() - epoch_started, elapsed(), config.max_seconds
+        )
         if epoch >= planned_epochs and planned_epochs < config.epochs:
             stop_reason = "time_limit"
 
@@ -544,8 +573,7 @@ def finetune(
         resolution=resolution,
         num_classes=num_classes,
         multi_label=multi_label,
-        val_probabilities=(best["probs"] if best is not None
-                           else np.zeros((0, num_classes), dtype=np.float32)),
+        val_probabilities=(best["probs"] if best is not None else np.zeros((0, num_classes), dtype=np.float32)),
         val_accuracy=best["val_accuracy"] if best is not None else None,
         val_loss=best["val_loss"] if best is not None else None,
         best_epoch=best["epoch"] if best is not None else 0,
@@ -556,8 +584,7 @@ def finetune(
     )
 
 
-def _fit_schedule(planned: int, done: int, epoch_seconds: float, elapsed: float,
-                  max_seconds: float | None) -> int:
+def _fit_schedule(planned: int, done: int, epoch_seconds: float, elapsed: float, max_seconds: float | None) -> int:
     """Shrink the planned epoch count so the remaining epochs fit in the time budget.
 
     Shrinking (instead of just cutting off) lets the cosine LR decay complete, which is where
@@ -574,8 +601,9 @@ def _fit_schedule(planned: int, done: int, epoch_seconds: float, elapsed: float,
 # --------------------------------------------------------------------------------------------
 
 
-def export_classifier_onnx(model: nn.Module, path: str | os.PathLike, resolution: int, *,
-                           multi_label: bool = False) -> Path:
+def export_classifier_onnx(
+    model: nn.Module, path: str | os.PathLike, resolution: int, *, multi_label: bool = False
+) -> Path:
     """Export a fine-tuned model for onnxruntime serving.
 
     Input ``input``: float32 ``(N, 3, R, R)`` in [-1, 1] (``backbone.preprocess``). Outputs, in
@@ -583,5 +611,6 @@ def export_classifier_onnx(model: nn.Module, path: str | os.PathLike, resolution
     ``multi_label``), ``logits`` (raw classifier output, e.g. for temperature scaling) and
     ``features`` (the fine-tuned model's pooled 1280-d features, un-normalised).
     """
-    return bb.export_onnx(model, path, resolution=resolution,
-                          outputs=("probabilities", "logits", "features"), multi_label=multi_label)
+    return bb.export_onnx(
+        model, path, resolution=resolution, outputs=("probabilities", "logits", "features"), multi_label=multi_label
+    )

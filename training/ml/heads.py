@@ -343,8 +343,13 @@ def fit_head(
         raise ValueError("cannot fit a head without samples or classes")
     Xs, mu, sd = _standardise(X)
     Ws, bs = _fit_many(
-        Xs, y, np.ones((1, X.shape[0]), dtype=np.float32), np.array([l2]),
-        n_classes=c, multi_label=multi_label, max_iter=max_iter,
+        Xs,
+        y,
+        np.ones((1, X.shape[0]), dtype=np.float32),
+        np.array([l2]),
+        n_classes=c,
+        multi_label=multi_label,
+        max_iter=max_iter,
     )
     W, b = _unstandardise(Ws[0], bs[0], mu, sd)
     return LinearHead(W=W, b=b, multi_label=multi_label, meta={"l2": float(l2), "n_train": int(X.shape[0])})
@@ -404,8 +409,15 @@ class CVResult:
 
 
 def _cv_many(
-    X: np.ndarray, y: np.ndarray, *, multi_label: bool, n_classes: int, l2s: Sequence[float],
-    k: int, seed: int, max_iter: int,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    multi_label: bool,
+    n_classes: int,
+    l2s: Sequence[float],
+    k: int,
+    seed: int,
+    max_iter: int,
 ) -> CVResult:
     n = X.shape[0]
     kk = _n_folds(n, k)
@@ -648,7 +660,9 @@ def _affine_for(key: str, dims: Mapping[str, int], pcas: Mapping[str, tuple[np.n
 
 def concat_features(parts: Sequence[np.ndarray]) -> np.ndarray:
     """The features a "a+b" key stands for (what the server must build at prediction time)."""
-    return (np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=1) / np.float32(math.sqrt(len(parts)))).astype(np.float32)
+    return (
+        np.concatenate([np.asarray(p, dtype=np.float32) for p in parts], axis=1) / np.float32(math.sqrt(len(parts)))
+    ).astype(np.float32)
 
 
 #: Below this many labeled rows the quick model is evaluated by leave-one-out instead of k-fold
@@ -787,8 +801,16 @@ def automl_fit(
     if thresholds is not None:
         head.meta["thresholds"] = [float(t) for t in thresholds]
     return AutoMLResult(
-        feature_key=key, l2=float(l2), head=head, oof_probs=oof, cv_table=table, k=int(kk),
-        thresholds=thresholds, seconds=time.perf_counter() - t0, evaluation=evaluation, skipped=skipped,
+        feature_key=key,
+        l2=float(l2),
+        head=head,
+        oof_probs=oof,
+        cv_table=table,
+        k=int(kk),
+        thresholds=thresholds,
+        seconds=time.perf_counter() - t0,
+        evaluation=evaluation,
+        skipped=skipped,
     )
 
 
@@ -800,7 +822,12 @@ def warm_up() -> None:
 
 
 def refit_recipe(
-    features: Mapping[str, np.ndarray], y: np.ndarray, *, feature_key: str, l2: float, multi_label: bool,
+    features: Mapping[str, np.ndarray],
+    y: np.ndarray,
+    *,
+    feature_key: str,
+    l2: float,
+    multi_label: bool,
     n_classes: int | None = None,
 ) -> LinearHead:
     """One fit of a known recipe (feature key, l2) on new labels, no search: what the queue ranks

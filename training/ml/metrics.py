@@ -295,8 +295,14 @@ def confusion_matrix_png(
     cb.set_label("fraction of the true row")
     font = 10 if c <= 10 else (8 if c <= 20 else 6)
     short = [_short(s) for s in labels]
-    ax.set_xticks(range(c), labels=short, rotation=45 if c > 3 else 0, ha="right" if c > 3 else "center",
-                  rotation_mode="anchor", fontsize=font)
+    ax.set_xticks(
+        range(c),
+        labels=short,
+        rotation=45 if c > 3 else 0,
+        ha="right" if c > 3 else "center",
+        rotation_mode="anchor",
+        fontsize=font,
+    )
     ax.set_yticks(range(c), labels=short, fontsize=font)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -304,8 +310,15 @@ def confusion_matrix_png(
     if c <= 30:
         for i in range(c):
             for j in range(c):
-                ax.text(j, i, str(M[i, j]), ha="center", va="center", fontsize=font,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(M[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=font,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     return _png(fig)
 
 

@@ -27,8 +27,20 @@ from training.services.models import (
 )
 
 __all__ = [
-    "JobGone", "TrainingConflict", "embeddings_compute", "model_delete", "model_deploy", "model_version_create",
-    "quick_models_prune", "training_job_cancel", "training_job_cancel_requested", "training_job_claim",
-    "training_job_create", "training_job_finish", "training_job_heartbeat", "training_job_wait", "training_jobs_sweep",
+    "JobGone",
+    "TrainingConflict",
+    "embeddings_compute",
+    "model_delete",
+    "model_deploy",
+    "model_version_create",
+    "quick_models_prune",
+    "training_job_cancel",
+    "training_job_cancel_requested",
+    "training_job_claim",
+    "training_job_create",
+    "training_job_finish",
+    "training_job_heartbeat",
+    "training_job_wait",
+    "training_jobs_sweep",
     "worse_than_quick",
 ]

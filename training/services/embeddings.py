@@ -35,7 +35,9 @@ def _error_row(sample: Sample, project_id, backbone: str, exc: BaseException) ->
     return Embedding(sample=sample, project_id=project_id, backbone=backbone, vector=b"", error=message)
 
 
-def _embed_batch(embedder, samples: list[Sample], images: list[bytes], *, project_id, backbone: str, batch_size: int) -> list[Embedding]:
+def _embed_batch(
+    embedder, samples: list[Sample], images: list[bytes], *, project_id, backbone: str, batch_size: int
+) -> list[Embedding]:
     """Vectors for a batch; when the batch fails, image by image so one bad file fails only itself."""
     try:
         vectors = embedder.embed(images, batch_size=batch_size).astype(np.float16)
@@ -104,6 +106,8 @@ def embeddings_compute(*, project_id, backbones: list[str] | None = None, batch_
                     log.warning("cannot read %s: %s", sample.image_name, exc)
                     rows.append(_error_row(sample, project_id, backbone, exc))
             if images:
-                rows += _embed_batch(embedder, ok, images, project_id=project_id, backbone=backbone, batch_size=batch_size)
+                rows += _embed_batch(
+                    embedder, ok, images, project_id=project_id, backbone=backbone, batch_size=batch_size
+                )
             written += _store(rows)
     return written

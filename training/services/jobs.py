@@ -56,8 +56,9 @@ def training_job_claim(*, job_id) -> TrainingJob | None:
     return TrainingJob.objects.select_related("project").get(pk=job_id)
 
 
-def training_job_heartbeat(*, job: TrainingJob, progress: float | None = None, message: str | None = None,
-                           history_entry: dict | None = None) -> None:
+def training_job_heartbeat(
+    *, job: TrainingJob, progress: float | None = None, message: str | None = None, history_entry: dict | None = None
+) -> None:
     """Record liveness and progress; raise JobGone if the job is no longer ours to run."""
     fields = {"heartbeat": timezone.now()}
     if progress is not None:

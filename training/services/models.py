@@ -14,8 +14,19 @@ from training.models import ModelVersion, TrainingJob
 log = logging.getLogger(__name__)
 
 
-def model_version_create(*, project, mode: str, features: str, label_names: list[str], thresholds, metrics: dict,
-                         predictions: list, n_train: int, artifact: bytes, suffix: str) -> ModelVersion:
+def model_version_create(
+    *,
+    project,
+    mode: str,
+    features: str,
+    label_names: list[str],
+    thresholds,
+    metrics: dict,
+    predictions: list,
+    n_train: int,
+    artifact: bytes,
+    suffix: str,
+) -> ModelVersion:
     """Store the artifact first, then the row that points at it (removed again if the row fails)."""
     from labeling.storage import files_delete, files_write
 
@@ -26,11 +37,24 @@ def model_version_create(*, project, mode: str, features: str, label_names: list
         with transaction.atomic():
             # Lock the project row so concurrent trainings get distinct version numbers.
             Project.objects.select_for_update().filter(pk=project.pk).first()
-            last = ModelVersion.objects.filter(project=project).order_by("-version").values_list("version", flat=True).first()
+            last = (
+                ModelVersion.objects.filter(project=project)
+                .order_by("-version")
+                .values_list("version", flat=True)
+                .first()
+            )
             return ModelVersion.objects.create(
-                id=model_id, project=project, version=(last or 0) + 1, mode=mode, features=features,
-                label_names=label_names, thresholds=thresholds, metrics=metrics, predictions=predictions,
-                n_train=n_train, artifact_name=name,
+                id=model_id,
+                project=project,
+                version=(last or 0) + 1,
+                mode=mode,
+                features=features,
+                label_names=label_names,
+                thresholds=thresholds,
+                metrics=metrics,
+                predictions=predictions,
+                n_train=n_train,
+                artifact_name=name,
             )
     except BaseException:
         files_delete([name])
@@ -85,13 +109,16 @@ def quick_models_prune(*, project, keep: int = 5) -> int:
     from labeling.storage import files_delete
 
     old = list(
-        ModelVersion.objects.filter(project=project, mode=ModelVersion.Mode.QUICK, deployed=False, pinned=False)
-        .order_by("-version")[keep:]
+        ModelVersion.objects.filter(
+            project=project, mode=ModelVersion.Mode.QUICK, deployed=False, pinned=False
+        ).order_by("-version")[keep:]
     )
     names = [m.artifact_name for m in old]
     ModelVersion.objects.filter(pk__in=[m.pk for m in old]).delete()
     TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK, status__in=TrainingJob.FINAL).exclude(
-        pk__in=TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK).order_by("-created").values("pk")[:20]
+        pk__in=TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK)
+        .order_by("-created")
+        .values("pk")[:20]
     ).delete()
     transaction.on_commit(lambda: files_delete(names))
     return len(old)

@@ -13,12 +13,23 @@ def make_model(project, *, mode: str = "full", labels=("ants", "bees"), deployed
     evaluation = metrics.evaluate(y, probs, label_names=list(labels), multi_label=False)
     evaluation.update({"evaluation": "toy", "honest": True})
     if mode == "quick":
-        artifact, suffix = LinearHead(W=np.zeros((1280, 2), np.float32), b=np.zeros(2, np.float32), multi_label=False).to_bytes(), "npz"
+        artifact, suffix = (
+            LinearHead(W=np.zeros((1280, 2), np.float32), b=np.zeros(2, np.float32), multi_label=False).to_bytes(),
+            "npz",
+        )
     else:
         artifact, suffix = b"not a real onnx graph", "onnx"
     model = services.model_version_create(
-        project=project, mode=mode, features="lite0", label_names=list(labels), thresholds=None, metrics=evaluation,
-        predictions=[], n_train=5, artifact=artifact, suffix=suffix,
+        project=project,
+        mode=mode,
+        features="lite0",
+        label_names=list(labels),
+        thresholds=None,
+        metrics=evaluation,
+        predictions=[],
+        n_train=5,
+        artifact=artifact,
+        suffix=suffix,
     )
     if deployed:
         services.model_deploy(model=model)

@@ -289,9 +289,11 @@ def test_a_broker_outage_releases_the_flag_and_does_not_fail_the_caller(team, dj
 def test_a_cache_outage_still_queues_the_run(team, django_capture_on_commit_callbacks):
     from django.core.cache import cache
 
-    with mock.patch.object(tasks.embed_project, "apply_async") as send, mock.patch.object(
-        cache, "add", side_effect=ConnectionError("cache down")
-    ), mock.patch.object(cache, "delete", side_effect=ConnectionError("cache down")):
+    with (
+        mock.patch.object(tasks.embed_project, "apply_async") as send,
+        mock.patch.object(cache, "add", side_effect=ConnectionError("cache down")),
+        mock.patch.object(cache, "delete", side_effect=ConnectionError("cache down")),
+    ):
         with django_capture_on_commit_callbacks(execute=True):
             assert pipeline.samples_added(project_id=team.project.pk) is True
         assert send.call_count == 1

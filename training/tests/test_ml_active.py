@@ -110,8 +110,9 @@ def test_multi_label_uncertainty_is_closeness_to_threshold():
     np.testing.assert_allclose(single, [0.8, 0.15], atol=1e-6)
     labeled = np.array([False, False, False, True])
     P4 = np.r_[P, [[0.6, 0.5]]]  # the labeled row would be the most uncertain: must be ignored
-    order, _ = _rank(_unit(np.eye(4)), labeled, probs=P4, multi_label=True, thresholds=t,
-                     label_counts=np.array([5, 5]), batch_size=1)
+    order, _ = _rank(
+        _unit(np.eye(4)), labeled, probs=P4, multi_label=True, thresholds=t, label_counts=np.array([5, 5]), batch_size=1
+    )
     assert order.tolist() == [2]
 
 

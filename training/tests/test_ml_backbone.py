@@ -130,8 +130,7 @@ def test_lite2_weights_map_and_classify():
 
 def test_onnx_embedder_matches_torch(embedder, lite0):
     rng = np.random.default_rng(0)
-    images = [Image.fromarray(rng.integers(0, 255, (300, 240, 3), dtype=np.uint8))
-              for _ in range(3)]
+    images = [Image.fromarray(rng.integers(0, 255, (300, 240, 3), dtype=np.uint8)) for _ in range(3)]
     if HYMENOPTERA.is_dir():
         images += [bb.load_image(p) for p in _val_files("bees", 3)]
     batch = bb.preprocess(images, 224)
@@ -155,9 +154,7 @@ def test_embed_and_classify_shares_one_pass(embedder):
     images = [Image.new("RGB", (80, 60), (200, 30, 30)), Image.new("RGB", (60, 80), (0, 0, 90))]
     emb, top = embedder.embed_and_classify(images, k=3)
     np.testing.assert_allclose(emb, embedder.embed(images), atol=1e-6)
-    assert [[i for i, _, _ in t] for t in top] == [
-        [i for i, _, _ in t] for t in embedder.imagenet_topk(images, k=3)
-    ]
+    assert [[i for i, _, _ in t] for t in top] == [[i for i, _, _ in t] for t in embedder.imagenet_topk(images, k=3)]
     assert all(len(t) == 3 for t in top)
 
 
@@ -177,8 +174,7 @@ def test_onnx_cache_is_reused_and_rebuilt_when_broken(embedder, cache_dir):
 
 
 def test_export_onnx_outputs_and_dynamic_batch(lite0, tmp_path):
-    path = bb.export_onnx(lite0, tmp_path / "m.onnx", resolution=96,
-                          outputs=("probabilities", "features"))
+    path = bb.export_onnx(lite0, tmp_path / "m.onnx", resolution=96, outputs=("probabilities", "features"))
     runner = bb.OnnxRunner(path, threads=1)
     assert runner.output_names == ["probabilities", "features"]
     assert runner.resolution == 96

@@ -18,8 +18,7 @@ from training.ml import finetune as ft
 
 from training.tests.conftest import HYMENOPTERA, needs_hymenoptera
 
-TINY = dict(epochs=1, batch_size=8, resolution=96, train_blocks=1, max_seconds=None,
-            progress_every=1)
+TINY = dict(epochs=1, batch_size=8, resolution=96, train_blocks=1, max_seconds=None, progress_every=1)
 
 
 def _items(split: str, per_class: int, as_pil: bool = False):
@@ -117,8 +116,9 @@ def _png(img: Image.Image) -> bytes:
 
 def test_multi_label_finetune_and_sigmoid_export(tmp_path):
     config = ft.FinetuneConfig(**{**TINY, "resolution": 64})
-    result = ft.finetune(train_items=_synthetic(8), val_items=_synthetic(4, seed=1),
-                         num_classes=2, multi_label=True, config=config)
+    result = ft.finetune(
+        train_items=_synthetic(8), val_items=_synthetic(4, seed=1), num_classes=2, multi_label=True, config=config
+    )
     assert result.multi_label
     probs = result.val_probabilities
     assert probs.shape == (4, 2) and ((probs >= 0) & (probs <= 1)).all()
@@ -138,15 +138,22 @@ def test_should_stop_raises_cancelled():
 
     config = ft.FinetuneConfig(**{**TINY, "resolution": 64, "batch_size": 2})
     with pytest.raises(ft.Cancelled):
-        ft.finetune(train_items=_synthetic(8), val_items=[], num_classes=2, multi_label=True,
-                    config=config, should_stop=should_stop)
+        ft.finetune(
+            train_items=_synthetic(8),
+            val_items=[],
+            num_classes=2,
+            multi_label=True,
+            config=config,
+            should_stop=should_stop,
+        )
     assert len(calls) == 2
 
 
 def test_time_limit_returns_validated_model():
     config = ft.FinetuneConfig(**{**TINY, "resolution": 64, "epochs": 5, "max_seconds": 0.0})
-    result = ft.finetune(train_items=_synthetic(8), val_items=_synthetic(4, seed=1),
-                         num_classes=2, multi_label=True, config=config)
+    result = ft.finetune(
+        train_items=_synthetic(8), val_items=_synthetic(4, seed=1), num_classes=2, multi_label=True, config=config
+    )
     assert result.stop_reason == "time_limit"
     assert result.epochs_run == 1
     assert result.val_probabilities.shape == (4, 2)  # still validated, so usable
@@ -156,8 +163,7 @@ def test_time_limit_returns_validated_model():
 def test_single_label_without_validation():
     items = [(img, bits[0]) for img, bits in _synthetic(6)]
     config = ft.FinetuneConfig(**{**TINY, "resolution": 64, "head_init": "zeros"})
-    result = ft.finetune(train_items=items, val_items=[], num_classes=2, multi_label=False,
-                         config=config)
+    result = ft.finetune(train_items=items, val_items=[], num_classes=2, multi_label=False, config=config)
     assert result.val_accuracy is None and result.best_epoch == 0
     assert result.val_probabilities.shape == (0, 2)
     assert result.stop_reason == "completed"
@@ -166,11 +172,11 @@ def test_single_label_without_validation():
 def test_invalid_targets_are_rejected():
     images = [Image.new("RGB", (32, 32))] * 2
     with pytest.raises(ValueError, match="class indices"):
-        ft.finetune(train_items=list(zip(images, [0, 2])), val_items=[], num_classes=2,
-                    multi_label=False)
+        ft.finetune(train_items=list(zip(images, [0, 2])), val_items=[], num_classes=2, multi_label=False)
     with pytest.raises(ValueError, match="multi-hot"):
-        ft.finetune(train_items=list(zip(images, [[1, 0, 1], [0, 1, 0]])), val_items=[],
-                    num_classes=2, multi_label=True)
+        ft.finetune(
+            train_items=list(zip(images, [[1, 0, 1], [0, 1, 0]])), val_items=[], num_classes=2, multi_label=True
+        )
     with pytest.raises(ValueError, match="no training items"):
         ft.finetune(train_items=[], val_items=[], num_classes=2, multi_label=False)
 

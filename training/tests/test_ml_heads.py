@@ -242,7 +242,9 @@ def test_the_classic_pixel_feature_wins_on_digits_with_five_labels_per_class():
     rng = np.random.default_rng(1)
     train = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(10)])
     test = np.setdiff1d(np.arange(y.size), train)
-    res = heads.automl_fit({k: v[train] for k, v in feats.items()}, y[train], multi_label=False, n_classes=10, pool=feats)
+    res = heads.automl_fit(
+        {k: v[train] for k, v in feats.items()}, y[train], multi_label=False, n_classes=10, pool=feats
+    )
     assert "pixels" in res.feature_key
     # the PCA is folded into the head: it acts on the raw (concatenated) features
     acc = (res.head.predict_proba(res.build({k: v[test] for k, v in feats.items()})).argmax(1) == y[test]).mean()
@@ -255,5 +257,7 @@ def test_the_classic_pixel_feature_wins_on_digits_with_five_labels_per_class():
 def test_the_cost_cap_skips_the_remaining_candidates():
     feats, y = _digits_features()
     rows = np.arange(200)
-    res = heads.automl_fit({k: v[rows] for k, v in feats.items()}, y[rows], multi_label=False, n_classes=10, max_seconds=0.0)
+    res = heads.automl_fit(
+        {k: v[rows] for k, v in feats.items()}, y[rows], multi_label=False, n_classes=10, max_seconds=0.0
+    )
     assert res.feature_key == "lite0" and res.skipped == ["pixels", "lite0+pixels"]

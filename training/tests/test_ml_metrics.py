@@ -40,7 +40,9 @@ def test_single_label_numbers_worked_out_by_hand():
     assert r["pr_curves"]["wasp"]["average_precision"] == pytest.approx(1.0)
     bee = r["pr_curves"]["bee"]
     assert len(bee["precision"]) == len(bee["recall"]) >= 3
-    assert bee["recall"][0] == 1.0 and bee["precision"][0] == pytest.approx(2 / 6, abs=1e-5)  # curves are rounded to 5 places
+    assert bee["recall"][0] == 1.0 and bee["precision"][0] == pytest.approx(
+        2 / 6, abs=1e-5
+    )  # curves are rounded to 5 places
     assert r["n_samples"] == 6
     json.dumps(r, allow_nan=False)
 

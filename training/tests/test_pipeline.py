@@ -71,10 +71,13 @@ def test_it_trains_at_once_after_an_upload_through_the_api(team, settings, djang
     c = APIClient()
     c.force_authenticate(team.user("admin"))
     base = f"/api/v1/projects/{team.project.pk}"
-    items = [{"data": base64.b64encode(jpeg_bytes(i)).decode(), "labels": ["ants" if i % 2 else "bees"]} for i in range(6)]
+    items = [
+        {"data": base64.b64encode(jpeg_bytes(i)).decode(), "labels": ["ants" if i % 2 else "bees"]} for i in range(6)
+    ]
     queued = []
-    with mock.patch.object(task_get("training.tasks.embed_project"), "apply_async",
-                           side_effect=lambda **kw: queued.append(kw)):
+    with mock.patch.object(
+        task_get("training.tasks.embed_project"), "apply_async", side_effect=lambda **kw: queued.append(kw)
+    ):
         with django_capture_on_commit_callbacks(execute=True):
             assert c.post(f"{base}/samples", {"items": items}, format="json").status_code == 201
         # The features are not there yet when the training is asked for.

@@ -148,7 +148,12 @@ def test_trainings_and_models_api(hym_project, django_capture_on_commit_callback
     assert body["status"] == "succeeded" and body["progress"] == 1.0 and body["model"]["version"] == 1
     assert set(body) >= {"id", "mode", "status", "progress", "error", "model", "created", "finished"}
     models = admin.get(f"{base}/models").json()["results"]
-    assert models[0]["deployed"] and set(models[0]["metrics"]) >= {"accuracy", "macro_f1", "per_label", "confusion_matrix"}
+    assert models[0]["deployed"] and set(models[0]["metrics"]) >= {
+        "accuracy",
+        "macro_f1",
+        "per_label",
+        "confusion_matrix",
+    }
     assert models[0]["metrics"]["confusion_matrix"]["labels"] == ["ants", "bees"]
     r = admin.post(f"{base}/models/{models[0]['id']}/deploy")
     assert r.status_code == 200 and r.json()["deployed"] is True
@@ -172,12 +177,15 @@ def test_cancel_a_queued_job_and_the_sweeper_fails_stale_running_jobs(team):
     services.training_job_cancel(job=job)
     job.refresh_from_db()
     assert job.status == "cancelled"
-    stale = TrainingJob.objects.create(project=team.project, mode="full", status="running",
-                                       heartbeat=timezone.now() - timedelta(minutes=10))
+    stale = TrainingJob.objects.create(
+        project=team.project, mode="full", status="running", heartbeat=timezone.now() - timedelta(minutes=10)
+    )
     from projects.tests.factories import ProjectFactory
 
     # One active full training per project (a database constraint): the fresh one is another project's.
-    fresh = TrainingJob.objects.create(project=ProjectFactory(), mode="full", status="running", heartbeat=timezone.now())
+    fresh = TrainingJob.objects.create(
+        project=ProjectFactory(), mode="full", status="running", heartbeat=timezone.now()
+    )
     assert services.training_jobs_sweep(stale_seconds=60) == 1
     stale.refresh_from_db(), fresh.refresh_from_db()
     assert stale.status == "failed" and "heartbeat" in stale.error and fresh.status == "running"
@@ -192,7 +200,9 @@ def test_a_quick_model_downloads_as_one_onnx_graph_that_agrees_with_the_server(h
     team, samples = hym_project
     runner.quick_retrain_run(project_id=team.project.pk)
     model = ModelVersion.objects.get(project=team.project)
-    r = client_for(team.user("viewer")).get(reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk}))
+    r = client_for(team.user("viewer")).get(
+        reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    )
     assert r.status_code == 200 and "attachment" in r["Content-Disposition"]
     graph = b"".join(r.streaming_content)
     session = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
@@ -225,7 +235,9 @@ def test_a_quick_model_on_the_pixels_feature_exports_to_onnx_too(hym_project, cl
     default_storage.save(model.artifact_name, ContentFile(head.to_bytes()))
     model.save()
     quick._heads.clear()
-    r = client_for(team.user("viewer")).get(reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk}))
+    r = client_for(team.user("viewer")).get(
+        reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    )
     assert r.status_code == 200
     session = ort.InferenceSession(b"".join(r.streaming_content), providers=["CPUExecutionProvider"])
     _, sample, _ = samples[-1]

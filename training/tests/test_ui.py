@@ -33,12 +33,16 @@ def test_evaluation_page_has_per_label_table_clickable_confusion_and_plots(team,
     assert 'id="per-label"' in page and 'id="confusion"' in page and "pr.png" in page
     part = c.get(url + "?true=bees&predicted=ants", HTTP_HX_REQUEST="true").content.decode()
     assert "<html" not in part and str(s.pk) in part
-    png = c.get(reverse("model_plot", kwargs={"project_id": team.project.pk, "model_id": model.pk, "kind": "confusion"}))
+    png = c.get(
+        reverse("model_plot", kwargs={"project_id": team.project.pk, "model_id": model.pk, "kind": "confusion"})
+    )
     assert png["Content-Type"] == "image/png" and png.content[:4] == b"\x89PNG"
 
 
 def test_job_progress_fragment_polls_until_final(team, client_for):
-    job = TrainingJob.objects.create(project=team.project, mode="full", status="running", progress=0.4, message="epoch 2/8")
+    job = TrainingJob.objects.create(
+        project=team.project, mode="full", status="running", progress=0.4, message="epoch 2/8"
+    )
     c = client_for(team.user("viewer"))
     url = reverse("job_status", kwargs={"project_id": team.project.pk, "job_id": job.pk})
     r = c.get(url, HTTP_HX_REQUEST="true")
@@ -82,21 +86,25 @@ def test_review_confirm_and_fix(team, client_for):
 def test_evaluation_page_says_which_representation_won(team, client_for):
     model = make_model(team.project, mode="quick")
     model.features = "lite2+pixels"
-    model.metrics.update({
-        "representation": "lite2+pixels", "representation_label": "EfficientNet-Lite2 + grey pixels (PCA)",
-        "evaluation": "leave_one_out", "evaluation_detail": "leave-one-out cross-validation (5 labeled samples)",
-        "cv_table": [
-            {"feature_key": "lite0", "l2": 0.1, "log_loss": 0.9, "accuracy": 0.6},
-            {"feature_key": "lite2+pixels", "l2": 0.1, "log_loss": 0.4, "accuracy": 0.8},
-            {"feature_key": "lite2+pixels", "l2": 1.0, "log_loss": 0.5, "accuracy": 0.8},
-        ],
-    })
+    model.metrics.update(
+        {
+            "representation": "lite2+pixels",
+            "representation_label": "EfficientNet-Lite2 + grey pixels (PCA)",
+            "evaluation": "leave_one_out",
+            "evaluation_detail": "leave-one-out cross-validation (5 labeled samples)",
+            "cv_table": [
+                {"feature_key": "lite0", "l2": 0.1, "log_loss": 0.9, "accuracy": 0.6},
+                {"feature_key": "lite2+pixels", "l2": 0.1, "log_loss": 0.4, "accuracy": 0.8},
+                {"feature_key": "lite2+pixels", "l2": 1.0, "log_loss": 0.5, "accuracy": 0.8},
+            ],
+        }
+    )
     model.save()
     url = reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
     page = client_for(team.user("viewer")).get(url).content.decode()
     assert 'id="representation"' in page and "EfficientNet-Lite2 + grey pixels (PCA)" in page
     assert "leave-one-out cross-validation" in page
-    table = page[page.index('id="representation-table"'):]
+    table = page[page.index('id="representation-table"') :]
     assert table.index("lite2+pixels") < table.index("lite0") and "0.400" in table  # best row per candidate, best first
 
 
