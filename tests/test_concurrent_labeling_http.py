@@ -252,8 +252,8 @@ def test_a_lost_lease_race_does_not_end_the_queue(monkeypatch, media):
         make_sample(project, seed=20_000 + seed, data=jpeg_bytes(20_000 + seed, size=(24, 24)))
     real = queue._candidates
 
-    def teammates_win(project, holder, now, want, tried):
-        out = real(project, holder, now, want, tried)
+    def teammates_win(project, holder, now, want, tried, **kwargs):
+        out = real(project, holder, now, want, tried, **kwargs)
         for sample, _ in out:  # taken by teammates between our read and our lease attempts
             Lease.objects.create(
                 sample=sample,
@@ -283,8 +283,8 @@ def test_a_sample_labeled_meanwhile_is_not_handed_out(monkeypatch, media):
         make_sample(project, seed=30_000 + seed, data=jpeg_bytes(30_000 + seed, size=(24, 24)))
     real = queue._candidates
 
-    def teammate_labels_it_first(project, holder, now, want, tried):
-        out = real(project, holder, now, want, tried)
+    def teammate_labels_it_first(project, holder, now, want, tried, **kwargs):
+        out = real(project, holder, now, want, tried, **kwargs)
         monkeypatch.setattr(queue, "_candidates", real)
         (theirs,) = queue.queue_claim(project=project, holder="user:teammate", count=1)
         assert theirs.sample.pk == out[0][0].pk  # the same queue order: they took our first candidate

@@ -365,11 +365,15 @@ def test_a_cancel_arriving_after_the_last_training_step_still_wins(team, setting
 
 def test_it_fails_a_killed_workers_job_through_the_beat_scheduled_sweep(rig):
     """As `make run` runs it: beat schedules the sweep onto the default worker; nobody calls it here."""
-    from training import quick
+    from training import runner
     from training.models import ModelVersion, TrainingJob
 
-    assert quick.quick_retrain_run(project_id=rig.project.pk) == "succeeded"
-    deployed = ModelVersion.objects.get(project=rig.project, deployed=True)
+    from training import services
+
+    assert runner.quick_retrain_run(project_id=rig.project.pk) == "succeeded"
+    # Deployed by an admin (pinned): background quick retrains (the beat's sweeps also resume
+    # missing features, which retrains) must not replace it either.
+    deployed = services.model_deploy(model=ModelVersion.objects.get(project=rig.project, deployed=True))
     worker, _ = rig.start_worker("doomed", PICTOR_FINETUNE_EPOCHS="60", PICTOR_FINETUNE_SECONDS="120")
     job_id = rig.post_full()
     assert rig.poll(job_id, _training, timeout=120)["status"] == "running"
