@@ -280,7 +280,6 @@ def model_version_create(*, project, mode: str, features: str, label_names: list
         raise
 
 
-@transaction.atomic
 def worse_than_quick(*, model: ModelVersion) -> bool:
     """A full model that scored below the quick model's recipe on its own held-out split: it must
     not be deployed (or shown as better) without saying so."""
@@ -291,6 +290,7 @@ def worse_than_quick(*, model: ModelVersion) -> bool:
     return float(m["accuracy"]) < float(base["accuracy"])
 
 
+@transaction.atomic
 def model_deploy(*, model: ModelVersion, pinned: bool = True) -> ModelVersion:
     """Make `model` the project's deployed version; the previous one stops being deployed."""
     # Serialise deployments of one project on its row; the partial unique index backs this up.
