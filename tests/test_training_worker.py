@@ -46,7 +46,11 @@ class Rig:
         from labeling.tests.factories import make_sample
         from training.services import embeddings_compute
 
+        import redis
+
         self.redis_url = worker_redis_url()
+        # Messages other tests' SIGKILLed workers never acknowledged would be redelivered to ours.
+        redis.Redis.from_url(self.redis_url).delete("unacked", "unacked_index", "unacked_mutex")
         self.database_url = worker_database_url()
         files = _dataset_files()
         self.team = team
