@@ -49,7 +49,7 @@ def _wait_for_features(job: TrainingJob) -> str | None:
     return S.QUEUED
 
 
-def training_job_run(*, job_id) -> str | None:
+def training_job_run(*, job_id, wait_for_features: bool = True) -> str | None:
     """Claim the job (a second delivery finds it claimed and returns), train, record the outcome."""
     job = services.training_job_claim(job_id=job_id)
     if job is None:
@@ -57,7 +57,7 @@ def training_job_run(*, job_id) -> str | None:
     from training import full, queue_order, quick
     from training.ml.finetune import Cancelled
 
-    if job.mode == ModelVersion.Mode.QUICK:
+    if job.mode == ModelVersion.Mode.QUICK and wait_for_features:
         waiting = _wait_for_features(job)
         if waiting is not None:
             return waiting
@@ -110,7 +110,9 @@ def quick_retrain_run(*, project_id) -> str | None:
         queue_order.queue_refresh(project_id=project_id)
         return None
     job = services.training_job_create(project=project, mode=ModelVersion.Mode.QUICK)
-    return training_job_run(job_id=job.pk)
+    # A background retrain fits what has features now; the embedding run's features_stored
+    # queues the next one. Only a training someone asked for waits for every feature.
+    return training_job_run(job_id=job.pk, wait_for_features=False)
 
 
 def training_job_timed_out(*, job_id) -> None:

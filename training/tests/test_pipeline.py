@@ -94,3 +94,11 @@ def test_it_trains_at_once_after_an_upload_through_the_api(team, settings, djang
     assert runner.training_job_run(job_id=job_id) == "succeeded"
     body = c.get(f"{base}/trainings/{job_id}").json()
     assert body["status"] == "succeeded" and body["model"] is not None
+
+
+def test_it_does_not_pile_up_waiting_jobs_for_background_retrains(labeled_without_features):
+    """A label-triggered retrain fits what has features now (or nothing) instead of waiting."""
+    project = labeled_without_features
+    with mock.patch.object(pipeline, "training_waiting") as again:
+        assert runner.quick_retrain_run(project_id=project.pk) is None  # no features at all: nothing to fit
+    assert again.call_count == 0 and not TrainingJob.objects.filter(project=project, status="queued").exists()
