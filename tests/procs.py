@@ -158,3 +158,7 @@ def celery_worker(queues: str, *, env: dict, log: Path, name: str = "w") -> subp
         env=env,
         log=log,
     )
+
+
+def celery_beat(*, env: dict, log: Path) -> subprocess.Popen:
+    return start([str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"], env=env, log=log)

@@ -14,7 +14,7 @@ from unittest import mock
 import pytest
 from django.utils import timezone
 
-from tests.procs import BIN, clean_env, shared_data_dir, start, stop
+from tests.procs import celery_beat, celery_worker, clean_env, shared_data_dir, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -58,28 +58,13 @@ def test_it_fails_a_stale_job_and_resumes_lost_embeddings_through_beat(team, set
     assert not Embedding.objects.filter(project_id=project.pk).exists()
 
     procs, logs_ = [], []
-    for name, cmd in {
-        "worker": [
-            str(BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default,embeddings",
-            "-c",
-            "1",
-            "-n",
-            "default@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
+    for name, launch in {
+        "worker": lambda log: celery_worker("default,embeddings", env=env, log=log, name="default"),
+        "beat": lambda log: celery_beat(env=env, log=log),
     }.items():
         log = tmp_path / f"{name}.log"
         logs_.append(log)
-        procs.append(start(cmd, env=env, log=log))
+        procs.append(launch(log))
 
     def logs() -> str:
         return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in logs_ if p.exists())

@@ -22,7 +22,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from conftest import datasets_dir
-from tests.procs import BIN, clean_env, start, stop, worker_database_url, worker_redis_url
+from tests.procs import BIN, celery_beat, celery_worker, clean_env, start, stop, worker_database_url, worker_redis_url
 
 HYM = datasets_dir() / "hymenoptera_data"
 PER_CLASS = 12
@@ -396,27 +396,12 @@ def test_it_fails_a_killed_workers_job_through_the_beat_scheduled_sweep(rig):
             "OMP_NUM_THREADS": "1",
         }
     )
-    for name, cmd in {
-        "default": [
-            str(BIN / "celery"),
-            "-A",
-            "config",
-            "worker",
-            "-Q",
-            "default,embeddings",
-            "-c",
-            "1",
-            "-n",
-            "default@%h",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel",
-            "INFO",
-        ],
-        "beat": [str(BIN / "celery"), "-A", "config", "beat", "--loglevel", "INFO"],
+    for name, launch in {
+        "default": lambda log: celery_worker("default,embeddings", env=env, log=log, name="default"),
+        "beat": lambda log: celery_beat(env=env, log=log),
     }.items():
         log = rig.tmp / f"{name}.log"
-        rig.workers.append((start(cmd, env=env, log=log), log))
+        rig.workers.append((launch(log), log))
     job = rig.poll(job_id, _final, timeout=45)
     assert job["status"] == "failed" and "deployed model is unchanged" in job["error"], job
     assert list(ModelVersion.objects.filter(project=rig.project, deployed=True).values_list("pk", flat=True)) == [
