@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from common import HYMENOPTERA, REPO  # noqa: E402  (common puts the repo on sys.path)
+from learning_data import _folder  # noqa: E402
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = [
@@ -136,17 +137,6 @@ def embed_cached(name: str, loader, cache_dir: Path, batch: int = 32, backbone: 
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, feats)
     return feats
-
-
-def _folder(split: Path):
-    classes = sorted(p.name for p in split.iterdir() if p.is_dir())
-    files, labels = [], []
-    for ci, c in enumerate(classes):
-        for f in sorted((split / c).iterdir()):
-            if f.suffix.lower() in {".jpg", ".jpeg", ".png"}:
-                files.append(f)
-                labels.append(ci)
-    return classes, files, np.asarray(labels, dtype=np.int64)
 
 
 def load_hymenoptera(cache_dir: Path, backbone: str = "lite0"):
