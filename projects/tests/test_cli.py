@@ -34,3 +34,18 @@ def test_bootstrap_creates_the_first_admin_from_the_environment(db, monkeypatch)
     assert admin.is_superuser and admin.check_password("first-admin-pass-123")
     call_command("bootstrap", stdout=io.StringIO())  # idempotent: no second admin, no error
     assert get_user_model().objects.filter(is_superuser=True).count() == 1
+
+
+def test_it_gives_the_first_admin_a_random_password_without_a_terminal(db, monkeypatch, settings, tmp_path):
+    from django.contrib.auth import get_user_model
+
+    monkeypatch.delenv("PICTOR_ADMIN_PASSWORD", raising=False)
+    monkeypatch.setattr("sys.stdin", io.StringIO())  # not a terminal
+    settings.DATA_DIR = tmp_path
+    out = io.StringIO()
+    call_command("bootstrap", stdout=out)
+    saved = tmp_path / "admin_password"
+    assert str(saved) in out.getvalue()
+    assert saved.stat().st_mode & 0o777 == 0o600
+    admin = get_user_model().objects.get(username="admin")
+    assert admin.is_superuser and admin.check_password(saved.read_text().strip())
