@@ -237,6 +237,26 @@ def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (X - mu) / sd, mu, sd
 
 
+def _balanced(weights: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Reweight each model's training rows so every present class carries the same total weight.
+
+    The labeled set is not a sample of the data: the active learner's picks (and a team's habits)
+    skew its class shares, and an unweighted head, strongly regularised at small N, then answers the
+    majority label for everything (12 ants/bees labels, 9 of them ants: every prediction "ants").
+    Balanced weights helped or tied on all four sets of bench/learning.py, in both orders.
+    """
+    out = np.asarray(weights, dtype=np.float64).copy()
+    for j in range(out.shape[0]):
+        sel = out[j] > 0
+        counts = np.bincount(y[sel], minlength=n_classes).astype(np.float64)
+        present = int((counts > 0).sum())
+        if present == 0:
+            continue
+        cw = np.where(counts > 0, sel.sum() / (present * np.maximum(counts, 1.0)), 0.0)
+        out[j] = out[j] * cw[y]
+    return out.astype(np.float32)
+
+
 def _fit_many(
     Xs: np.ndarray,
     y: np.ndarray,
@@ -255,8 +275,10 @@ def _fit_many(
     n, d = Xs.shape
     m = weights.shape[0]
     c = n_classes
+    if not multi_label:
+        weights = _balanced(weights, y, c)
     X = torch.from_numpy(Xs)
-    wt = torch.from_numpy((weights / np.maximum(weights.sum(axis=1, keepdims=True), 1.0)).astype(np.float32))
+    wt = torch.from_numpy((weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)).astype(np.float32))
     lam = torch.from_numpy(np.asarray(l2s, dtype=np.float32))
 
     W = torch.zeros(d, m * c, dtype=torch.float32, requires_grad=True)
@@ -268,7 +290,7 @@ def _fit_many(
             prior = (y[sel].sum(axis=0) + 0.5) / (sel.sum() + 1.0)
             b0[j] = np.log(prior) - np.log1p(-prior)
         else:
-            counts = np.bincount(y[sel], minlength=c).astype(np.float64) + 0.5
+            counts = np.bincount(y[sel], weights=weights[j, sel], minlength=c).astype(np.float64) + 0.5
             b0[j] = np.log(counts / counts.sum())
     b = torch.tensor(b0.reshape(-1), requires_grad=True)
 
