@@ -232,3 +232,26 @@ def test_video_series_with_pretrained_labels(deployed, invoke_key, clip):
 def test_the_imagenet_endpoint_refuses_videos(deployed, invoke_key, clip):
     r = keyed(invoke_key).post("/api/v1/pretrained/imagenet/invoke", {"file": SimpleUploadedFile("c.mp4", clip)})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_the_api_page_shows_how_to_send_a_video(team, client_for):
+    from django.urls import reverse
+
+    page_url = reverse("api_page", kwargs={"project_id": team.project.pk})
+    for role in ("owner", "viewer"):
+        html = client_for(team.user(role)).get(page_url).content.decode()
+        assert 'id="snippet-video"' in html and "fps=2&amp;format=series" in html and "invalid_video" in html
+    assert client_for(team.user("outsider")).get(page_url).status_code == 404
+
+
+def test_the_schema_describes_video(db, client):
+    schema = client.get("/api/v1/schema?format=json").json()
+    op = schema["paths"]["/api/v1/projects/{project_id}/invoke"]["post"]
+    assert op["requestBody"]["content"]["video/*"]["schema"] == {"type": "string", "format": "binary"}
+    params = {p["name"]: p for p in op["parameters"]}
+    assert params["format"]["schema"]["enum"] == ["json", "series", "frames"] and "fps" in params
+    components = schema["components"]["schemas"]
+    assert {"FramesResult", "FrameResult", "VideoAbout", "SampleVideo"} <= set(components)
+    assert components["Sample"]["properties"]["video"]["oneOf"][1] == {"type": "null"}
+    upload = schema["paths"]["/api/v1/projects/{project_id}/samples"]["post"]
+    assert "video/*" in upload["requestBody"]["content"] and "fps" in {p["name"] for p in upload["parameters"]}
