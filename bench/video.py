@@ -42,9 +42,10 @@ def make_video(seconds: int, *, rate: int = 30, size=(640, 360)) -> bytes:
     import av
     from PIL import Image
 
-    photos = sorted((HYMENOPTERA / "val" / "ants").glob("*.jpg"))[:10] + sorted(
-        (HYMENOPTERA / "val" / "bees").glob("*.jpg")
-    )[:10]
+    photos = (
+        sorted((HYMENOPTERA / "val" / "ants").glob("*.jpg"))[:10]
+        + sorted((HYMENOPTERA / "val" / "bees").glob("*.jpg"))[:10]
+    )
     buf = io.BytesIO()
     out = av.open(buf, "w", format="mp4")
     stream = out.add_stream("libx264", rate=rate)
