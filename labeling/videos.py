@@ -61,7 +61,7 @@ class VideoError(UploadError):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VideoLimits:
     max_bytes: int = 512 * MB
-    max_seconds: float = 600.0
+    max_seconds: float = 300.0
     max_frames: int = 600
     max_pixels: int = 3840 * 2160
     max_fps: float = 10.0
@@ -246,6 +246,15 @@ def _scaled(width: int, height: int, short_side: int | None) -> tuple[int, int]:
     return max(1, round(width * ratio)), max(1, round(height * ratio))
 
 
+# A phone's portrait video is stored sideways with a display matrix: degrees counter-clockwise.
+_ROTATE: Final = {90: Image.Transpose.ROTATE_90, 180: Image.Transpose.ROTATE_180, 270: Image.Transpose.ROTATE_270}
+
+
+def _upright(image: Image.Image, rotation) -> Image.Image:
+    turn = _ROTATE.get(round(rotation or 0) % 360)
+    return image.transpose(turn) if turn is not None else image
+
+
 def video_frames(
     source: VideoSource, *, info: VideoInfo, limits: VideoLimits, short_side: int | None = None
 ) -> Iterator[Frame]:
@@ -258,7 +267,10 @@ def video_frames(
     import av
 
     interval = info.interval_ms
-    box = _open(source, info.container)
+    try:
+        box = _open(source, info.container)
+    except av.FFmpegError:
+        raise VideoError("invalid_video", "The video cannot be read: its container is corrupt.") from None
     try:
         stream = box.streams.video[0]
         stream.thread_type = "AUTO"
@@ -274,7 +286,7 @@ def video_frames(
             repeat = prev_image is not None
             if prev_image is None:
                 w, h = _scaled(frame.width, frame.height, short_side)
-                prev_image = frame.to_image(width=w, height=h)
+                prev_image = _upright(frame.to_image(width=w, height=h), frame.rotation)
             return Frame(index=k, time_ms=round(k * interval), image=prev_image, repeat=repeat)
 
         try:
@@ -311,7 +323,7 @@ def video_frames(
             while k < info.frames and k * interval < end_ms:
                 yield sample(prev)
                 k += 1
-        except av.FFmpegError as exc:
+        except (av.FFmpegError, ValueError) as exc:  # ValueError: a pixel format PyAV cannot convert
             log.info("video %r broke while decoding: %s", source.filename, exc)
             raise VideoError("invalid_video", "The video is corrupt: a frame could not be decoded.") from None
     finally:

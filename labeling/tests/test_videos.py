@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from PIL import Image
 
@@ -108,3 +110,54 @@ def test_the_stage_keeps_frames_on_disk_and_the_same_pixels_give_the_same_bytes(
         again = next(videos.video_frames(src, info=info, limits=LIMITS))
         assert videos.frame_jpeg(again.image) == kept[0][1]
     assert videos.frame_filename("clip.mp4", 61_250) == "clip.mp4#t=61.250"
+
+
+def test_a_video_without_a_duration_in_its_header_is_measured_from_its_packets():
+    """A live-written WebM (as a browser's recorder makes) says nothing of its length."""
+    data = tv.encode(colours(15), fps=5, container="webm", size=(64, 48), options={"live": "1"})
+    src = source(data, "rec.webm")
+    info = videos.video_probe(src, fps=1, limits=LIMITS)
+    assert info.duration_ms == 3000 and info.frames == 3
+    assert [f.time_ms for f in videos.video_frames(src, info=info, limits=LIMITS)] == [0, 1000, 2000]
+    with pytest.raises(videos.VideoError) as err:
+        videos.video_probe(src, fps=1, limits=videos.VideoLimits(max_seconds=2))
+    assert err.value.code == "too_large"
+
+
+class CountingFile(io.BytesIO):
+    def __init__(self, data: bytes):
+        super().__init__(data)
+        self.furthest = 0
+
+    def read(self, n=-1):
+        chunk = super().read(n)
+        self.furthest = max(self.furthest, self.tell())
+        return chunk
+
+
+def test_frames_come_while_the_file_is_read_not_after():
+    """Streaming: the first sampled frame is out long before the decoder has read the whole file."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    noisy = [Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)) for _ in range(200)]
+    data = tv.encode(noisy, fps=5, container="matroska", size=(160, 120))
+    counting = CountingFile(data)
+    src = videos.VideoSource(file=counting, filename="noise.mkv", size=len(data))
+    info = videos.video_probe(src, fps=1, limits=LIMITS)
+    counting.furthest = 0
+    frames = videos.video_frames(src, info=info, limits=LIMITS)
+    next(frames)
+    assert counting.furthest < len(data) / 2, (counting.furthest, len(data))
+    frames.close()
+
+
+def test_a_portrait_phone_video_is_turned_upright():
+    """Stored sideways with a display matrix (90 degrees counter-clockwise): frames come out as shown."""
+    picture = Image.new("RGB", (64, 48), (0, 0, 0))
+    picture.paste((255, 0, 0), (0, 0, 32, 24))  # red in the stored top-left corner
+    src = source(tv.encode([picture] * 5, fps=5, size=(64, 48), rotation=90))
+    info = videos.video_probe(src, fps=1, limits=LIMITS)
+    image = next(videos.video_frames(src, info=info, limits=LIMITS)).image
+    assert image.size == (48, 64)
+    assert red(image.crop((0, 40, 24, 64)).resize((64, 48))) > 200 and image.getpixel((40, 5))[0] < 50

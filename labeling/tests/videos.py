@@ -14,12 +14,23 @@ HYM = datasets_dir() / "hymenoptera_data"
 CODECS = {"mp4": "libx264", "mov": "libx264", "matroska": "libx264", "webm": "libvpx-vp9"}
 
 
-def encode(pictures, *, fps: int = 5, container: str = "mp4", size=(224, 168), codec: str | None = None) -> bytes:
+def encode(
+    pictures,
+    *,
+    fps: int = 5,
+    container: str = "mp4",
+    size=(224, 168),
+    codec: str | None = None,
+    options=None,
+    rotation: int = 0,
+) -> bytes:
     """Each picture becomes one frame of a `fps` video (pictures: PIL images or paths)."""
     buf = io.BytesIO()
-    out = av.open(buf, "w", format=container)
+    out = av.open(buf, "w", format=container, options=options or {})
     stream = out.add_stream(codec or CODECS[container], rate=fps)
     stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+    if rotation:
+        stream.set_display_rotation(rotation)
     for pic in pictures:
         img = pic if isinstance(pic, Image.Image) else Image.open(pic)
         frame = av.VideoFrame.from_image(img.convert("RGB").resize(size))
