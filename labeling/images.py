@@ -79,7 +79,6 @@ _ALLOWED_HUMAN: Final = "JPEG, PNG, WebP, GIF, BMP, TIFF"
 HTTP_STATUS: Final[dict[str, int]] = {
     "invalid_image": 400,
     "invalid": 400,
-    "invalid_video": 400,
     "too_large": 413,
     "unsupported_media_type": 415,
 }

@@ -56,7 +56,10 @@ class Sample(models.Model):
     class Meta:
         ordering = ["-created", "id"]
         constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="unique_sample_sha256")]
-        indexes = [models.Index(fields=["project", "labeled_at"])]
+        indexes = [
+            models.Index(fields=["project", "labeled_at"]),
+            models.Index(fields=["project", "video_sha256"], name="sample_video_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.filename or str(self.pk)

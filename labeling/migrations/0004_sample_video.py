@@ -55,4 +55,8 @@ class Migration(migrations.Migration):
                 max_length=10,
             ),
         ),
+        migrations.AddIndex(
+            model_name="sample",
+            index=models.Index(fields=["project", "video_sha256"], name="sample_video_idx"),
+        ),
     ]

@@ -185,3 +185,11 @@ def test_the_upload_page_takes_videos(team, client_for):
         client_for(team.user("viewer")).get(reverse("upload", kwargs={"project_id": team.project.pk})).status_code
         == 403
     )
+
+
+def test_a_large_upload_is_decoded_from_its_temporary_file(team, clip, settings):
+    """Past FILE_UPLOAD_MAX_MEMORY_SIZE Django spools the part to disk; the video is read from there."""
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 1024
+    r = upload(api(team.user("labeler")), team, clip)
+    assert r.status_code == 201, r.content
+    assert len(r.json()["samples"]) == 6
