@@ -17,6 +17,9 @@ built with PyAV from hymenoptera val photos (a new photo every second, H.264 at 
   one on screen at each k / F to RGB (full size), and the same cached predictor runs them in
   batches of PICTOR_INVOKE_BATCH. No validation, no limits, no segments.
 * **Decode only**: the raw loop without the forward pass, for context.
+* **Memory**: the process's peak RSS (a high-water mark) after a short video and then after one
+  --memory-seconds long (same size, ?fps=5): decoding streams, so the long one must not raise the
+  peak by anything like what holding its decoded frames would take (shown for comparison).
 
 frames/s = sampled frames / wall time (median of --repeats). Written to bench/out/video.md.
 """
@@ -139,11 +142,18 @@ def raw_run(model, data: bytes, fps: float, *, forward: bool) -> tuple[float, in
     return time.perf_counter() - start, frames
 
 
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KB on Linux
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--fps", type=float, nargs="+", default=[1, 5, 10])
+    parser.add_argument("--memory-seconds", type=int, default=120)
     args = parser.parse_args()
     if not HYMENOPTERA.is_dir():
         print(f"hymenoptera_data not found at {HYMENOPTERA}", file=sys.stderr)
@@ -174,6 +184,14 @@ def main() -> int:
             a, r, d = statistics.median(api), statistics.median(raw), statistics.median(dec)
             rows.append((fps, n_api, a, n_api / a, r, n_raw / r, n_raw / d, a / r))
 
+        # Peak RSS only grows: the short video (and every run above) set it; the long one may raise it.
+        long_video = make_video(args.memory_seconds)
+        api_run(client, project, key, data, 5)
+        short_peak = peak_rss_mb()
+        _, long_frames = api_run(client, project, key, long_video, 5)
+        long_peak = peak_rss_mb()
+        held_mb = args.memory_seconds * 30 * 640 * 360 * 3 / 2**20  # every decoded frame as RGB
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         "# Video invoke: API against raw decode + forward",
@@ -186,6 +204,12 @@ def main() -> int:
     ]
     for fps, n, a, af, r, rf, df, ratio in rows:
         lines.append(f"| {fps:g} | {n} | {a:.2f} | {af:.1f} | {r:.2f} | {rf:.1f} | {df:.1f} | {ratio:.2f} |")
+    lines += [
+        "",
+        f"Memory (peak RSS of this process): {short_peak:.0f} MB after the {args.seconds} s video; "
+        f"{long_peak:.0f} MB after a {args.memory_seconds} s one ({long_frames} frames at ?fps=5), "
+        f"+{long_peak - short_peak:.0f} MB. Holding its decoded frames would take {held_mb:.0f} MB.",
+    ]
     text = "\n".join(lines) + "\n"
     print(text)
     OUT.parent.mkdir(parents=True, exist_ok=True)
