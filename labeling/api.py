@@ -110,6 +110,7 @@ class SampleListView(APIView):
             project=access.project,
             labeled=query.validated_data["labeled"],
             label=services.clean_text(query.validated_data["label"]) or None,
+            video=query.validated_data.get("video"),
         )
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)

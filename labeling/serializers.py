@@ -242,6 +242,11 @@ class SampleFilterSerializer(s.Serializer):
         max_length=200,
         help_text="Only samples with this label (by name).",
     )
+    video = s.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        help_text="Only the frames of this video (its sha256), in time order.",
+    )
     page = s.IntegerField(required=False, min_value=1, help_text="Page number, from 1.")
     page_size = s.IntegerField(
         required=False, min_value=1, max_value=500, help_text="Results per page (default 50, at most 500)."

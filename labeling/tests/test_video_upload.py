@@ -193,3 +193,22 @@ def test_a_large_upload_is_decoded_from_its_temporary_file(team, clip, settings)
     r = upload(api(team.user("labeler")), team, clip)
     assert r.status_code == 201, r.content
     assert len(r.json()["samples"]) == 6
+
+
+def test_the_api_lists_one_videos_frames_in_time_order(team, clip):
+    c = api(team.user("labeler"))
+    sha = upload(c, team, clip).json()["samples"][0]["video"]["sha256"]
+    c.post(url(team), {"file": [SimpleUploadedFile("a.jpg", tv.hym("val", "ants", 1)[0].read_bytes())]})
+    listed = api(team.user("viewer")).get(url(team, f"?video={sha}")).json()
+    assert listed["count"] == 6 and [s["video"]["time_ms"] for s in listed["results"]] == [
+        0,
+        1000,
+        2000,
+        3000,
+        4000,
+        5000,
+    ]
+    assert api(team.user("viewer")).get(url(team)).json()["count"] == 7
+    r = api(team.user("viewer")).get(url(team, "?video=nothex"))
+    assert r.status_code == 400 and "video" in r.json()["error"]["fields"]
+    assert api(team.user("outsider")).get(url(team, f"?video={sha}")).status_code == 404
