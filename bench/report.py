@@ -28,6 +28,7 @@ BENCHES = [
     ("quick_model", "quick_model.py", [], ["--quick"]),
     ("training", "training.py", [], ["--quick"]),
     ("invoke", "invoke.py", ["--soak", "60"], []),
+    ("video", "video.py", [], ["--seconds", "10", "--repeats", "1", "--memory-seconds", "60"]),
 ]
 
 

@@ -56,7 +56,7 @@ class SessionScheme(OpenApiAuthenticationExtension):
 
 class ErrorDetailSerializer(s.Serializer):
     code = s.CharField(
-        help_text="snake_case: unauthenticated, forbidden, not_found, invalid, invalid_image, too_large, "
+        help_text="snake_case: unauthenticated, forbidden, not_found, invalid, invalid_image, invalid_video, too_large, "
         "unsupported_media_type, throttled, no_model, conflict, method_not_allowed, server_error."
     )
     message = s.CharField(help_text="A human sentence.")
@@ -79,13 +79,14 @@ class ItemErrorSerializer(s.Serializer):
 
 
 _ERRORS = {
-    400: "`invalid` (`fields` names what is wrong) or `invalid_image`.",
+    400: "`invalid` (`fields` names what is wrong), `invalid_image`, or `invalid_video` (not a decodable video).",
     401: "`unauthenticated`: missing, invalid or revoked API key.",
     403: "`forbidden`: the key's scope or the member's role is too low (or the CSRF token is missing).",
     404: "`not_found`: no such project for this key or user (never revealed), or no such object in it.",
     405: "`method_not_allowed`: the path does not take this method.",
     409: "`conflict`.",
-    413: "`too_large`: the image is over the size or pixel limit.",
+    413: "`too_large`: the image is over the size or pixel limit (a video: over its byte, duration, pixel or frame limit; "
+    "more than one video in the request).",
     415: "`unsupported_media_type`: not an image format we read, or a body type we don't parse.",
     429: "`throttled`: too many requests for this key; retry after `Retry-After` seconds.",
 }

@@ -30,6 +30,12 @@ try:
     PICTOR_MAX_PIXELS = E.env_int(ENV, "PICTOR_MAX_PIXELS", default=40_000_000)
     # Images per upload or invoke request (shared/API.md "Limits"): more answer 413 too_large.
     PICTOR_MAX_ITEMS = E.env_int(ENV, "PICTOR_MAX_ITEMS", default=64)
+    # Videos (invoke and uploads): one per request, bounded in bytes, length, frame size and sampled frames.
+    PICTOR_VIDEO_MAX_BYTES = E.env_int(ENV, "PICTOR_VIDEO_MAX_BYTES", default=512 * 1024 * 1024)
+    PICTOR_VIDEO_MAX_SECONDS = E.env_float(ENV, "PICTOR_VIDEO_MAX_SECONDS", default=300.0)
+    PICTOR_VIDEO_MAX_FRAMES = E.env_int(ENV, "PICTOR_VIDEO_MAX_FRAMES", default=600)
+    PICTOR_VIDEO_MAX_PIXELS = E.env_int(ENV, "PICTOR_VIDEO_MAX_PIXELS", default=3840 * 2160)
+    PICTOR_VIDEO_MAX_FPS = E.env_float(ENV, "PICTOR_VIDEO_MAX_FPS", default=10.0)
     PICTOR_ZIP_MAX_ENTRIES = E.env_int(ENV, "PICTOR_ZIP_MAX_ENTRIES", default=10_000)
     PICTOR_ZIP_MAX_BYTES = E.env_int(ENV, "PICTOR_ZIP_MAX_BYTES", default=2 * 1024**3)
     PICTOR_ZIP_MAX_RATIO = E.env_int(ENV, "PICTOR_ZIP_MAX_RATIO", default=100)

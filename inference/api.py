@@ -13,12 +13,19 @@ from config import schema as doc
 from config.api import ApiError
 from inference import serializers as io
 from inference import services
-from labeling.images import HTTP_STATUS
+from labeling import videos
+from labeling.images import HTTP_STATUS, ImageError
+from labeling.parsers import VideoParser
 from projects.api_auth import api_access
 
 
-def _items(request) -> list[services.InvokeItem]:
-    return [services.InvokeItem(filename=name, data=data) for name, data in io.invoke_files(request)]
+def _items(request) -> list[services.InvokeItem | services.VideoItem]:
+    return [
+        services.VideoItem(filename=name, source=data)
+        if isinstance(data, videos.VideoSource)
+        else services.InvokeItem(filename=name, data=data)
+        for name, data in io.invoke_files(request)
+    ]
 
 
 def _answer(items: list[services.InvokeItem], bodies: dict, *, failed_serializer, batch_serializer) -> Response:
@@ -43,7 +50,7 @@ def _answer(items: list[services.InvokeItem], bodies: dict, *, failed_serializer
 
 
 class InvokeView(APIView):
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [JSONParser, MultiPartParser, VideoParser]
 
     @doc.endpoint(
         "invoke",
@@ -53,7 +60,11 @@ class InvokeView(APIView):
         description='One image (multipart `file`, or JSON `{"data"}`) answers with its result object; several '
         '(repeated `file` parts, or JSON `{"items": [...]}`) answer `{"results": [...]}` in order, 207 '
         "when some images failed. Single-label results carry `label`/`confidence`, multi-label ones `present`; "
-        "`?format=series` wraps each label as an entry of the engine output format.",
+        "`?format=series` wraps each label as an entry of the engine output format. A video (MP4, MOV, WebM, MKV; one "
+        "per request, as a `file` part, base64 data or a raw `video/*` body) has its frames sampled at `?fps=` and "
+        'classified: it answers `{"frames": [...]}`, or with `?format=series` one entry per label segment with real '
+        "`startTimeMs`/`stopTimeMs`. Not a decodable video: 400 `invalid_video`; over the byte, duration, pixel or "
+        "frame limits (PICTOR_VIDEO_MAX_*): 413 `too_large`.",
         request=io.INVOKE_REQUEST,
         examples=doc.IMAGE_EXAMPLES,
         responses={
@@ -75,16 +86,29 @@ class InvokeView(APIView):
         if q["capture"]:
             services.capture_check(access=access)
         items = _items(request)
+        clips = [i for i in items if isinstance(i, services.VideoItem)]
+        if clips and q["explain"]:
+            raise ApiError("invalid", "?explain=true takes images, not videos.", 400, {"explain": ["images only"]})
         try:
             services.invoke(
                 project=project,
-                items=items,
+                items=[i for i in items if not isinstance(i, services.VideoItem)],
                 model_id=str(q["model"]) if q["model"] else None,
                 top_k=q["top_k"],
                 capture=q["capture"],
                 explain=q["explain"],
                 user=access.user,
             )
+            for clip in clips:
+                services.video_invoke(
+                    project=project,
+                    item=clip,
+                    model_id=str(q["model"]) if q["model"] else None,
+                    fps=q["fps"],
+                    capture=q["capture"],
+                    pretrained=(q["pretrained"] or 0) if q["format"] == "series" else 0,
+                    user=access.user,
+                )
         except services.NoModel:
             raise ApiError(
                 "no_model",
@@ -99,14 +123,22 @@ class InvokeView(APIView):
                 reverse("api_sample_image", kwargs={"project_id": project.pk, "sample_id": sample_id})
             )
 
-        valid = [i for i in items if i.error is None]
+        valid = [i for i in items if i.error is None and not isinstance(i, services.VideoItem)]
         pretrained_labels = {}
         if q["format"] == "series" and q["pretrained"] and valid:
             for item, top in zip(valid, services.pretrained_topk([i.image.image for i in valid], q["pretrained"])):
                 pretrained_labels[id(item)] = top
 
         bodies = {}
+        for clip in clips:
+            if clip.error is None:
+                bodies[id(clip)] = services.video_answer(
+                    project=project, item=clip, format=q["format"], top_k=q["top_k"], build_uri=image_uri
+                )
         for item in valid:
+            if q["format"] == "frames":  # a still image is one frame, at 0 ms
+                bodies[id(item)] = {"frames": [{"timeMs": 0, **item.result}]}
+                continue
             if q["format"] != "series":
                 bodies[id(item)] = item.result
                 continue
@@ -137,7 +169,7 @@ class PretrainedInvokeView(APIView):
         tag="invoke",
         parameters=[io.PretrainedFilterSerializer],
         summary="ImageNet-1k labels from the built-in backbone (any valid key or signed-in user)",
-        request=io.INVOKE_REQUEST,
+        request=io.PRETRAINED_REQUEST,
         examples=doc.IMAGE_EXAMPLES,
         responses={
             200: io.PRETRAINED_OK,
@@ -149,7 +181,11 @@ class PretrainedInvokeView(APIView):
         query = io.PretrainedFilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         items = _items(request)
-        services.items_validate(items)
+        for clip in [i for i in items if isinstance(i, services.VideoItem)]:
+            clip.error = ImageError(
+                "unsupported_media_type", "The ImageNet endpoint takes images; a project's invoke takes videos."
+            )
+        services.items_validate([i for i in items if not isinstance(i, services.VideoItem)])
         valid = [i for i in items if i.error is None]
         tops = services.pretrained_topk([i.image.image for i in valid], query.validated_data["top_k"]) if valid else []
         bodies = {}

@@ -7,7 +7,16 @@ from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_fiel
 from rest_framework import serializers as s
 
 from config.schema import ErrorDetailSerializer, ItemErrorSerializer
-from labeling.serializers import Base64Field, check_item_count
+from labeling.serializers import (
+    VIDEO_BODY,
+    Base64Field,
+    check_item_count,
+    check_video_count,
+    data_content,
+    file_content,
+    fps_field,
+    is_file_body,
+)
 from training.serializers import (
     ExplanationSerializer,
     MultiLabelResultSerializer,
@@ -28,8 +37,14 @@ class InvokeFilterSerializer(s.Serializer):
         help_text="Return only the N most confident labels (default all).",
     )
     format = s.ChoiceField(
-        choices=["json", "series"], required=False, default="json", help_text="`series`: the engine output format."
+        choices=["json", "series", "frames"],
+        required=False,
+        default="json",
+        help_text="`series`: the engine output format (a video: one entry per label segment, with its start and "
+        'stop times). `frames`: `{"frames": [{"timeMs", <result object>}...]}`, a video\'s per-frame results '
+        "(an image is one frame at 0 ms); a video answers so by default too.",
     )
+    fps = fps_field()
     pretrained = s.IntegerField(
         required=False,
         allow_null=True,
@@ -94,7 +109,7 @@ class InvokeMultipartSerializer(s.Serializer):
     )
 
 
-INVOKE_REQUEST = {
+PRETRAINED_REQUEST = {
     "application/json": PolymorphicProxySerializer(
         component_name="Invoke",
         serializers=[InvokeItemSerializer, InvokeBatchSerializer],
@@ -103,23 +118,29 @@ INVOKE_REQUEST = {
     ),
     "multipart/form-data": InvokeMultipartSerializer,
 }
+INVOKE_REQUEST = {**PRETRAINED_REQUEST, "video/*": VIDEO_BODY}
 
 
 def invoke_files(request) -> list[tuple[str, bytes]]:
-    """The request's images as (filename, bytes), validated by the serializers above."""
-    if request.content_type.startswith("multipart/form-data"):
+    """The request's images as (filename, bytes), validated by the serializers above; a video comes as
+    (filename, labeling.videos.VideoSource), at most one per request."""
+    if is_file_body(request):
         files = request.FILES.getlist("file")
         check_item_count(len(files))
         form = InvokeMultipartSerializer(data={"file": files})
         form.is_valid(raise_exception=True)
-        return [(f.name or "", f.read()) for f in form.validated_data["file"]]
+        out = [(f.name or "", file_content(f)) for f in form.validated_data["file"]]
+        check_video_count([c for _, c in out])
+        return out
     body = request.data
     if not isinstance(body, dict):
         raise s.ValidationError({"non_field_errors": ["Send a JSON object with 'data' or 'items'."]})
     form = InvokeBatchSerializer(data=body) if "items" in body else InvokeItemSerializer(data=body)
     form.is_valid(raise_exception=True)
     raw = form.validated_data["items"] if "items" in body else [form.validated_data]
-    return [(f"item-{i}", item["data"]) for i, item in enumerate(raw)]
+    out = [(f"item-{i}", data_content(item["data"], filename=f"item-{i}")) for i, item in enumerate(raw)]
+    check_video_count([c for _, c in out])
+    return out
 
 
 # --- answers -------------------------------------------------------------------------------------
@@ -146,10 +167,52 @@ class SeriesEntrySerializer(s.Serializer):
     object = SeriesObjectSerializer()
 
 
+class VideoAboutSerializer(s.Serializer):
+    sha256 = s.CharField(help_text="The video file's SHA-256 (its frames' samples carry it too).")
+    duration_ms = s.IntegerField()
+    width = s.IntegerField()
+    height = s.IntegerField()
+    fps = s.FloatField(help_text="The sampling rate used.")
+    frames = s.IntegerField(help_text="How many frames were sampled and classified.")
+
+
 class SeriesResultSerializer(s.Serializer):
-    series = SeriesEntrySerializer(many=True, help_text="Trained (library) labels first, then pretrained ones.")
+    series = SeriesEntrySerializer(
+        many=True,
+        help_text="Trained (library) labels first, then pretrained ones. A video: one entry per label segment "
+        "(consecutive sampled frames with that label): startTimeMs = its first frame's time, stopTimeMs = its last "
+        "frame's time plus one sampling interval, confidence = the mean over the segment.",
+    )
     sample_id = s.UUIDField(required=False)
     explanation = ExplanationSerializer(required=False)
+    video = VideoAboutSerializer(required=False, help_text="Present when the file was a video.")
+
+
+class SingleLabelFrameSerializer(SingleLabelResultSerializer):
+    timeMs = s.IntegerField(help_text="The frame's time in the video (k / fps).")
+
+
+class MultiLabelFrameSerializer(MultiLabelResultSerializer):
+    timeMs = s.IntegerField(help_text="The frame's time in the video (k / fps).")
+
+
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="FrameResult",
+        serializers=[SingleLabelFrameSerializer, MultiLabelFrameSerializer],
+        resource_type_field_name=None,
+        many=False,
+    )
+)
+class FrameField(s.Field):
+    def to_representation(self, value):
+        serializer = MultiLabelFrameSerializer if "present" in value else SingleLabelFrameSerializer
+        return serializer(value).data
+
+
+class FramesResultSerializer(s.Serializer):
+    frames = s.ListField(child=FrameField(), help_text="One result object per sampled frame, in time order.")
+    video = VideoAboutSerializer(required=False, help_text="Present when the file was a video.")
 
 
 class PretrainedScoreSerializer(s.Serializer):
@@ -178,6 +241,8 @@ def render_answer(body: dict) -> dict:
     """One image's answer (a result object, a series, or a pretrained result) through its serializer."""
     if "series" in body:
         return SeriesResultSerializer(body).data
+    if "frames" in body:
+        return FramesResultSerializer(body).data
     if isinstance(body.get("model"), dict) and body["model"].get("id") == "imagenet":
         return PretrainedResultSerializer(body).data
     return render_result(body)
@@ -190,6 +255,7 @@ def render_answer(body: dict) -> dict:
             SingleLabelResultSerializer,
             MultiLabelResultSerializer,
             SeriesResultSerializer,
+            FramesResultSerializer,
             ItemErrorSerializer,
         ],
         resource_type_field_name=None,
@@ -219,6 +285,7 @@ INVOKE_OK = PolymorphicProxySerializer(
         SingleLabelResultSerializer,
         MultiLabelResultSerializer,
         SeriesResultSerializer,
+        FramesResultSerializer,
         InvokeBatchResultSerializer,
     ],
     resource_type_field_name=None,

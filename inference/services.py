@@ -10,7 +10,7 @@ from django.conf import settings
 
 from config.api import ApiError
 
-from labeling import images
+from labeling import images, videos
 from labeling import services as labeling_services
 from labeling.models import Sample
 from projects.access import parse_uuid
@@ -237,3 +237,129 @@ def sample_prediction(sample: Sample) -> dict | None:
         item = InvokeItem(filename=sample.filename, data=f.read())
     invoke(project=sample.project, items=[item], model_id=str(model.pk))
     return item.result or None
+
+
+# --- video (shared/API.md "Video"): decoding in labeling/videos.py, segments in inference/video.py ---
+
+# Frames for prediction are converted at most this short side (the predictors crop 224-300 px anyway);
+# captured frames keep their full size, as captured images do.
+_VIDEO_SHORT_SIDE = 448
+
+
+@dataclass
+class VideoItem:
+    filename: str
+    source: videos.VideoSource
+    error: videos.VideoError | None = None
+    info: videos.VideoInfo | None = None
+    frames: list[dict] = field(default_factory=list)  # full result objects with "timeMs" (and "sample_id")
+    pretrained: list[dict] | None = None  # per frame: {ImageNet label: confidence} of the N best
+
+
+def video_invoke(
+    *,
+    project: Project,
+    item: VideoItem,
+    model_id: str | None = None,
+    fps: float = 1.0,
+    capture: bool = False,
+    pretrained: int = 0,
+    user=None,
+) -> ModelVersion:
+    """Classify a video's frames sampled at `fps`, PICTOR_INVOKE_BATCH at a time, as they are decoded.
+    Capture (asked for, or the project's setting) stores the chosen frames as samples, once the whole
+    video has decoded. A bad video sets `item.error` (nothing stored)."""
+    from inference.predictors import predict
+
+    model = model_for_invoke(project=project, model_id=model_id)
+    limits = labeling_services.video_limits()
+    may_capture = capture or project.capture != Project.Capture.OFF
+    step = max(1, settings.PICTOR_INVOKE_BATCH)
+    shown: list[int] = []  # per frame: the index of the frame whose picture it is (itself, or earlier)
+    staged: list[int] = []  # frames kept for capture, in the stage's order
+    item.pretrained = [] if pretrained else None
+
+    def run(batch: list[videos.Frame]) -> None:
+        fresh = [f for f in batch if not f.repeat]
+        probs = iter(predict(model, [f.image for f in fresh]).probs if fresh else [])
+        tops = iter(pretrained_topk([f.image for f in fresh], pretrained) if fresh and pretrained else [])
+        for frame in batch:
+            if frame.repeat:  # the same picture as the frame before: the same answer
+                item.frames.append({**item.frames[-1], "timeMs": frame.time_ms})
+                shown.append(shown[-1])
+                if item.pretrained is not None:
+                    item.pretrained.append(item.pretrained[-1])
+                continue
+            p = next(probs)
+            item.frames.append({"timeMs": frame.time_ms, **result_object(model=model, probs=p, top_k=None)})
+            shown.append(len(item.frames) - 1)
+            if item.pretrained is not None:
+                item.pretrained.append({name: round(float(c), 6) for _i, name, c in next(tops)})
+            if stage is not None and _wants_capture(project, capture, p):
+                stage.add(frame)
+                staged.append(len(item.frames) - 1)
+
+    stage = videos.FrameStage() if may_capture else None
+    try:
+        item.info = videos.video_probe(item.source, fps=fps, limits=limits)
+        batch: list[videos.Frame] = []
+        short_side = None if may_capture else _VIDEO_SHORT_SIDE
+        for frame in videos.video_frames(item.source, info=item.info, limits=limits, short_side=short_side):
+            batch.append(frame)
+            if len(batch) >= step:
+                run(batch)
+                batch = []
+        run(batch)
+        if stage is not None:
+            captured = {}
+            for index, (time_ms, data) in zip(staged, stage):
+                ingest = labeling_services.IngestItem(
+                    filename=videos.frame_filename(item.filename or "capture", time_ms),
+                    data=data,
+                    video=(item.info.sha256, time_ms),
+                )
+                report = labeling_services.samples_ingest(
+                    project=project, items=[ingest], user=user, source=Sample.Source.CAPTURE
+                )
+                (r,) = report.results
+                if r.ok:
+                    captured[index] = str(r.sample.pk)
+            for i, frame in enumerate(item.frames):
+                if shown[i] in captured:
+                    frame["sample_id"] = captured[shown[i]]
+    except videos.VideoError as exc:
+        item.error, item.frames, item.pretrained = exc, [], None
+    finally:
+        if stage is not None:
+            stage.close()
+    return model
+
+
+def video_answer(*, project: Project, item: VideoItem, format: str, top_k: int | None, build_uri) -> dict:
+    """A classified video as answered: its label segments (`series`) or its frames (otherwise)."""
+    from inference import video
+
+    info = item.info
+    about = {
+        "sha256": info.sha256,
+        "duration_ms": info.duration_ms,
+        "width": info.width,
+        "height": info.height,
+        "fps": info.fps,
+        "frames": len(item.frames),
+    }
+    if format == "series":
+
+        def uri_for(index: int) -> str | None:
+            sample_id = item.frames[index].get("sample_id")
+            return build_uri(sample_id) if sample_id else None
+
+        entries = video.video_series(
+            library_id=str(project.pk),
+            frames=item.frames,
+            interval_ms=info.interval_ms,
+            pretrained=item.pretrained,
+            uri_for=uri_for,
+        )
+        return {"series": entries, "video": about}
+    return {"frames": video.frames_answer(item.frames, top_k=top_k), "video": about}

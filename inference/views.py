@@ -16,6 +16,19 @@ from projects.roles import Role
 from projects.views import error_text, project_view
 
 
+def _video_limits() -> dict:
+    from labeling.services import video_limits
+
+    v = video_limits()
+    return {
+        "max_fps": f"{v.max_fps:g}",
+        "max_mb": v.max_bytes // (1024 * 1024),
+        "max_seconds": f"{v.max_seconds:g}",
+        "max_frames": v.max_frames,
+        "max_megapixels": f"{v.max_pixels / 1e6:.1f}",
+    }
+
+
 def _context(request: HttpRequest, access: ProjectAccess, **extra) -> dict:
     project = access.project
     base = request.build_absolute_uri("/").rstrip("/")
@@ -27,6 +40,7 @@ def _context(request: HttpRequest, access: ProjectAccess, **extra) -> dict:
         "base_url": base,
         "invoke_url": f"{base}/api/v1/projects/{project.pk}/invoke",
         "docs_url": reverse("api_docs"),
+        "video": _video_limits(),
         **extra,
     }
 

@@ -22,6 +22,7 @@ from labeling import selectors, services
 from labeling import serializers as io
 from labeling.images import HTTP_STATUS
 from labeling.models import Sample
+from labeling.parsers import VideoParser
 from projects.api_auth import api_access
 from projects.roles import Role
 from training.serializers import PredictionField
@@ -92,7 +93,7 @@ class LabelListView(APIView):
 
 
 class SampleListView(APIView):
-    parser_classes = [JSONParser, MultiPartParser]
+    parser_classes = [JSONParser, MultiPartParser, VideoParser]
 
     @doc.endpoint(
         "samples_list",
@@ -109,6 +110,7 @@ class SampleListView(APIView):
             project=access.project,
             labeled=query.validated_data["labeled"],
             label=services.clean_text(query.validated_data["label"]) or None,
+            video=query.validated_data.get("video"),
         )
         paginator = Pagination()
         page = paginator.paginate_queryset(qs, request, view=self)
@@ -117,11 +119,13 @@ class SampleListView(APIView):
     @doc.endpoint(
         "samples_create",
         tag="samples",
-        parameters=[doc.PROJECT],
+        parameters=[doc.PROJECT, io.UploadFilterSerializer],
         summary="Upload images (labeler and up): multipart `file` parts, or JSON with base64 data",
         description="Labels that don't exist yet are created. A file already in the project comes back with its "
         "existing id and `duplicate: true` (its labels are updated if labels were sent). A bad file in a batch "
-        "fails only itself: 207 when the batch is mixed. A zip's folder names become labels.",
+        "fails only itself: 207 when the batch is mixed. A zip's folder names become labels. A video (MP4, MOV, "
+        "WebM, MKV; one per request, as a `file` part or a raw `video/*` body) gives its frames sampled at `?fps=` as "
+        'samples with `"source": "video"` and `"video": {"sha256", "time_ms"}`; the labels sent apply to every frame.',
         request=io.UPLOAD_REQUEST,
         examples=doc.IMAGE_EXAMPLES,
         responses={
@@ -132,9 +136,13 @@ class SampleListView(APIView):
     )
     def post(self, request, project_id):
         access = api_access(request, project_id, minimum=Role.LABELER)
+        query = io.UploadFilterSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
         items = upload_items(request)
         source = Sample.Source.API if access.api_key is not None else Sample.Source.UPLOAD
-        report = services.samples_ingest(project=access.project, items=items, user=access.user, source=source)
+        report = services.samples_ingest(
+            project=access.project, items=items, user=access.user, source=source, fps=query.validated_data["fps"]
+        )
         return ingest_response(request, report)
 
 

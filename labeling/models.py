@@ -27,6 +27,7 @@ class Sample(models.Model):
         UPLOAD = "upload", "Upload"
         API = "api", "API"
         CAPTURE = "capture", "Captured from invoke"
+        VIDEO = "video", "Frame of an uploaded video"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="samples")
@@ -40,6 +41,9 @@ class Sample(models.Model):
     height = models.PositiveIntegerField()
     size_bytes = models.PositiveIntegerField()
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.UPLOAD)
+    # A frame sampled from a video (uploaded, or captured by invoke): which video, and when in it.
+    video_sha256 = models.CharField(max_length=64, blank=True, default="")
+    video_time_ms = models.PositiveIntegerField(null=True, blank=True)
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -52,10 +56,21 @@ class Sample(models.Model):
     class Meta:
         ordering = ["-created", "id"]
         constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="unique_sample_sha256")]
-        indexes = [models.Index(fields=["project", "labeled_at"])]
+        indexes = [
+            models.Index(fields=["project", "labeled_at"]),
+            models.Index(fields=["project", "video_sha256"], name="sample_video_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.filename or str(self.pk)
+
+    @property
+    def video_time(self) -> str:
+        """Where in its video this frame is, as m:ss.mmm ("" for other samples)."""
+        if self.video_time_ms is None:
+            return ""
+        minutes, ms = divmod(self.video_time_ms, 60_000)
+        return f"{minutes}:{ms / 1000:06.3f}"
 
 
 class SampleLabel(models.Model):
@@ -92,6 +107,7 @@ class LabelEvent(models.Model):
         REVIEW_CONFIRM = "review-confirm", "review: confirmed"
         UPLOAD = "upload", "upload"
         CAPTURE = "capture", "captured by invoke"
+        VIDEO = "video", "video upload"
 
     via = models.CharField(max_length=20, choices=Via.choices, default=Via.WEB)
     undone = models.BooleanField(default=False)

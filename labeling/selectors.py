@@ -22,7 +22,10 @@ def label_list(*, project: Project) -> list[Label]:
     return list(Label.objects.filter(project=project).annotate(sample_count=Count("sample_labels")))
 
 
-def sample_list(*, project: Project, labeled: bool | None = None, label: str | None = None) -> QuerySet[Sample]:
+def sample_list(
+    *, project: Project, labeled: bool | None = None, label: str | None = None, video: str | None = None
+) -> QuerySet[Sample]:
+    """Newest first; the frames of one video (its sha256) in time order."""
     qs = Sample.objects.filter(project=project)
     if labeled is True:
         qs = qs.filter(labeled_at__isnull=False)
@@ -30,7 +33,10 @@ def sample_list(*, project: Project, labeled: bool | None = None, label: str | N
         qs = qs.filter(labeled_at__isnull=True)
     if label:
         qs = qs.filter(sample_labels__label__name=label)
-    return qs.prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name"))).order_by("-created", "id")
+    qs = qs.prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name")))
+    if video:
+        return qs.filter(video_sha256=video).order_by("video_time_ms", "id")
+    return qs.order_by("-created", "id")
 
 
 def sample_get(*, project: Project, sample_id) -> Sample | None:

@@ -17,7 +17,7 @@ from rest_framework import serializers as s
 
 from config.api import ApiError
 from config.schema import ErrorDetailSerializer, ItemErrorSerializer
-from labeling import selectors
+from labeling import selectors, videos
 from labeling.models import Sample
 
 # --- fields --------------------------------------------------------------------------------------
@@ -75,6 +75,61 @@ def check_item_count(count: int) -> None:
         )
 
 
+def file_content(f) -> bytes | videos.VideoSource:
+    """An uploaded file's bytes; a video (by content, or declared by its media type or name) stays a
+    file, so it is decoded from the upload's temporary file and never read whole into memory."""
+    f.seek(0)
+    head = f.read(64)
+    f.seek(0)
+    if videos.is_video(head, filename=f.name or "", content_type=getattr(f, "content_type", "") or ""):
+        return videos.VideoSource(file=f.file, filename=f.name or "", size=f.size)
+    return f.read()
+
+
+def data_content(data: bytes, *, filename: str = "") -> bytes | videos.VideoSource:
+    """Base64 data in JSON: a video when its bytes are one."""
+    if videos.container_of(data[:64]) is not None:
+        return videos.VideoSource.from_bytes(data, filename=filename)
+    return data
+
+
+def check_video_count(contents) -> None:
+    """One video per request: its frames, not the request's item count, are what costs."""
+    count = sum(isinstance(c, videos.VideoSource) for c in contents)
+    if count > 1:
+        raise ApiError(
+            "too_large",
+            f"At most one video per request; this one has {count}.",
+            413,
+            {"videos": ["at most 1"]},
+        )
+
+
+def is_file_body(request) -> bool:
+    """Multipart parts, or a raw video body (labeling.parsers.VideoParser gives it as one `file`)."""
+    return request.content_type.startswith(("multipart/form-data", "video/"))
+
+
+def validate_fps(value: float) -> float:
+    limit = settings.PICTOR_VIDEO_MAX_FPS
+    if value > limit:
+        raise s.ValidationError(f"At most {limit:g} frames per second (PICTOR_VIDEO_MAX_FPS).")
+    return value
+
+
+def fps_field() -> s.FloatField:
+    return s.FloatField(
+        required=False,
+        default=1.0,
+        min_value=0.01,
+        validators=[validate_fps],
+        help_text="Videos: frames sampled per second (default 1; at most PICTOR_VIDEO_MAX_FPS, default 10).",
+    )
+
+
+VIDEO_BODY = OpenApiTypes.BINARY  # a raw MP4, MOV, WebM or MKV body (Content-Type: video/...)
+
+
 # --- uploads (POST .../samples) ------------------------------------------------------------------
 
 
@@ -121,7 +176,15 @@ UPLOAD_JSON = PolymorphicProxySerializer(
     resource_type_field_name=None,
     many=False,
 )
-UPLOAD_REQUEST = {"application/json": UPLOAD_JSON, "multipart/form-data": UploadMultipartSerializer}
+UPLOAD_REQUEST = {
+    "application/json": UPLOAD_JSON,
+    "multipart/form-data": UploadMultipartSerializer,
+    "video/*": VIDEO_BODY,
+}
+
+
+class UploadFilterSerializer(s.Serializer):
+    fps = fps_field()
 
 
 def uploaded_files(request) -> list[dict]:
@@ -129,15 +192,18 @@ def uploaded_files(request) -> list[dict]:
 
     Multipart: repeated `file` parts (+ `label` parts for all). JSON: one item, or `{"items": [...]}`.
     """
-    if request.content_type.startswith("multipart/form-data"):
+    if is_file_body(request):
         files = request.FILES.getlist("file")
         check_item_count(len(files))
         form = UploadMultipartSerializer(data={"file": files, "label": request.data.getlist("label")})
         form.is_valid(raise_exception=True)
         labels = [v for v in form.validated_data["label"] if v.strip()]
-        return [
-            {"filename": f.name or "", "data": f.read(), "labels": list(labels)} for f in form.validated_data["file"]
+        out = [
+            {"filename": f.name or "", "data": file_content(f), "labels": list(labels)}
+            for f in form.validated_data["file"]
         ]
+        check_video_count([x["data"] for x in out])
+        return out
     body = request.data
     if not isinstance(body, dict):
         raise s.ValidationError({"non_field_errors": ["Send a JSON object with 'data' or 'items'."]})
@@ -149,10 +215,14 @@ def uploaded_files(request) -> list[dict]:
         form = UploadItemSerializer(data=body)
         form.is_valid(raise_exception=True)
         raw = [form.validated_data]
-    return [
-        {"filename": item.get("filename") or f"item-{i}", "data": item["data"], "labels": item.get("labels") or []}
-        for i, item in enumerate(raw)
-    ]
+    out = []
+    for i, item in enumerate(raw):
+        name = item.get("filename") or f"item-{i}"
+        out.append(
+            {"filename": name, "data": data_content(item["data"], filename=name), "labels": item.get("labels") or []}
+        )
+    check_video_count([x["data"] for x in out])
+    return out
 
 
 # --- filters -------------------------------------------------------------------------------------
@@ -171,6 +241,11 @@ class SampleFilterSerializer(s.Serializer):
         default="",
         max_length=200,
         help_text="Only samples with this label (by name).",
+    )
+    video = s.RegexField(
+        r"^[0-9a-f]{64}$",
+        required=False,
+        help_text="Only the frames of this video (its sha256), in time order.",
     )
     page = s.IntegerField(required=False, min_value=1, help_text="Page number, from 1.")
     page_size = s.IntegerField(
@@ -211,6 +286,11 @@ class LabelListSerializer(s.Serializer):
     results = LabelSerializer(many=True)
 
 
+class SampleVideoSerializer(s.Serializer):
+    sha256 = s.CharField(help_text="The SHA-256 of the video the frame was sampled from.")
+    time_ms = s.IntegerField(help_text="Where in that video, in milliseconds.")
+
+
 def _absolute(request, name: str, sample: Sample) -> str:
     url = reverse(name, kwargs={"project_id": sample.project_id, "sample_id": sample.pk})
     return request.build_absolute_uri(url) if request is not None else url
@@ -228,7 +308,14 @@ class SampleSerializer(s.Serializer):
     thumbnail_url = s.SerializerMethodField()
     filename = s.CharField(allow_blank=True)
     source = s.ChoiceField(choices=Sample.Source.choices)
+    video = s.SerializerMethodField()
     created = s.DateTimeField()
+
+    @extend_schema_field(SampleVideoSerializer(allow_null=True))
+    def get_video(self, sample) -> dict | None:
+        if not sample.video_sha256:
+            return None
+        return SampleVideoSerializer({"sha256": sample.video_sha256, "time_ms": sample.video_time_ms}).data
 
     @extend_schema_field(s.ListField(child=s.CharField()))
     def get_labels(self, sample) -> list[str]:

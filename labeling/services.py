@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from labeling import images, zips
+from labeling import images, videos, zips
 from labeling.models import Label, LabelEvent, Lease, Sample, SampleLabel
 from labeling.signals import labels_changed, samples_added
 from labeling.storage import files_delete, files_write, sample_names
@@ -44,6 +44,16 @@ def image_limits() -> images.ImageLimits:
         zip_max_entries=settings.PICTOR_ZIP_MAX_ENTRIES,
         zip_max_total_bytes=settings.PICTOR_ZIP_MAX_BYTES,
         zip_max_ratio=settings.PICTOR_ZIP_MAX_RATIO,
+    )
+
+
+def video_limits() -> videos.VideoLimits:
+    return videos.VideoLimits(
+        max_bytes=settings.PICTOR_VIDEO_MAX_BYTES,
+        max_seconds=settings.PICTOR_VIDEO_MAX_SECONDS,
+        max_frames=settings.PICTOR_VIDEO_MAX_FRAMES,
+        max_pixels=settings.PICTOR_VIDEO_MAX_PIXELS,
+        max_fps=settings.PICTOR_VIDEO_MAX_FPS,
     )
 
 
@@ -246,8 +256,9 @@ def label_delete(*, label: Label, user: AbstractBaseUser | None) -> int:
 @dataclass
 class IngestItem:
     filename: str
-    data: bytes
+    data: bytes | videos.VideoSource  # a video expands into its sampled frames
     labels: list[str] = field(default_factory=list)
+    video: tuple[str, int] | None = None  # a frame's (video sha256, time in ms)
 
 
 @dataclass
@@ -280,13 +291,42 @@ class IngestReport:
         return sum(1 for r in self.results if not r.ok)
 
 
-def expand_uploads(items: list[IngestItem], *, limits: images.ImageLimits) -> Iterator[IngestItem | IngestResult]:
-    """Replace each zip archive by its image entries (folder name → label), one entry at a time.
+def video_frames_expand(item: IngestItem, *, fps: float) -> Iterator[IngestItem | IngestResult]:
+    """A video's frames at `fps` as image items. Every frame is decoded (to a temporary folder) before
+    the first is yielded, so a video that breaks halfway becomes one error result and stores nothing."""
+    limits = video_limits()
+    source = item.data
+    with videos.FrameStage() as stage:
+        try:
+            info = videos.video_probe(source, fps=fps, limits=limits)
+            for frame in videos.video_frames(source, info=info, limits=limits):
+                if not frame.repeat:  # the same picture again would only come back as a duplicate
+                    stage.add(frame)
+        except videos.VideoError as exc:
+            yield IngestResult(filename=item.filename, error_code=exc.code, error_message=exc.message)
+            return
+        for time_ms, data in stage:
+            yield IngestItem(
+                filename=videos.frame_filename(item.filename, time_ms),
+                data=data,
+                labels=list(item.labels),
+                video=(info.sha256, time_ms),
+            )
+
+
+def expand_uploads(
+    items: list[IngestItem], *, limits: images.ImageLimits, fps: float = 1.0
+) -> Iterator[IngestItem | IngestResult]:
+    """Replace each zip archive by its image entries (folder name → label), one entry at a time, and
+    each video by its frames sampled at `fps`.
 
     A refused archive becomes one error result; nothing of it is imported. Entries are decompressed
     lazily, so memory holds one entry, not the archive's contents.
     """
     for item in items:
+        if isinstance(item.data, videos.VideoSource):
+            yield from video_frames_expand(item, fps=fps)
+            continue
         if not zips.is_zip(item.data):
             yield item
             continue
@@ -368,6 +408,8 @@ def sample_ingest_one(
                     size_bytes=len(image.data),
                     source=source,
                     uploaded_by=user,
+                    video_sha256=item.video[0] if item.video else "",
+                    video_time_ms=item.video[1] if item.video else None,
                 )
         except IntegrityError:
             files_delete(written)
@@ -392,16 +434,19 @@ def samples_ingest(
     items: list[IngestItem],
     user: AbstractBaseUser | None,
     source: str = Sample.Source.UPLOAD,
+    fps: float = 1.0,
 ) -> IngestReport:
-    """Validate, store and register a batch; each bad file fails only itself."""
+    """Validate, store and register a batch; each bad file fails only itself. Videos give their frames
+    at `fps` (source "video", unless captured)."""
     limits = image_limits()
     report = IngestReport()
     new_ids: list = []
-    for entry in expand_uploads(items, limits=limits):
+    for entry in expand_uploads(items, limits=limits, fps=fps):
         if isinstance(entry, IngestResult):
             report.results.append(entry)
             continue
-        result = sample_ingest_one(project=project, item=entry, user=user, source=source, limits=limits)
+        src = Sample.Source.VIDEO if entry.video and source != Sample.Source.CAPTURE else source
+        result = sample_ingest_one(project=project, item=entry, user=user, source=src, limits=limits)
         report.results.append(result)
         if result.ok and not result.duplicate:
             new_ids.append(result.sample.pk)

@@ -26,7 +26,10 @@ def _sample_or_404(access: ProjectAccess, sample_id):
 def sample_browser(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     form = SampleFilterForm(request.GET or None)
     label = form.cleaned_data.get("label") if form.is_valid() else ""
-    qs = selectors.sample_list(project=access.project, labeled=form.labeled_value(), label=label or None)
+    video = form.cleaned_data.get("video") if form.is_valid() else ""
+    qs = selectors.sample_list(
+        project=access.project, labeled=form.labeled_value(), label=label or None, video=video or None
+    )
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
@@ -86,12 +89,19 @@ def sample_delete(request: HttpRequest, access: ProjectAccess, sample_id) -> Htt
 def upload(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     from labeling.services import image_limits
 
-    limits = image_limits()
-    return render(
-        request,
-        "labeling/upload.html",
-        {"access": access, "project": access.project, "max_mb": limits.max_bytes // (1024 * 1024)},
-    )
+    from labeling.services import video_limits
+
+    limits, video = image_limits(), video_limits()
+    context = {
+        "access": access,
+        "project": access.project,
+        "max_mb": limits.max_bytes // (1024 * 1024),
+        "video_max_mb": video.max_bytes // (1024 * 1024),
+        "video_max_seconds": f"{video.max_seconds:g}",
+        "video_max_fps": f"{video.max_fps:g}",
+        "video_max_frames": video.max_frames,
+    }
+    return render(request, "labeling/upload.html", context)
 
 
 @project_view(Role.LABELER, methods=("POST",))

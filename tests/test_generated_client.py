@@ -23,6 +23,7 @@ content_type_overrides:
   image/*: application/octet-stream
   image/webp: application/octet-stream
   application/zip: application/octet-stream
+  video/*: application/octet-stream
 """
 
 

@@ -178,19 +178,30 @@ def test_statuses_and_parameters_of_the_contract(schema):
     assert set(ops["post", "/projects/{}/samples"]["requestBody"]["content"]) == {
         "application/json",
         "multipart/form-data",
+        "video/*",
     }
     assert set(ops["post", "/projects/{}/invoke"]["requestBody"]["content"]) == {
         "application/json",
         "multipart/form-data",
+        "video/*",
     }
     assert {"200", "207", "409", "413", "415"} <= set(ops["post", "/projects/{}/invoke"]["responses"])
     assert "202" in ops["post", "/projects/{}/trainings"]["responses"]
     assert "202" in ops["post", "/projects/{}/trainings/{}/cancel"]["responses"]
     assert "409" in ops["post", "/projects/{}/labels"]["responses"]
     assert "204" in ops["delete", "/projects/{}/samples/{}"]["responses"]
-    assert params(("get", "/projects/{}/samples")) == {"labeled", "label", "page", "page_size"}
+    assert params(("get", "/projects/{}/samples")) == {"labeled", "label", "video", "page", "page_size"}
     assert params(("get", "/projects/{}/samples/next")) == {"count"}
-    assert params(("post", "/projects/{}/invoke")) == {"top_k", "format", "pretrained", "explain", "capture", "model"}
+    assert params(("post", "/projects/{}/invoke")) == {
+        "top_k",
+        "format",
+        "fps",
+        "pretrained",
+        "explain",
+        "capture",
+        "model",
+    }
+    assert params(("post", "/projects/{}/samples")) == {"fps"}
     assert params(("post", "/pretrained/imagenet/invoke")) == {"top_k"}
 
 

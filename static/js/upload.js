@@ -65,6 +65,16 @@
     }
   }
 
+  function isVideo(file) {
+    // The server decides by content; this only picks which files get the sampling rate.
+    return /^video\//.test(file.type || "") || /\.(mp4|m4v|mov|qt|webm|mkv)$/i.test(file.name || "");
+  }
+
+  function videoFps() {
+    var v = parseFloat(document.getElementById("video-fps").value);
+    return isFinite(v) && v > 0 ? v : 1;
+  }
+
   function next() {
     while (active < CONCURRENCY && pending.length) {
       send(pending.shift());
@@ -77,7 +87,7 @@
     form.append("file", item.file, item.file.name);
     if (item.label) form.append("label", item.label);
     var xhr = new XMLHttpRequest();
-    xhr.open("POST", endpoint);
+    xhr.open("POST", isVideo(item.file) ? endpoint + "?fps=" + encodeURIComponent(videoFps()) : endpoint);
     xhr.setRequestHeader("X-CSRFToken", csrf);
     xhr.setRequestHeader("Accept", "application/json");
     item.ui.status.textContent = "uploading";
