@@ -19,6 +19,7 @@ from training.services.jobs import (
     training_jobs_sweep,
 )
 from training.services.models import (
+    WorseThanQuick,
     model_delete,
     model_deploy,
     model_version_create,
@@ -29,6 +30,7 @@ from training.services.models import (
 __all__ = [
     "JobGone",
     "TrainingConflict",
+    "WorseThanQuick",
     "embeddings_compute",
     "model_delete",
     "model_deploy",

@@ -71,9 +71,28 @@ def worse_than_quick(*, model: ModelVersion) -> bool:
     return float(m["accuracy"]) < float(base["accuracy"])
 
 
+class WorseThanQuick(Exception):
+    """Deploying a full model that lost to the quick model on its own held-out split, unconfirmed."""
+
+    def __init__(self, model: ModelVersion):
+        m = model.metrics or {}
+        self.accuracy = float(m["accuracy"])
+        self.baseline = float(m["baseline_quick"]["accuracy"])
+        super().__init__(
+            f"Version {model.version} scored {self.accuracy:.3f} on its held-out split, below the quick model's "
+            f"{self.baseline:.3f} on the same split: not deployed. Deploying it anyway needs an explicit override."
+        )
+
+
 @transaction.atomic
-def model_deploy(*, model: ModelVersion, pinned: bool = True) -> ModelVersion:
-    """Make `model` the project's deployed version; the previous one stops being deployed."""
+def model_deploy(*, model: ModelVersion, pinned: bool = True, force: bool = False) -> ModelVersion:
+    """Make `model` the project's deployed version; the previous one stops being deployed.
+
+    A full model worse than the quick model on the same split raises WorseThanQuick unless a human
+    confirmed it (`force`): the page's confirmation, or an admin's `{"force": true}` in the API.
+    """
+    if not force and worse_than_quick(model=model):
+        raise WorseThanQuick(model)
     # Serialise deployments of one project on its row; the partial unique index backs this up.
     Project.objects.select_for_update().filter(pk=model.project_id).first()
     ModelVersion.objects.filter(project=model.project_id, deployed=True).exclude(pk=model.pk).update(deployed=False)
