@@ -271,3 +271,27 @@ def labeled_without_features(*, project_id, backbones: list[str]) -> int:
         done = Embedding.objects.filter(project_id=project_id, backbone=backbone).values("sample_id")
         missing = missing | labeled.exclude(pk__in=done)
     return missing.distinct().count()
+
+
+def label_imagenet(*, names: list[str]) -> dict[str, dict | None]:
+    """Each label name's ImageNet-1k classes through WordNet (the zero-shot model's view), or None."""
+    from training.ml import zeroshot
+    from training.ml.backbone import imagenet_class_names
+
+    classes = imagenet_class_names()
+    out: dict[str, dict | None] = {}
+    for name in names:
+        m = zeroshot.label_map(name)
+        out[name] = (
+            None
+            if m is None
+            else {
+                "classes": [classes[i] for i in m.classes],
+                "indices": list(m.classes),
+                "wordnet_id": m.wordnet_id,
+                "definition": m.definition,
+                "ambiguous": m.ambiguous,
+                "other_senses": list(m.other_senses),
+            }
+        )
+    return out

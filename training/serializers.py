@@ -83,14 +83,17 @@ class PredictionField(s.Field):
 # --- trainings -----------------------------------------------------------------------------------
 
 
+TRAINED_MODE_CHOICES = [(m.value, m.label) for m in ModelVersion.TRAINED_MODES]
+
+
 class TrainingCreateSerializer(s.Serializer):
-    mode = s.ChoiceField(choices=ModelVersion.Mode.choices)
+    mode = s.ChoiceField(choices=TRAINED_MODE_CHOICES)
 
 
 class TrainingCreatedSerializer(s.Serializer):
     id = s.UUIDField(source="pk")
     status = s.ChoiceField(choices=TrainingJob.Status.choices)
-    mode = s.ChoiceField(choices=ModelVersion.Mode.choices)
+    mode = s.ChoiceField(choices=TRAINED_MODE_CHOICES)
 
 
 class TrainingSerializer(TrainingCreatedSerializer):

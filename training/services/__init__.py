@@ -2,7 +2,7 @@
 
 - embeddings: computing and storing image features
 - jobs: training jobs and their state machine
-- models: model versions (create, deploy, delete, prune)
+- models: model versions (create, deploy, delete, prune; the zero-shot version's deployment)
 """
 
 from training.services.embeddings import embeddings_compute
@@ -22,9 +22,12 @@ from training.services.models import (
     WorseThanQuick,
     model_delete,
     model_deploy,
+    model_metrics_update,
     model_version_create,
     quick_models_prune,
     worse_than_quick,
+    zero_shot_deploy_if_idle,
+    zero_shot_models_prune,
 )
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "embeddings_compute",
     "model_delete",
     "model_deploy",
+    "model_metrics_update",
     "model_version_create",
     "quick_models_prune",
     "training_job_cancel",
@@ -45,4 +49,6 @@ __all__ = [
     "training_job_wait",
     "training_jobs_sweep",
     "worse_than_quick",
+    "zero_shot_deploy_if_idle",
+    "zero_shot_models_prune",
 ]

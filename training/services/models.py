@@ -105,6 +105,42 @@ def model_deploy(*, model: ModelVersion, pinned: bool = True, force: bool = Fals
     return model
 
 
+def model_metrics_update(*, model: ModelVersion, metrics: dict) -> ModelVersion:
+    """Replace a version's metrics (the zero-shot version is re-scored as labels arrive)."""
+    ModelVersion.objects.filter(pk=model.pk).update(metrics=metrics)
+    model.metrics = metrics
+    return model
+
+
+@transaction.atomic
+def zero_shot_deploy_if_idle(*, model: ModelVersion) -> bool:
+    """Deploy a zero-shot version while nothing else answers: no deployment yet, or an older zero-shot
+    one that nobody pinned (the labels changed). A trained model, or a hand-deployed one, stays."""
+    Project.objects.select_for_update().filter(pk=model.project_id).first()
+    deployed = ModelVersion.objects.filter(project=model.project_id, deployed=True).first()
+    if deployed is None or (
+        deployed.mode == ModelVersion.Mode.ZERO_SHOT and deployed.pk != model.pk and not deployed.pinned
+    ):
+        model_deploy(model=model, pinned=False)
+        return True
+    return False
+
+
+def zero_shot_models_prune(*, project, keep: ModelVersion) -> int:
+    """Older zero-shot versions (made for label sets that changed since), unless deployed or pinned."""
+    from labeling.storage import files_delete
+
+    old = list(
+        ModelVersion.objects.filter(project=project, mode=ModelVersion.Mode.ZERO_SHOT, deployed=False, pinned=False)
+        .exclude(pk=keep.pk)
+        .only("pk", "artifact_name")
+    )
+    names = [m.artifact_name for m in old]
+    ModelVersion.objects.filter(pk__in=[m.pk for m in old]).delete()
+    transaction.on_commit(lambda: files_delete(names))
+    return len(old)
+
+
 def model_delete(*, model: ModelVersion) -> None:
     from django.core.exceptions import ValidationError
 
