@@ -143,6 +143,10 @@ def test_it_answers_invoke_on_real_ants_and_bees_before_any_training(ants_bees, 
     listed = c.get(f"/api/v1/projects/{team.project.pk}/models").json()["results"]
     assert listed[0]["mode"] == "zero_shot" and listed[0]["deployed"] and listed[0]["metrics"]["accuracy"] is None
     assert c.get(f"/api/v1/projects/{team.project.pk}").json()["deployed_model"]["id"] == str(model.pk)
+    detail = client_for(team.user("viewer")).get(
+        reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    )
+    assert detail.status_code == 200 and "no labeled samples yet" in detail.content.decode()
 
 
 @pytest.mark.slow
@@ -180,3 +184,24 @@ def test_it_marks_labels_present_per_label_in_a_multi_label_project(team):
     assert model.thresholds == [zs.MULTI_LABEL_THRESHOLD] * 2 and model.label_names == ["cat", "dog"]
     head = zeroshot.head_load(model)
     assert head.multi_label and len(head.groups[1]) == 118
+
+
+@pytest.mark.slow
+def test_it_downloads_as_one_onnx_graph_that_agrees_with_the_server(ants_bees, client_for):
+    import onnxruntime as ort
+
+    from inference.predictors import predict
+    from training.ml.backbone import preprocess
+
+    team = ants_bees
+    model = zeroshot.zero_shot_sync(project_id=team.project.pk)
+    r = client_for(team.user("viewer")).get(
+        reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    )
+    assert r.status_code == 200
+    session = ort.InferenceSession(b"".join(r.streaming_content), providers=["CPUExecutionProvider"])
+    images = [p.read_bytes() for p in _val("ants", 2) + _val("bees", 2)]
+    (probs,) = session.run(None, {"input": preprocess(images, 260)})
+    server = predict(model, images).probs
+    assert np.allclose(probs, server, atol=0.03), (probs, server)
+    assert probs[:2, 0].min() > 0.5 and probs[2:, 1].min() > 0.5
