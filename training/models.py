@@ -104,3 +104,19 @@ class TrainingJob(models.Model):
                 name="one_active_full_training",
             )
         ]
+
+
+class LearningPoint(models.Model):
+    """One version's accuracy against how many labels it knew: the models page's learning curve.
+    Kept apart from ModelVersion because quick versions are pruned, and the curve is their history."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="learning_points")
+    version = models.PositiveIntegerField()
+    mode = models.CharField(max_length=10, choices=ModelVersion.Mode.choices)
+    n_labels = models.PositiveIntegerField()
+    accuracy = models.FloatField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        indexes = [models.Index(fields=["project", "created"])]

@@ -46,6 +46,7 @@ def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
             "models": models,
             "jobs": jobs,
             "last_quick": quick_jobs[0] if quick_jobs else None,
+            "curve": selectors.learning_curve(project=access.project),
         },
     )
 

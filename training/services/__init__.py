@@ -21,6 +21,7 @@ from training.services.jobs import (
 from training.services.models import (
     WorseThanQuick,
     model_delete,
+    learning_point_record,
     model_deploy,
     model_metrics_update,
     model_version_create,
@@ -36,6 +37,7 @@ __all__ = [
     "WorseThanQuick",
     "embeddings_compute",
     "model_delete",
+    "learning_point_record",
     "model_deploy",
     "model_metrics_update",
     "model_version_create",

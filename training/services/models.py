@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from projects.models import Project
-from training.models import ModelVersion, TrainingJob
+from training.models import LearningPoint, ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def model_version_create(
                 .values_list("version", flat=True)
                 .first()
             )
-            return ModelVersion.objects.create(
+            model = ModelVersion.objects.create(
                 id=model_id,
                 project=project,
                 version=(last or 0) + 1,
@@ -56,6 +56,8 @@ def model_version_create(
                 n_train=n_train,
                 artifact_name=name,
             )
+            learning_point_record(model=model)
+            return model
     except BaseException:
         files_delete([name])
         raise
@@ -107,9 +109,43 @@ def model_deploy(*, model: ModelVersion, pinned: bool = True, force: bool = Fals
 
 def model_metrics_update(*, model: ModelVersion, metrics: dict) -> ModelVersion:
     """Replace a version's metrics (the zero-shot version is re-scored as labels arrive)."""
-    ModelVersion.objects.filter(pk=model.pk).update(metrics=metrics)
-    model.metrics = metrics
+    with transaction.atomic():
+        ModelVersion.objects.filter(pk=model.pk).update(metrics=metrics)
+        model.metrics = metrics
+        learning_point_record(model=model)
     return model
+
+
+#: Points of the learning curve kept per project (the newest).
+LEARNING_POINTS_KEPT = 500
+
+
+def _labels_seen(model: ModelVersion) -> int:
+    """How many labeled samples the version's accuracy stands on (what the curve's x axis counts)."""
+    m = model.metrics or {}
+    if model.mode == ModelVersion.Mode.ZERO_SHOT:
+        return int(m.get("n_evaluated") or 0)
+    if model.mode == ModelVersion.Mode.FULL and m.get("split"):
+        return int(sum(m["split"].values()))
+    return int(model.n_train)
+
+
+def learning_point_record(*, model: ModelVersion) -> LearningPoint | None:
+    """A point of the learning curve for an honestly measured version (a repeat of the last point of
+    the same version and label count is not stored twice)."""
+    m = model.metrics or {}
+    n = _labels_seen(model)
+    if m.get("accuracy") is None or m.get("honest") is False or n <= 0:
+        return None
+    last = LearningPoint.objects.filter(project_id=model.project_id, version=model.version).order_by("-id").first()
+    if last is not None and last.n_labels == n and abs(last.accuracy - float(m["accuracy"])) < 1e-9:
+        return last
+    point = LearningPoint.objects.create(
+        project_id=model.project_id, version=model.version, mode=model.mode, n_labels=n, accuracy=float(m["accuracy"])
+    )
+    stale = LearningPoint.objects.filter(project_id=model.project_id).order_by("-id")[LEARNING_POINTS_KEPT:]
+    LearningPoint.objects.filter(pk__in=list(stale.values_list("pk", flat=True))).delete()
+    return point
 
 
 @transaction.atomic
