@@ -100,7 +100,8 @@ def sweep_embeddings() -> int:
 
 
 def sweep_trainings() -> int:
-    """Fail stale running jobs, resend lost queued ones, retrain where labels outran the model."""
+    """Fail stale running jobs, resend lost queued ones, retrain where labels outran the model, map
+    label names whose zero-shot version was never made."""
     from training import selectors, services
 
     from config.dispatch import cache_add
@@ -112,4 +113,6 @@ def sweep_trainings() -> int:
             enqueue(RUN, args=[str(job.pk)], queue=_queue_of(job))
     for project_id in selectors.projects_with_unlearned_labels():
         labels_changed(project_id=project_id)
+    for project_id in selectors.projects_missing_zero_shot():
+        label_set_changed(project_id=project_id)
     return failed

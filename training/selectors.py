@@ -232,6 +232,36 @@ def projects_with_unlearned_labels() -> list:
     return out
 
 
+def projects_missing_zero_shot(*, limit: int = 200) -> list:
+    """Projects with nothing deployed whose label names all map to ImageNet but lack a zero-shot
+    version for them (its dispatch was lost, e.g. the broker was down when the labels were made)."""
+    from labeling.models import Label
+    from training.ml import zeroshot
+
+    deployed = ModelVersion.objects.filter(deployed=True).values("project_id")
+    names: dict = {}
+    for project_id, name in (
+        Label.objects.exclude(project_id__in=deployed).order_by("project_id", "name").values_list("project_id", "name")
+    ):
+        names.setdefault(project_id, []).append(name)
+    latest = {}
+    for project_id, label_names in (
+        ModelVersion.objects.filter(mode=ModelVersion.Mode.ZERO_SHOT, project_id__in=list(names))
+        .order_by("project_id", "version")
+        .values_list("project_id", "label_names")
+    ):
+        latest[project_id] = list(label_names)
+    out = []
+    for project_id, label_names in names.items():
+        if latest.get(project_id) == label_names:
+            continue
+        if zeroshot.class_groups([zeroshot.label_map(n) for n in label_names]) is not None:
+            out.append(project_id)
+        if len(out) >= limit:
+            break
+    return out
+
+
 def training_jobs_lost(*, older_than: int = 300) -> list[TrainingJob]:
     """Queued jobs nobody picked up for a while (the broker was down when they were created)."""
     from datetime import timedelta

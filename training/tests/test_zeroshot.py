@@ -205,3 +205,19 @@ def test_it_downloads_as_one_onnx_graph_that_agrees_with_the_server(ants_bees, c
     server = predict(model, images).probs
     assert np.allclose(probs, server, atol=0.03), (probs, server)
     assert probs[:2, 0].min() > 0.5 and probs[2:, 1].min() > 0.5
+
+
+def test_the_sweep_makes_a_zero_shot_version_whose_dispatch_was_lost(team, django_capture_on_commit_callbacks):
+    from training import pipeline, selectors
+
+    for name in ("ants", "bees"):
+        label_create(project=team.project, name=name)  # the on-commit dispatch never runs: lost
+    assert selectors.projects_missing_zero_shot() == [team.project.pk]
+    with mock.patch("training.tasks.zero_shot_sync.apply_async") as apply:
+        with django_capture_on_commit_callbacks(execute=True):
+            pipeline.sweep_trainings()
+    assert apply.call_args.kwargs["args"] == [str(team.project.pk)]
+    zeroshot.zero_shot_sync(project_id=team.project.pk)
+    assert selectors.projects_missing_zero_shot() == []
+    label_create(project=team.project, name="blorptastic")  # no longer all mapped: nothing to make
+    assert selectors.projects_missing_zero_shot() == []
