@@ -54,7 +54,9 @@ def _fit_and_score(train: dict, y: np.ndarray, test: dict, y_test: np.ndarray, n
     return acc, res, res.head.predict_proba(Xpool)
 
 
-def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bool = False) -> dict:
+def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bool = False, cold_start=None) -> dict:
+    """One simulated team; ``cold_start(labeled_mask, seed)`` (bench/zero_shot.py's trial of a
+    zero-shot prior) replaces the queue's order while there is no quick model yet."""
     from training.ml.active import queue_rank
 
     pool = _features(ds, "pool")
@@ -71,6 +73,8 @@ def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bo
         if order == "random":
             unl = np.flatnonzero(~labeled)
             pick = rng.choice(unl, min(BATCH, unl.size), replace=False)
+        elif probs is None and cold_start is not None:
+            pick, _ = cold_start(labeled, seed)
         else:
             pick, _ = queue_rank(
                 features=pool,

@@ -289,6 +289,11 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # 3.1: nullable objects are `oneOf [X, null]`, which validators and generated clients read right.
     "OAS_VERSION": "3.1.0",
+    # a model version's mode (quick, full, zero_shot) and what a training can be (quick, full)
+    "ENUM_NAME_OVERRIDES": {
+        "ModelModeEnum": "training.models.ModelVersion.Mode",
+        "ModeEnum": "training.serializers.TRAINED_MODE_CHOICES",  # the name generated clients know
+    },
     # Bodies with one media type are marked required; the two that take JSON or multipart (upload,
     # invoke) are not, since openapi-python-client 0.29 emits a module that fails to import for a
     # required body with several media types. The server answers 400 `invalid` without one.

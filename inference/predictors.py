@@ -53,6 +53,20 @@ class QuickPredictor:
         return self.head.predict_proba(X)
 
 
+class ZeroShotPredictor:
+    """The backbone's ImageNet head summed over each label's WordNet classes (training.zeroshot)."""
+
+    def __init__(self, model: ModelVersion):
+        from training.embedders import embedder_get
+        from training.zeroshot import head_load
+
+        self.embedder = embedder_get(model.features)
+        self.head = head_load(model)
+
+    def predict(self, images: list) -> np.ndarray:
+        return self.head.predict_proba(self.embedder.embed(images, batch_size=max(1, len(images))))
+
+
 class FullPredictor:
     """The fine-tuned classifier graph; its first output is the probabilities."""
 
@@ -87,7 +101,8 @@ def predictor_get(model: ModelVersion):
         if hit is not None:
             _cache.move_to_end(model.pk)
             return hit
-    predictor = QuickPredictor(model) if model.mode == ModelVersion.Mode.QUICK else FullPredictor(model)
+    kinds = {ModelVersion.Mode.QUICK: QuickPredictor, ModelVersion.Mode.ZERO_SHOT: ZeroShotPredictor}
+    predictor = kinds.get(model.mode, FullPredictor)(model)
     with _lock:
         _cache[model.pk] = predictor
         while len(_cache) > _MAX:

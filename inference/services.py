@@ -110,7 +110,7 @@ def model_for_invoke(*, project: Project, model_id: str | None) -> ModelVersion:
 
 
 def result_object(*, model: ModelVersion, probs: np.ndarray, top_k: int | None) -> dict:
-    ref = {"id": str(model.pk), "version": model.version}
+    ref = {"id": str(model.pk), "version": model.version, "mode": model.mode}
     order = np.argsort(-probs)
     if model.project.is_multi_label:
         th = model.thresholds or [0.5] * len(model.label_names)

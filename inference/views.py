@@ -41,8 +41,15 @@ def _context(request: HttpRequest, access: ProjectAccess, **extra) -> dict:
         "invoke_url": f"{base}/api/v1/projects/{project.pk}/invoke",
         "docs_url": reverse("api_docs"),
         "video": _video_limits(),
+        "deployed": _deployed(project),
         **extra,
     }
+
+
+def _deployed(project):
+    from training.models import ModelVersion
+
+    return ModelVersion.objects.filter(project=project, deployed=True).only("version", "mode").first()
 
 
 @project_view()
@@ -74,6 +81,45 @@ def api_key_revoke(request: HttpRequest, access: ProjectAccess, prefix: str) -> 
     keys.api_key_revoke(key=key)
     messages.success(request, f"Key {key.name} ({key.prefix}) revoked; it stops working now.")
     return redirect("api_page", project_id=access.project.pk)
+
+
+def _try_error(code: str, message: str, status: int) -> tuple[dict, int]:
+    return {"error": {"code": code, "message": message}}, status
+
+
+def _try_answer(request: HttpRequest, access: ProjectAccess) -> tuple[dict, int]:
+    """One image through the same invoke service as POST .../invoke (nothing stored, no key)."""
+    from django.conf import settings
+
+    from inference import services
+    from training.serializers import render_result
+
+    upload = request.FILES.get("file")
+    if upload is None:
+        return _try_error("invalid", "Choose an image to try.", 400)
+    if upload.size > settings.PICTOR_MAX_UPLOAD_BYTES:
+        return _try_error("too_large", f"The image is over {settings.PICTOR_MAX_UPLOAD_BYTES} bytes.", 413)
+    item = services.InvokeItem(filename=upload.name or "image", data=upload.read())
+    try:
+        services.invoke(project=access.project, items=[item], top_k=5, user=request.user)
+    except services.NoModel:
+        return _try_error(
+            "no_model", "Nothing is deployed yet: label a few images, or name labels after ImageNet classes.", 409
+        )
+    if item.error is not None:
+        return _try_error(item.error.code, item.error.message, item.error.http_status)
+    return render_result(item.result), 200
+
+
+@project_view(methods=("POST",))
+def api_try(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
+    """The API page's try-it panel: a signed-in member's session stands in for a key. JSON for
+    pictor.js; without JavaScript the form posts here and the page shows the answer."""
+    body, status = _try_answer(request, access)
+    if "application/json" in request.headers.get("Accept", ""):
+        return JsonResponse(body, status=status)
+    extra = {"try_error": body["error"]} if "error" in body else {"try_result": body}
+    return render(request, "inference/api.html", _context(request, access, **extra), status=status)
 
 
 @project_view(methods=("POST",))

@@ -20,6 +20,7 @@ from config import schema as doc
 from config.api import ApiError, Pagination, error_body
 from labeling import selectors, services
 from labeling import serializers as io
+from labeling.hooks import label_notes
 from labeling.images import HTTP_STATUS
 from labeling.models import Sample
 from labeling.parsers import VideoParser
@@ -68,7 +69,10 @@ class LabelListView(APIView):
     )
     def get(self, request, project_id):
         access = api_access(request, project_id)
-        return Response(io.LabelListSerializer({"results": selectors.label_list(project=access.project)}).data)
+        labels = list(selectors.label_list(project=access.project))
+        notes = label_notes(project=access.project, names=[label.name for label in labels])
+        rows = [{"id": label.id, "name": label.name, **notes.get(label.name, {"imagenet": None})} for label in labels]
+        return Response(io.LabelListSerializer({"results": rows}).data)
 
     @doc.endpoint(
         "labels_create",

@@ -48,3 +48,17 @@ def queue_refresh_now(*, project, want: int) -> bool:
     for fn in QUEUE_REFRESHERS:
         fn(project, want)
     return bool(QUEUE_REFRESHERS)
+
+
+# LABEL_NOTES: fn(project, names) -> {name: {"imagenet": {...} | None}} about each label name (the
+# training app registers the names' ImageNet mapping for the zero-shot model); the labels page and
+# GET .../labels show them.
+LABEL_NOTES: list = []
+
+
+def label_notes(*, project, names: list[str]) -> dict:
+    out: dict = {n: {"imagenet": None} for n in names}
+    for fn in LABEL_NOTES:
+        for name, notes in fn(project, names).items():
+            out.setdefault(name, {}).update(notes)
+    return out

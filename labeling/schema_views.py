@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from labeling import selectors, services
+from labeling.hooks import label_notes
 from labeling.models import Label
 from projects.access import ProjectAccess, parse_uuid
 from projects.roles import Role
@@ -18,10 +19,17 @@ def _page(request: HttpRequest, access: ProjectAccess, status: int = 200, **extr
     template = "labeling/labels.html"
     if request.htmx:
         template += "#label-table"
+    labels = selectors.label_list(project=access.project)
+    notes = label_notes(project=access.project, names=[label.name for label in labels])
+    for label in labels:
+        label.imagenet = notes.get(label.name, {}).get("imagenet")
     context = {
         "access": access,
         "project": access.project,
-        "labels": selectors.label_list(project=access.project),
+        "labels": labels,
+        # every name (two at least) means ImageNet classes: a zero-shot model answers before training
+        "zero_shot_ready": len(labels) >= 2 and all(label.imagenet for label in labels),
+        "unmapped": [label.name for label in labels if not label.imagenet],
         "can_create_labels": access.can(services.LABEL_CREATE_ROLE),
         **extra,
     }

@@ -282,8 +282,25 @@ class LabelSerializer(s.Serializer):
     name = s.CharField()
 
 
+class ImagenetMappingSerializer(s.Serializer):
+    classes = s.ListField(child=s.CharField(), help_text="The ImageNet-1k classes the name means (WordNet hyponyms).")
+    indices = s.ListField(child=s.IntegerField(), help_text="Their indices in ImageNet-1k's output order.")
+    wordnet_id = s.CharField(help_text='The WordNet 3.0 noun synset chosen, e.g. "n02206856".')
+    definition = s.CharField(help_text="That sense's WordNet gloss.")
+    ambiguous = s.BooleanField(help_text="Another common sense of the name means other classes; the first was taken.")
+    other_senses = s.ListField(child=s.CharField(), help_text="Those other senses.")
+
+
+class LabelListItemSerializer(LabelSerializer):
+    imagenet = ImagenetMappingSerializer(
+        allow_null=True,
+        help_text="The ImageNet-1k classes the label name maps to through WordNet, null when it maps to none. "
+        "When every label maps, a zero-shot model answers before any training.",
+    )
+
+
 class LabelListSerializer(s.Serializer):
-    results = LabelSerializer(many=True)
+    results = LabelListItemSerializer(many=True)
 
 
 class SampleVideoSerializer(s.Serializer):

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from labeling import images, videos, zips
 from labeling.models import Label, LabelEvent, Lease, Sample, SampleLabel
-from labeling.signals import labels_changed, samples_added
+from labeling.signals import label_set_changed, labels_changed, samples_added
 from labeling.storage import files_delete, files_write, sample_names
 from projects.models import Project
 from projects.roles import Role
@@ -97,9 +97,15 @@ def label_create(*, project: Project, name: str) -> Label:
     try:
         with transaction.atomic():
             color, shortcut = _next_look(project)
-            return Label.objects.create(project=project, name=name, color=color, shortcut=shortcut)
+            label = Label.objects.create(project=project, name=name, color=color, shortcut=shortcut)
     except IntegrityError:
         raise Conflict(f"A label named {name!r} exists already.") from None
+    _label_set_changed(project.pk)
+    return label
+
+
+def _label_set_changed(project_id) -> None:
+    transaction.on_commit(lambda: label_set_changed.send(sender=Label, project_id=project_id))
 
 
 def labels_get_or_create(*, project: Project, names: list[str]) -> list[Label]:
@@ -213,9 +219,12 @@ def label_update(*, label: Label, name: str, color: str, shortcut: str) -> Label
     color = (color or "").strip()
     if not (len(color) == 7 and color.startswith("#") and all(c in "0123456789abcdefABCDEF" for c in color[1:])):
         raise ValidationError({"color": "Colours look like #1a2b3c."})
+    renamed = new_name != label.name
     label.name, label.color = new_name, color.lower()
     label.shortcut = _label_clean_shortcut(project, label, shortcut)
     label.save()
+    if renamed:
+        _label_set_changed(project.pk)
     return label
 
 
@@ -231,6 +240,7 @@ def label_merge(*, source: Label, target: Label, user: AbstractBaseUser | None) 
         sample_labels_set(sample=sample, names=sorted(names), user=user, via=LabelEvent.Via.MERGE)
         moved += 1
     source.delete()
+    _label_set_changed(source.project_id)
     return moved
 
 
@@ -246,7 +256,9 @@ def label_delete(*, label: Label, user: AbstractBaseUser | None) -> int:
         ]
         sample_labels_set(sample=sample, names=names, user=user, via=LabelEvent.Via.LABEL_DELETE)
         affected += 1
+    project_id = label.project_id
     label.delete()
+    _label_set_changed(project_id)
     return affected
 
 

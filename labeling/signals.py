@@ -7,3 +7,6 @@ samples_added = Signal()
 labels_changed = Signal()
 # Sent after commit when the active learner's batch ran out (project_id): time to pick the next one.
 queue_exhausted = Signal()
+# Sent after commit when a project's set of label names changed (project_id): created, renamed,
+# merged or deleted (e.g. to map the names to a zero-shot model).
+label_set_changed = Signal()

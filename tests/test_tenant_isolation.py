@@ -168,6 +168,7 @@ ROUTES = [
     Route("api_key_create", "post", "ui", "admin", data={"name": "ci", "scope": "invoke"}),
     Route("api_key_revoke", "post", "ui", "admin", ok=(302,)),
     Route("sample_explain", "post", "ui", ok=(409,)),  # allowed in; nothing deployed
+    Route("api_try", "post", "ui", ok=(400,), data={}),  # allowed in; no image sent
     # --- public API
     Route("api_project", "get", "api", invoke=True),
     Route("api_invoke", "post", "api", invoke=True, ok=(409,), data={"data": _b64(7)}),  # no_model

@@ -142,14 +142,34 @@ class ModelDetailView(APIView):
 
 
 class ModelDeployView(APIView):
+    parser_classes = [JSONParser]
+
     @doc.endpoint(
         "model_deploy",
         tag="models",
         parameters=[doc.PROJECT, doc.MODEL],
         summary="Deploy a model version (admin); the previous one stops being deployed",
-        responses={200: io.ModelSerializer, **doc.errors()},
+        description="A full model that scored below the quick model on its own held-out split "
+        '(`worse_than_quick`) is refused with 409 `conflict` unless the body says `{"force": true}`. '
+        "The body is optional.",
+        request=io.ModelDeploySerializer,
+        responses={
+            200: io.ModelSerializer,
+            **doc.errors(
+                400,
+                409,
+                415,
+                r409="`conflict`: the model is worse than the quick model on the same split; "
+                'send `{"force": true}` to deploy it anyway.',
+            ),
+        },
     )
     def post(self, request, project_id, model_id):
         access = api_access(request, project_id, minimum=Role.ADMIN)
-        model = services.model_deploy(model=_model(access, model_id))
+        form = io.ModelDeploySerializer(data=request.data or {})
+        form.is_valid(raise_exception=True)
+        try:
+            model = services.model_deploy(model=_model(access, model_id), force=form.validated_data["force"])
+        except services.WorseThanQuick as exc:
+            raise ApiError("conflict", str(exc), 409) from None
         return Response(io.ModelSerializer(model).data)

@@ -1,4 +1,4 @@
-"""ONNX download of a model version: full models ship their own graph; quick models are composed.
+"""ONNX download of a model version: full models ship their own graph; quick and zero-shot ones are composed.
 
 A quick model is backbone(s) + L2 normalisation (+ concatenation) + the linear head, exported as
 one graph taking one image tensor, so the download runs anywhere onnxruntime does.
@@ -62,6 +62,36 @@ def _compose(model: ModelVersion):
     return QuickClassifier().eval(), resolution
 
 
+def _compose_zero_shot(model: ModelVersion):
+    """The zero-shot head in-graph: the same normalised, rescaled features through the ImageNet head,
+    the softmax summed over each label's classes (training.ml.zeroshot.ZeroShotHead)."""
+    import torch
+
+    from training.ml.backbone import get_spec, load_backbone
+    from training.zeroshot import head_load
+
+    head = head_load(model)
+    groups = torch.zeros(head.W.shape[0], len(head.groups))
+    for j, classes in enumerate(head.groups):
+        groups[classes, j] = 1.0
+
+    class ZeroShotClassifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = load_backbone(model.features)
+            self.register_buffer("groups", groups)
+
+        def forward(self, x):
+            f = self.net.forward_head(self.net.forward_features(x), pre_logits=True)
+            f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-12) * head.scale
+            scores = torch.softmax(self.net.get_classifier()(f), dim=1) @ self.groups
+            if head.multi_label:
+                return scores.clamp(0.0, 1.0)
+            return scores / scores.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+    return ZeroShotClassifier().eval(), get_spec(model.features).resolution
+
+
 def model_onnx_name(model: ModelVersion) -> str:
     """Storage name of the model's ONNX graph, exporting (once) for quick models."""
     if model.mode == ModelVersion.Mode.FULL:
@@ -71,7 +101,7 @@ def model_onnx_name(model: ModelVersion) -> str:
         return name
     import torch
 
-    net, resolution = _compose(model)
+    net, resolution = _compose_zero_shot(model) if model.mode == ModelVersion.Mode.ZERO_SHOT else _compose(model)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         torch.onnx.export(

@@ -28,6 +28,11 @@ class ModelVersion(models.Model):
     class Mode(models.TextChoices):
         QUICK = "quick", "Quick (linear head on embeddings)"
         FULL = "full", "Full fine-tune"
+        # no training: the backbone's ImageNet head, summed over each label name's WordNet classes
+        ZERO_SHOT = "zero_shot", "Zero-shot (ImageNet classes of the label names)"
+
+    #: What a training job can be (a zero-shot version is made from the label names, never trained).
+    TRAINED_MODES = (Mode.QUICK, Mode.FULL)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
@@ -73,7 +78,7 @@ class TrainingJob(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="training_jobs")
-    mode = models.CharField(max_length=10, choices=ModelVersion.Mode.choices)
+    mode = models.CharField(max_length=10, choices=[(m.value, m.label) for m in ModelVersion.TRAINED_MODES])
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     progress = models.FloatField(default=0.0)
     message = models.CharField(max_length=200, blank=True)
@@ -99,3 +104,19 @@ class TrainingJob(models.Model):
                 name="one_active_full_training",
             )
         ]
+
+
+class LearningPoint(models.Model):
+    """One version's accuracy against how many labels it knew: the models page's learning curve.
+    Kept apart from ModelVersion because quick versions are pruned, and the curve is their history."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="learning_points")
+    version = models.PositiveIntegerField()
+    mode = models.CharField(max_length=10, choices=ModelVersion.Mode.choices)
+    n_labels = models.PositiveIntegerField()
+    accuracy = models.FloatField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created", "id"]
+        indexes = [models.Index(fields=["project", "created"])]

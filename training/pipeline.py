@@ -4,6 +4,7 @@
     features stored  → quick retrain, then queue order      (queue `default`)
     labels changed   → quick retrain (debounced)            (queue `default`)
     queue exhausted  → queue order                          (queue `default`)
+    label names set  → zero-shot version                    (queue `default`)
     training asked   → run the job; a quick one waits for the features of its labeled samples
 
 Receivers of the labeling app's signals are one-line calls into the entry points below; the
@@ -24,6 +25,7 @@ EMBED = "training.tasks.embed_project"
 QUICK = "training.tasks.quick_retrain"
 QUEUE = "training.tasks.queue_refresh"
 RUN = "training.tasks.run_training_job"
+ZERO_SHOT = "training.tasks.zero_shot_sync"
 
 
 # --- entry points --------------------------------------------------------------------------------
@@ -53,6 +55,11 @@ def labels_changed(*, project_id) -> bool:
 def queue_exhausted(*, project_id) -> bool:
     """The learner's batch ran out (or the model changed): pick the next one."""
     return enqueue_once(QUEUE, key=f"queue:{project_id}", args=[str(project_id)], ttl=30)
+
+
+def label_set_changed(*, project_id) -> bool:
+    """Labels created, renamed, merged or deleted: map the names to a zero-shot version again."""
+    return enqueue_once(ZERO_SHOT, key=f"zeroshot:{project_id}", args=[str(project_id)], ttl=60)
 
 
 def _queue_of(job) -> str:
@@ -93,7 +100,8 @@ def sweep_embeddings() -> int:
 
 
 def sweep_trainings() -> int:
-    """Fail stale running jobs, resend lost queued ones, retrain where labels outran the model."""
+    """Fail stale running jobs, resend lost queued ones, retrain where labels outran the model, map
+    label names whose zero-shot version was never made."""
     from training import selectors, services
 
     from config.dispatch import cache_add
@@ -105,4 +113,6 @@ def sweep_trainings() -> int:
             enqueue(RUN, args=[str(job.pk)], queue=_queue_of(job))
     for project_id in selectors.projects_with_unlearned_labels():
         labels_changed(project_id=project_id)
+    for project_id in selectors.projects_missing_zero_shot():
+        label_set_changed(project_id=project_id)
     return failed

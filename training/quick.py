@@ -120,11 +120,23 @@ def quick_train(*, job: TrainingJob) -> ModelVersion:
         suffix="npz",
     )
     deployed = ModelVersion.objects.filter(project=project, deployed=True).first()
-    if deployed is None or (deployed.mode == ModelVersion.Mode.QUICK and not deployed.pinned):
+    # the first trained model replaces the zero-shot one (which the models page still scores)
+    automatic = (ModelVersion.Mode.QUICK, ModelVersion.Mode.ZERO_SHOT)
+    if deployed is None or (deployed.mode in automatic and not deployed.pinned):
         services.model_deploy(model=model, pinned=False)
     services.quick_models_prune(project=project)
+    _zero_shot_rescore(project)
     log.info("quick model v%s for %s in %.2fs", model.version, project.pk, time.perf_counter() - started)
     return model
+
+
+def _zero_shot_rescore(project) -> None:
+    """The zero-shot version's accuracy follows the labels (one matrix product over stored vectors)."""
+    from training import zeroshot
+
+    model = zeroshot.current_zero_shot(project)
+    if model is not None:
+        zeroshot.zero_shot_evaluate(model=model)
 
 
 def _predictions(data, probs: np.ndarray, thresholds) -> list:
@@ -185,7 +197,11 @@ def quick_predict(*, model: ModelVersion, sample_ids: list | None = None) -> tup
 
 def suggestions(project: Project, samples: list[Sample]) -> dict:
     model = latest_quick_model(project)
-    if model is None or not samples:
+    if model is None:
+        from training import zeroshot  # before the first quick model: the label names' guess
+
+        return zeroshot.suggestions(project, samples)
+    if not samples:
         return {}
     ids, probs = quick_predict(model=model, sample_ids=[s.pk for s in samples])
     out = {}

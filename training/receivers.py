@@ -2,8 +2,8 @@
 
 from django.dispatch import receiver
 
-from labeling.hooks import QUEUE_REFRESHERS, SUGGESTERS
-from labeling.signals import labels_changed, queue_exhausted, samples_added
+from labeling.hooks import LABEL_NOTES, QUEUE_REFRESHERS, SUGGESTERS
+from labeling.signals import label_set_changed, labels_changed, queue_exhausted, samples_added
 from training import pipeline
 
 
@@ -22,6 +22,11 @@ def _on_queue_exhausted(sender, project_id, **kwargs):
     pipeline.queue_exhausted(project_id=project_id)
 
 
+@receiver(label_set_changed)
+def _on_label_set_changed(sender, project_id, **kwargs):
+    pipeline.label_set_changed(project_id=project_id)
+
+
 def _suggest(project, samples):
     from training.quick import suggestions
 
@@ -38,3 +43,12 @@ def _queue_refresh_now(project, want: int) -> None:
 
 
 QUEUE_REFRESHERS.append(_queue_refresh_now)
+
+
+def _label_notes(project, names: list[str]) -> dict:
+    from training.selectors import label_imagenet
+
+    return {name: {"imagenet": mapping} for name, mapping in label_imagenet(names=names).items()}
+
+
+LABEL_NOTES.append(_label_notes)

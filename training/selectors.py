@@ -11,7 +11,7 @@ from django.db.models import Count, Max
 
 from labeling.models import LabelEvent, Sample
 from projects.access import parse_uuid
-from training.models import Embedding, ModelVersion, TrainingJob
+from training.models import Embedding, LearningPoint, ModelVersion, TrainingJob
 
 _matrix_lock = threading.Lock()
 _matrices: OrderedDict = OrderedDict()
@@ -232,6 +232,36 @@ def projects_with_unlearned_labels() -> list:
     return out
 
 
+def projects_missing_zero_shot(*, limit: int = 200) -> list:
+    """Projects with nothing deployed whose label names all map to ImageNet but lack a zero-shot
+    version for them (its dispatch was lost, e.g. the broker was down when the labels were made)."""
+    from labeling.models import Label
+    from training.ml import zeroshot
+
+    deployed = ModelVersion.objects.filter(deployed=True).values("project_id")
+    names: dict = {}
+    for project_id, name in (
+        Label.objects.exclude(project_id__in=deployed).order_by("project_id", "name").values_list("project_id", "name")
+    ):
+        names.setdefault(project_id, []).append(name)
+    latest = {}
+    for project_id, label_names in (
+        ModelVersion.objects.filter(mode=ModelVersion.Mode.ZERO_SHOT, project_id__in=list(names))
+        .order_by("project_id", "version")
+        .values_list("project_id", "label_names")
+    ):
+        latest[project_id] = list(label_names)
+    out = []
+    for project_id, label_names in names.items():
+        if latest.get(project_id) == label_names:
+            continue
+        if zeroshot.class_groups([zeroshot.label_map(n) for n in label_names]) is not None:
+            out.append(project_id)
+        if len(out) >= limit:
+            break
+    return out
+
+
 def training_jobs_lost(*, older_than: int = 300) -> list[TrainingJob]:
     """Queued jobs nobody picked up for a while (the broker was down when they were created)."""
     from datetime import timedelta
@@ -271,3 +301,91 @@ def labeled_without_features(*, project_id, backbones: list[str]) -> int:
         done = Embedding.objects.filter(project_id=project_id, backbone=backbone).values("sample_id")
         missing = missing | labeled.exclude(pk__in=done)
     return missing.distinct().count()
+
+
+def label_imagenet(*, names: list[str]) -> dict[str, dict | None]:
+    """Each label name's ImageNet-1k classes through WordNet (the zero-shot model's view), or None."""
+    from training.ml import zeroshot
+    from training.ml.backbone import imagenet_class_names
+
+    classes = imagenet_class_names()
+    out: dict[str, dict | None] = {}
+    for name in names:
+        m = zeroshot.label_map(name)
+        out[name] = (
+            None
+            if m is None
+            else {
+                "classes": [classes[i] for i in m.classes],
+                "indices": list(m.classes),
+                "wordnet_id": m.wordnet_id,
+                "definition": m.definition,
+                "ambiguous": m.ambiguous,
+                "other_senses": list(m.other_senses),
+            }
+        )
+    return out
+
+
+_CURVE_SERIES = {"quick": "quick model", "full": "full training", "zero_shot": "zero-shot"}
+
+
+def learning_curve(*, project, width: int = 640, height: int = 260) -> dict | None:
+    """The models page's learning curve: accuracy against labeled samples, one series per kind of
+    model, laid out for a server-rendered SVG (a log-scale x axis: labels grow by doubling).
+    None until two points exist. Per series and label count the newest measurement counts."""
+    import math
+
+    rows = list(
+        LearningPoint.objects.filter(project=project)
+        .order_by("id")
+        .values_list("mode", "n_labels", "accuracy", "version")
+    )
+    latest: dict = {}
+    for mode, n, acc, version in rows:
+        latest[(mode, n)] = (acc, version)
+    if len(latest) < 2:
+        return None
+    left, right, top, bottom = 48, 16, 12, 36
+    ns = [n for _, n in latest]
+    lo, hi = math.log10(max(1, min(ns))), math.log10(max(ns))
+    if hi - lo < 0.3:  # fewer than a doubling of labels: still a readable axis
+        lo, hi = max(0.0, lo - 0.15), hi + 0.15
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(n: int) -> float:
+        return round(left + (math.log10(max(n, 1)) - lo) / (hi - lo) * plot_w, 1)
+
+    def y(acc: float) -> float:
+        return round(top + (1 - acc) * plot_h, 1)
+
+    series = []
+    for mode, name in _CURVE_SERIES.items():
+        pts = sorted((n, acc, v) for (m, n), (acc, v) in latest.items() if m == mode)
+        if pts:
+            series.append(
+                {
+                    "mode": mode,
+                    "name": name,
+                    "points": [
+                        {"x": x(n), "y": y(acc), "n": n, "accuracy": round(acc, 3), "version": v} for n, acc, v in pts
+                    ],
+                    "path": " ".join(f"{x(n)},{y(acc)}" for n, acc, _ in pts),
+                }
+            )
+    ticks = [
+        t
+        for t in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+        if 10**lo - 1e-9 <= t <= 10**hi + 1e-9
+    ]
+    return {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": width - right,
+        "top": top,
+        "bottom": height - bottom,
+        "series": series,
+        "x_ticks": [{"x": x(t), "label": t} for t in ticks],
+        "y_ticks": [{"y": y(a), "label": f"{a:.1f}"} for a in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)],
+    }

@@ -83,14 +83,17 @@ class PredictionField(s.Field):
 # --- trainings -----------------------------------------------------------------------------------
 
 
+TRAINED_MODE_CHOICES = [(m.value, m.label) for m in ModelVersion.TRAINED_MODES]
+
+
 class TrainingCreateSerializer(s.Serializer):
-    mode = s.ChoiceField(choices=ModelVersion.Mode.choices)
+    mode = s.ChoiceField(choices=TRAINED_MODE_CHOICES)
 
 
 class TrainingCreatedSerializer(s.Serializer):
     id = s.UUIDField(source="pk")
     status = s.ChoiceField(choices=TrainingJob.Status.choices)
-    mode = s.ChoiceField(choices=ModelVersion.Mode.choices)
+    mode = s.ChoiceField(choices=TRAINED_MODE_CHOICES)
 
 
 class TrainingSerializer(TrainingCreatedSerializer):
@@ -141,6 +144,14 @@ class MetricsSerializer(s.Serializer):
     evaluation = s.CharField(allow_null=True, help_text="How the metrics were measured.")
 
 
+class ModelDeploySerializer(s.Serializer):
+    force = s.BooleanField(
+        default=False,
+        help_text="Deploy a full model even though it scored below the quick model on its own held-out "
+        "split (`worse_than_quick`); without it that deploy answers 409 `conflict` and nothing changes.",
+    )
+
+
 class ModelSerializer(s.Serializer):
     id = s.UUIDField(source="pk")
     version = s.IntegerField()
@@ -151,6 +162,15 @@ class ModelSerializer(s.Serializer):
     labels = s.ListField(child=s.CharField(), source="label_names")
     n_train = s.IntegerField()
     metrics = s.SerializerMethodField()
+    worse_than_quick = s.SerializerMethodField(
+        help_text="A full model that scored below the quick model on the same held-out split: it is not "
+        'deployed without `{"force": true}`.'
+    )
+
+    def get_worse_than_quick(self, model) -> bool:
+        from training.services import worse_than_quick
+
+        return worse_than_quick(model=model)
 
     @extend_schema_field(MetricsSerializer)
     def get_metrics(self, model) -> dict:

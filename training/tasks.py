@@ -45,6 +45,15 @@ def queue_refresh(project_id: str) -> int:
     return queue_order.queue_refresh(project_id=project_id)
 
 
+@shared_task(name="training.tasks.zero_shot_sync", time_limit=120, soft_time_limit=110)
+def zero_shot_sync(project_id: str) -> str | None:
+    from training import pipeline, zeroshot
+
+    pipeline.step_started(step="zeroshot", project_id=project_id)
+    model = zeroshot.zero_shot_sync(project_id=project_id)
+    return str(model.pk) if model else None
+
+
 @shared_task(
     name="training.tasks.run_training_job",
     time_limit=settings.PICTOR_TRAINING_TIME_LIMIT + 120,

@@ -46,6 +46,7 @@ def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
             "models": models,
             "jobs": jobs,
             "last_quick": quick_jobs[0] if quick_jobs else None,
+            "curve": selectors.learning_curve(project=access.project),
         },
     )
 
@@ -85,16 +86,12 @@ def training_cancel(request: HttpRequest, access: ProjectAccess, job_id) -> Http
 @project_view(Role.ADMIN, methods=("POST",))
 def model_deploy(request: HttpRequest, access: ProjectAccess, model_id) -> HttpResponse:
     model = _model(access, model_id)
-    if services.worse_than_quick(model=model) and request.POST.get("confirm_worse") != "1":
-        # never swap in a fine-tune that lost to the quick model on the same split by one click
-        base = model.metrics["baseline_quick"]["accuracy"]
-        messages.error(
-            request,
-            f"Version {model.version} scored {model.metrics['accuracy']:.3f} on its held-out split, below the quick "
-            f"model's {base:.3f} on the same split: not deployed. Deploy it again with confirmation to override.",
-        )
+    try:
+        # the page's confirmation (data-confirm in pictor.js) is the human override
+        model = services.model_deploy(model=model, force=request.POST.get("confirm_worse") == "1")
+    except services.WorseThanQuick as exc:
+        messages.error(request, f"{exc} Deploy it again with confirmation to override.")
         return redirect("models_page", project_id=access.project.pk)
-    model = services.model_deploy(model=model)
     messages.success(request, f"Version {model.version} is now deployed.")
     return redirect("models_page", project_id=access.project.pk)
 

@@ -165,6 +165,14 @@ def load_backbone(name: str, *, num_classes: int | None = None, **timm_kwargs) -
     return model.eval()
 
 
+@cache
+def imagenet_classifier(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The packaged ImageNet-1k classifier of a backbone, ``(W (1000, D), b (1000,))`` float32
+    (cached: built once per process)."""
+    head = load_backbone(name).get_classifier()
+    return head.weight.detach().cpu().numpy().astype(np.float32), head.bias.detach().cpu().numpy().astype(np.float32)
+
+
 def device() -> torch.device:
     """CUDA when present, otherwise CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")

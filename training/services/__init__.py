@@ -2,7 +2,7 @@
 
 - embeddings: computing and storing image features
 - jobs: training jobs and their state machine
-- models: model versions (create, deploy, delete, prune)
+- models: model versions (create, deploy, delete, prune; the zero-shot version's deployment)
 """
 
 from training.services.embeddings import embeddings_compute
@@ -19,19 +19,27 @@ from training.services.jobs import (
     training_jobs_sweep,
 )
 from training.services.models import (
+    WorseThanQuick,
     model_delete,
+    learning_point_record,
     model_deploy,
+    model_metrics_update,
     model_version_create,
     quick_models_prune,
     worse_than_quick,
+    zero_shot_deploy_if_idle,
+    zero_shot_models_prune,
 )
 
 __all__ = [
     "JobGone",
     "TrainingConflict",
+    "WorseThanQuick",
     "embeddings_compute",
     "model_delete",
+    "learning_point_record",
     "model_deploy",
+    "model_metrics_update",
     "model_version_create",
     "quick_models_prune",
     "training_job_cancel",
@@ -43,4 +51,6 @@ __all__ = [
     "training_job_wait",
     "training_jobs_sweep",
     "worse_than_quick",
+    "zero_shot_deploy_if_idle",
+    "zero_shot_models_prune",
 ]

@@ -30,7 +30,7 @@ class TrainingConflict(Exception):
 
 
 def training_job_create(*, project, mode: str, user=None) -> TrainingJob:
-    if mode not in ModelVersion.Mode.values:
+    if mode not in ModelVersion.TRAINED_MODES:
         from django.core.exceptions import ValidationError
 
         raise ValidationError({"mode": "mode must be 'quick' or 'full'."})

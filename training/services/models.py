@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from projects.models import Project
-from training.models import ModelVersion, TrainingJob
+from training.models import LearningPoint, ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def model_version_create(
                 .values_list("version", flat=True)
                 .first()
             )
-            return ModelVersion.objects.create(
+            model = ModelVersion.objects.create(
                 id=model_id,
                 project=project,
                 version=(last or 0) + 1,
@@ -56,6 +56,8 @@ def model_version_create(
                 n_train=n_train,
                 artifact_name=name,
             )
+            learning_point_record(model=model)
+            return model
     except BaseException:
         files_delete([name])
         raise
@@ -71,9 +73,28 @@ def worse_than_quick(*, model: ModelVersion) -> bool:
     return float(m["accuracy"]) < float(base["accuracy"])
 
 
+class WorseThanQuick(Exception):
+    """Deploying a full model that lost to the quick model on its own held-out split, unconfirmed."""
+
+    def __init__(self, model: ModelVersion):
+        m = model.metrics or {}
+        self.accuracy = float(m["accuracy"])
+        self.baseline = float(m["baseline_quick"]["accuracy"])
+        super().__init__(
+            f"Version {model.version} scored {self.accuracy:.3f} on its held-out split, below the quick model's "
+            f"{self.baseline:.3f} on the same split: not deployed. Deploying it anyway needs an explicit override."
+        )
+
+
 @transaction.atomic
-def model_deploy(*, model: ModelVersion, pinned: bool = True) -> ModelVersion:
-    """Make `model` the project's deployed version; the previous one stops being deployed."""
+def model_deploy(*, model: ModelVersion, pinned: bool = True, force: bool = False) -> ModelVersion:
+    """Make `model` the project's deployed version; the previous one stops being deployed.
+
+    A full model worse than the quick model on the same split raises WorseThanQuick unless a human
+    confirmed it (`force`): the page's confirmation, or an admin's `{"force": true}` in the API.
+    """
+    if not force and worse_than_quick(model=model):
+        raise WorseThanQuick(model)
     # Serialise deployments of one project on its row; the partial unique index backs this up.
     Project.objects.select_for_update().filter(pk=model.project_id).first()
     ModelVersion.objects.filter(project=model.project_id, deployed=True).exclude(pk=model.pk).update(deployed=False)
@@ -84,6 +105,76 @@ def model_deploy(*, model: ModelVersion, pinned: bool = True) -> ModelVersion:
     model.refresh_from_db()
     transaction.on_commit(lambda: _model_changed(model.project_id))
     return model
+
+
+def model_metrics_update(*, model: ModelVersion, metrics: dict) -> ModelVersion:
+    """Replace a version's metrics (the zero-shot version is re-scored as labels arrive)."""
+    with transaction.atomic():
+        ModelVersion.objects.filter(pk=model.pk).update(metrics=metrics)
+        model.metrics = metrics
+        learning_point_record(model=model)
+    return model
+
+
+#: Points of the learning curve kept per project (the newest).
+LEARNING_POINTS_KEPT = 500
+
+
+def _labels_seen(model: ModelVersion) -> int:
+    """How many labeled samples the version's accuracy stands on (what the curve's x axis counts)."""
+    m = model.metrics or {}
+    if model.mode == ModelVersion.Mode.ZERO_SHOT:
+        return int(m.get("n_evaluated") or 0)
+    if model.mode == ModelVersion.Mode.FULL and m.get("split"):
+        return int(sum(m["split"].values()))
+    return int(model.n_train)
+
+
+def learning_point_record(*, model: ModelVersion) -> LearningPoint | None:
+    """A point of the learning curve for an honestly measured version (a repeat of the last point of
+    the same version and label count is not stored twice)."""
+    m = model.metrics or {}
+    n = _labels_seen(model)
+    if m.get("accuracy") is None or m.get("honest") is False or n <= 0:
+        return None
+    last = LearningPoint.objects.filter(project_id=model.project_id, version=model.version).order_by("-id").first()
+    if last is not None and last.n_labels == n and abs(last.accuracy - float(m["accuracy"])) < 1e-9:
+        return last
+    point = LearningPoint.objects.create(
+        project_id=model.project_id, version=model.version, mode=model.mode, n_labels=n, accuracy=float(m["accuracy"])
+    )
+    stale = LearningPoint.objects.filter(project_id=model.project_id).order_by("-id")[LEARNING_POINTS_KEPT:]
+    LearningPoint.objects.filter(pk__in=list(stale.values_list("pk", flat=True))).delete()
+    return point
+
+
+@transaction.atomic
+def zero_shot_deploy_if_idle(*, model: ModelVersion) -> bool:
+    """Deploy a zero-shot version while nothing else answers: no deployment yet, or an older zero-shot
+    one that nobody pinned (the labels changed). A trained model, or a hand-deployed one, stays."""
+    Project.objects.select_for_update().filter(pk=model.project_id).first()
+    deployed = ModelVersion.objects.filter(project=model.project_id, deployed=True).first()
+    if deployed is None or (
+        deployed.mode == ModelVersion.Mode.ZERO_SHOT and deployed.pk != model.pk and not deployed.pinned
+    ):
+        model_deploy(model=model, pinned=False)
+        return True
+    return False
+
+
+def zero_shot_models_prune(*, project, keep: ModelVersion) -> int:
+    """Older zero-shot versions (made for label sets that changed since), unless deployed or pinned."""
+    from labeling.storage import files_delete
+
+    old = list(
+        ModelVersion.objects.filter(project=project, mode=ModelVersion.Mode.ZERO_SHOT, deployed=False, pinned=False)
+        .exclude(pk=keep.pk)
+        .only("pk", "artifact_name")
+    )
+    names = [m.artifact_name for m in old]
+    ModelVersion.objects.filter(pk__in=[m.pk for m in old]).delete()
+    transaction.on_commit(lambda: files_delete(names))
+    return len(old)
 
 
 def model_delete(*, model: ModelVersion) -> None:

@@ -1,0 +1,223 @@
+"""Zero-shot before the first label: label names → ImageNet classes through WordNet, a model version
+that answers invoke, suggests, is scored on the labels that arrive, and steps aside for a trained model."""
+
+from unittest import mock
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from conftest import datasets_dir
+from labeling.services import label_create, sample_labels_set
+from labeling.tests.factories import make_sample
+from training import quick, runner, services, zeroshot
+from training.ml import zeroshot as zs
+from training.ml.backbone import imagenet_class_names
+from training.models import ModelVersion
+
+HYM = datasets_dir() / "hymenoptera_data"
+
+
+def _names(mapping) -> set[str]:
+    names = imagenet_class_names()
+    return {names[i] for i in mapping.classes}
+
+
+# --- the mapping ---------------------------------------------------------------------------------
+
+
+def test_it_maps_bee_to_the_bee_class_and_plurals_and_case_alike():
+    bee = zs.label_map("bee")
+    assert _names(bee) == {"bee"} and bee.wordnet_id == "n02206856" and not bee.ambiguous
+    assert zs.label_map("Bees").classes == bee.classes
+    assert _names(zs.label_map("ants")) == {"ant"} and zs.label_map("ants").lemma == "ant"
+    assert zs.label_map("mice").lemma == "mouse" and zs.label_map("geese").lemma == "goose"  # noun.exc
+
+
+def test_it_maps_dog_to_every_breed_and_car_to_its_hyponyms():
+    dog = _names(zs.label_map("dog"))
+    assert len(dog) == 118 and {"golden retriever", "Chihuahua", "beagle", "Pembroke"} <= dog
+    assert not dog & {"tabby", "timber wolf", "hotdog"}
+    car = zs.label_map("car")
+    assert {"sports car", "convertible", "cab", "ambulance", "jeep", "limousine"} <= _names(car)
+    assert car.ambiguous and any("railcar" in s for s in car.other_senses)  # a railway car is another sense
+    gr = zs.label_map("Golden Retriever")
+    assert _names(gr) == {"golden retriever"} and zs.label_map("golden-retrievers").classes == gr.classes
+
+
+@pytest.mark.parametrize("name", ["blorptastic", "xqzzy", "happiness", "", "   ", "1234", "!!"])
+def test_it_refuses_names_that_mean_no_imagenet_class(name):
+    assert zs.label_map(name) is None
+
+
+def test_it_gives_a_shared_class_to_the_more_specific_label_and_needs_every_label():
+    dog, gr = zs.label_map("dog"), zs.label_map("golden retriever")
+    groups = zs.class_groups([dog, gr])
+    assert groups[1] == [207] and 207 not in groups[0] and len(groups[0]) == 117
+    assert zs.class_groups([dog, None]) is None and zs.class_groups([dog]) is None
+    assert zs.class_groups([gr, zs.label_map("golden retrievers")]) is None  # nothing of its own
+
+
+def test_its_head_sums_the_softmax_over_each_labels_classes():
+    rng = np.random.default_rng(0)
+    W, b = rng.normal(size=(1000, 8)).astype(np.float32), np.zeros(1000, np.float32)
+    X = rng.normal(size=(3, 8)).astype(np.float32)
+    head = zs.ZeroShotHead(W=W, b=b, groups=[[1, 2], [3]], multi_label=False, scale=2.0)
+    p = head.imagenet_probs(X)
+    expected = np.stack([p[:, 1] + p[:, 2], p[:, 3]], 1)
+    np.testing.assert_allclose(head.predict_proba(X), expected / expected.sum(1, keepdims=True), rtol=1e-5)
+    head.multi_label = True
+    np.testing.assert_allclose(head.predict_proba(X), expected, rtol=1e-5)
+
+
+# --- the model version ---------------------------------------------------------------------------
+
+
+def _api(user) -> APIClient:
+    c = APIClient()
+    c.force_authenticate(user)
+    return c
+
+
+def test_it_lists_each_labels_mapping_in_the_api_and_on_the_labels_page(team, client_for):
+    for name in ("bees", "car", "blorptastic"):
+        label_create(project=team.project, name=name)
+    body = _api(team.user("viewer")).get(f"/api/v1/projects/{team.project.pk}/labels").json()
+    by_name = {r["name"]: r for r in body["results"]}
+    assert by_name["bees"]["imagenet"]["classes"] == ["bee"] and by_name["bees"]["imagenet"]["indices"] == [309]
+    assert by_name["car"]["imagenet"]["ambiguous"] is True and "sports car" in by_name["car"]["imagenet"]["classes"]
+    assert by_name["blorptastic"]["imagenet"] is None
+    page = client_for(team.user("viewer")).get(reverse("label_schema", kwargs={"project_id": team.project.pk}))
+    html = page.content.decode()
+    assert "zs-ambiguous" in html and "no ImageNet match" in html and "No zero-shot model: blorptastic has" in html
+    assert zeroshot.zero_shot_sync(project_id=team.project.pk) is None  # not every name maps: no version
+
+
+def test_it_queues_the_zero_shot_step_when_labels_are_created(team, django_capture_on_commit_callbacks):
+    with mock.patch("training.tasks.zero_shot_sync.apply_async") as apply:
+        with django_capture_on_commit_callbacks(execute=True):
+            label_create(project=team.project, name="ants")
+    assert apply.call_count == 1 and apply.call_args.kwargs["args"] == [str(team.project.pk)]
+
+
+def test_it_refuses_zero_shot_as_a_training_mode(team):
+    r = _api(team.user("admin")).post(
+        f"/api/v1/projects/{team.project.pk}/trainings", {"mode": "zero_shot"}, format="json"
+    )
+    assert r.status_code == 400
+
+
+@pytest.fixture
+def ants_bees(team):
+    if not HYM.is_dir():
+        pytest.skip(f"hymenoptera_data not found at {HYM}")
+    label_create(project=team.project, name="ants")
+    label_create(project=team.project, name="bees")
+    return team
+
+
+def _val(cls: str, n: int, offset: int = 0):
+    return sorted((HYM / "val" / cls).glob("*.jpg"))[offset : offset + n]
+
+
+@pytest.mark.slow
+def test_it_answers_invoke_on_real_ants_and_bees_before_any_training(ants_bees, client_for):
+    team = ants_bees
+    model = zeroshot.zero_shot_sync(project_id=team.project.pk)
+    assert model.mode == "zero_shot" and model.deployed and model.label_names == ["ants", "bees"]
+    assert zeroshot.zero_shot_sync(project_id=team.project.pk).pk == model.pk  # safe to run twice
+    files = [(cls, p) for cls in ("ants", "bees") for p in _val(cls, 12)]
+    c = _api(team.user("viewer"))
+    handles = [open(p, "rb") for _, p in files]
+    try:
+        r = c.post(f"/api/v1/projects/{team.project.pk}/invoke", {"file": handles}, format="multipart")
+    finally:
+        for h in handles:
+            h.close()
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert all(x["model"] == {"id": str(model.pk), "version": model.version, "mode": "zero_shot"} for x in results)
+    accuracy = np.mean([x["label"] == cls for (cls, _), x in zip(files, results)])
+    assert accuracy > 0.9, accuracy
+    listed = c.get(f"/api/v1/projects/{team.project.pk}/models").json()["results"]
+    assert listed[0]["mode"] == "zero_shot" and listed[0]["deployed"] and listed[0]["metrics"]["accuracy"] is None
+    assert c.get(f"/api/v1/projects/{team.project.pk}").json()["deployed_model"]["id"] == str(model.pk)
+    detail = client_for(team.user("viewer")).get(
+        reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    )
+    assert detail.status_code == 200 and "no labeled samples yet" in detail.content.decode()
+
+
+@pytest.mark.slow
+def test_it_suggests_is_scored_on_labels_and_steps_aside_for_the_first_quick_model(ants_bees, settings, client_for):
+    team = ants_bees
+    settings.PICTOR_BACKBONES = ["lite2"]
+    samples = [(cls, make_sample(team.project, data=p.read_bytes())) for cls in ("ants", "bees") for p in _val(cls, 6)]
+    services.embeddings_compute(project_id=team.project.pk)
+    model = zeroshot.zero_shot_sync(project_id=team.project.pk)
+    # suggestions from the first image on, before any label
+    suggested = quick.suggestions(team.project, [s for _, s in samples])
+    assert np.mean([suggested[s.pk]["label"] == cls for cls, s in samples]) > 0.8
+    for cls, s in samples[:3] + samples[6:9]:
+        sample_labels_set(sample=s, names=[cls], user=team.user("labeler"))
+    assert runner.quick_retrain_run(project_id=team.project.pk) == "succeeded"
+    model.refresh_from_db()
+    deployed = ModelVersion.objects.get(project=team.project, deployed=True)
+    assert deployed.mode == "quick" and not model.deployed  # the first trained model replaces it
+    assert model.metrics["n_evaluated"] == 6 and model.metrics["accuracy"] >= 0.8 and model.metrics["honest"]
+    page = client_for(team.user("viewer")).get(reverse("models_page", kwargs={"project_id": team.project.pk}))
+    assert "all 6 labeled samples" in page.content.decode()
+    # a new label set: a new zero-shot version, not deployed over the trained model
+    label_create(project=team.project, name="dogs")
+    newer = zeroshot.zero_shot_sync(project_id=team.project.pk)
+    assert newer.pk != model.pk and newer.label_names == ["ants", "bees", "dogs"] and not newer.deployed
+    assert not ModelVersion.objects.filter(pk=model.pk).exists()  # the old one is pruned
+
+
+def test_it_marks_labels_present_per_label_in_a_multi_label_project(team):
+    team.project.task = "multi_label"
+    team.project.save()
+    for name in ("dog", "cat"):
+        label_create(project=team.project, name=name)
+    model = zeroshot.zero_shot_sync(project_id=team.project.pk)
+    assert model.thresholds == [zs.MULTI_LABEL_THRESHOLD] * 2 and model.label_names == ["cat", "dog"]
+    head = zeroshot.head_load(model)
+    assert head.multi_label and len(head.groups[1]) == 118
+
+
+@pytest.mark.slow
+def test_it_downloads_as_one_onnx_graph_that_agrees_with_the_server(ants_bees, client_for):
+    import onnxruntime as ort
+
+    from inference.predictors import predict
+    from training.ml.backbone import preprocess
+
+    team = ants_bees
+    model = zeroshot.zero_shot_sync(project_id=team.project.pk)
+    r = client_for(team.user("viewer")).get(
+        reverse("model_download", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    )
+    assert r.status_code == 200
+    session = ort.InferenceSession(b"".join(r.streaming_content), providers=["CPUExecutionProvider"])
+    images = [p.read_bytes() for p in _val("ants", 2) + _val("bees", 2)]
+    (probs,) = session.run(None, {"input": preprocess(images, 260)})
+    server = predict(model, images).probs
+    assert np.allclose(probs, server, atol=0.03), (probs, server)
+    assert probs[:2, 0].min() > 0.5 and probs[2:, 1].min() > 0.5
+
+
+def test_the_sweep_makes_a_zero_shot_version_whose_dispatch_was_lost(team, django_capture_on_commit_callbacks):
+    from training import pipeline, selectors
+
+    for name in ("ants", "bees"):
+        label_create(project=team.project, name=name)  # the on-commit dispatch never runs: lost
+    assert selectors.projects_missing_zero_shot() == [team.project.pk]
+    with mock.patch("training.tasks.zero_shot_sync.apply_async") as apply:
+        with django_capture_on_commit_callbacks(execute=True):
+            pipeline.sweep_trainings()
+    assert apply.call_args.kwargs["args"] == [str(team.project.pk)]
+    zeroshot.zero_shot_sync(project_id=team.project.pk)
+    assert selectors.projects_missing_zero_shot() == []
+    label_create(project=team.project, name="blorptastic")  # no longer all mapped: nothing to make
+    assert selectors.projects_missing_zero_shot() == []
