@@ -119,15 +119,30 @@ def quick_train(*, job: TrainingJob) -> ModelVersion:
         artifact=head.to_bytes(),
         suffix="npz",
     )
+    _zero_shot_rescore(project)
     deployed = ModelVersion.objects.filter(project=project, deployed=True).first()
-    # the first trained model replaces the zero-shot one (which the models page still scores)
     automatic = (ModelVersion.Mode.QUICK, ModelVersion.Mode.ZERO_SHOT)
-    if deployed is None or (deployed.mode in automatic and not deployed.pinned):
+    if deployed is None or (
+        deployed.mode in automatic and not deployed.pinned and _replaces(model=model, deployed=deployed)
+    ):
         services.model_deploy(model=model, pinned=False)
     services.quick_models_prune(project=project)
-    _zero_shot_rescore(project)
     log.info("quick model v%s for %s in %.2fs", model.version, project.pk, time.perf_counter() - started)
     return model
+
+
+def _replaces(*, model: ModelVersion, deployed: ModelVersion) -> bool:
+    """A quick model replaces a deployed zero-shot version only once it scores at least as well on
+    the same labeled samples (its out-of-fold score against the zero-shot's, which never trained on
+    them): ten labels of ants and bees fit worse than the ImageNet head that already knows both."""
+    if deployed.mode != ModelVersion.Mode.ZERO_SHOT:
+        return True
+    ours, theirs = (model.metrics or {}), (deployed.metrics or {})
+    if not theirs.get("n_evaluated") or theirs.get("accuracy") is None:
+        return True  # nothing to compare against: the labels decide
+    if not ours.get("honest") or ours.get("accuracy") is None:
+        return False  # too few labels for any held-out estimate
+    return ours["accuracy"] >= theirs["accuracy"]
 
 
 def _zero_shot_rescore(project) -> None:

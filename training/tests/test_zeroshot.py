@@ -163,9 +163,14 @@ def test_it_suggests_is_scored_on_labels_and_steps_aside_for_the_first_quick_mod
         sample_labels_set(sample=s, names=[cls], user=team.user("labeler"))
     assert runner.quick_retrain_run(project_id=team.project.pk) == "succeeded"
     model.refresh_from_db()
-    deployed = ModelVersion.objects.get(project=team.project, deployed=True)
-    assert deployed.mode == "quick" and not model.deployed  # the first trained model replaces it
     assert model.metrics["n_evaluated"] == 6 and model.metrics["accuracy"] >= 0.8 and model.metrics["honest"]
+    trained = ModelVersion.objects.filter(project=team.project, mode="quick").latest("version")
+    deployed = ModelVersion.objects.get(project=team.project, deployed=True)
+    # the trained model replaces it once it scores as well on the same labeled samples
+    wins = trained.metrics["accuracy"] >= model.metrics["accuracy"]
+    assert deployed.pk == (trained.pk if wins else model.pk)
+    if not wins:
+        services.model_deploy(model=trained)
     page = client_for(team.user("viewer")).get(reverse("models_page", kwargs={"project_id": team.project.pk}))
     assert "all 6 labeled samples" in page.content.decode()
     # a new label set: a new zero-shot version, not deployed over the trained model
@@ -173,6 +178,25 @@ def test_it_suggests_is_scored_on_labels_and_steps_aside_for_the_first_quick_mod
     newer = zeroshot.zero_shot_sync(project_id=team.project.pk)
     assert newer.pk != model.pk and newer.label_names == ["ants", "bees", "dogs"] and not newer.deployed
     assert not ModelVersion.objects.filter(pk=model.pk).exists()  # the old one is pruned
+
+
+@pytest.mark.parametrize(
+    ("quick_metrics", "zero_shot_metrics", "replaces"),
+    [
+        ({"honest": True, "accuracy": 0.9}, {"n_evaluated": 10, "accuracy": 1.0}, False),
+        ({"honest": True, "accuracy": 1.0}, {"n_evaluated": 10, "accuracy": 0.9}, True),
+        ({"honest": True, "accuracy": 0.9}, {"n_evaluated": 10, "accuracy": 0.9}, True),
+        ({"honest": False, "accuracy": None}, {"n_evaluated": 3, "accuracy": 1.0}, False),
+        ({"honest": True, "accuracy": 0.5}, {"n_evaluated": 0, "accuracy": None}, True),
+    ],
+)
+def test_it_keeps_the_zero_shot_version_until_a_quick_model_scores_as_well(
+    team, quick_metrics, zero_shot_metrics, replaces
+):
+    zero = ModelVersion.objects.create(project=team.project, version=1, mode="zero_shot", metrics=zero_shot_metrics)
+    trained = ModelVersion.objects.create(project=team.project, version=2, mode="quick", metrics=quick_metrics)
+    assert quick._replaces(model=trained, deployed=zero) is replaces
+    assert quick._replaces(model=trained, deployed=trained) is True
 
 
 def test_it_marks_labels_present_per_label_in_a_multi_label_project(team):
