@@ -53,8 +53,8 @@ class Batch(models.Model):
     # upload: the BatchUpload id; folder: the resolved absolute path; s3: the s3:// uri.
     source_ref = models.CharField(max_length=1100)
     upload = models.ForeignKey(BatchUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    # Fixed for the batch's life (and marked pinned, so quick-model pruning keeps it).
-    model = models.ForeignKey(ModelVersion, null=True, on_delete=models.SET_NULL, related_name="+")
+    # Fixed for the batch's life; protected, so quick-model pruning keeps it (results need its labels).
+    model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
     model_version = models.PositiveIntegerField()
     top_k = models.PositiveIntegerField(null=True, blank=True)
     chunk_size = models.PositiveIntegerField(default=256)  # items per chunk, fixed at the start

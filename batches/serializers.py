@@ -33,7 +33,7 @@ class S3SourceSerializer(s.Serializer):
 
 SOURCE = PolymorphicProxySerializer(
     component_name="BatchSource",
-    serializers=[UploadSourceSerializer, FolderSourceSerializer, S3SourceSerializer],
+    serializers={"upload": UploadSourceSerializer, "folder": FolderSourceSerializer, "s3": S3SourceSerializer},
     resource_type_field_name="kind",
     many=False,
 )

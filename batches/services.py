@@ -26,7 +26,6 @@ from batches.models import Batch, BatchChunk, BatchResult, BatchUpload
 from labeling import images
 from projects.access import parse_uuid
 from projects.models import Project
-from training.models import ModelVersion
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +102,10 @@ def batch_upload_create(*, project: Project, fileobj, user=None) -> BatchUpload:
         _delete_quietly(stored)
         raise BatchInvalid(exc.message, field="file") from None
     except (OSError, EOFError) as exc:  # a corrupt gzip/bz2/xz stream
-        _delete_quietly(stored)
+        _delete_quietly(stored or name)
         raise BatchInvalid(f"The archive could not be read ({exc}).", field="file") from None
     except BaseException:
-        _delete_quietly(stored)
+        _delete_quietly(stored or name)
         raise
 
 
@@ -154,8 +153,6 @@ def batch_start(
     model = model_for_invoke(project=project, model_id=model_id)
     kind, ref, upload = _source_ref(project=project, source=source)
     with transaction.atomic():
-        # Pinned: quick-model pruning never deletes a version a batch runs on.
-        ModelVersion.objects.filter(pk=model.pk).update(pinned=True)
         batch = Batch.objects.create(
             project=project,
             source_kind=kind,
@@ -338,9 +335,6 @@ def batch_chunk_run(*, chunk_id: int) -> str:
         return "done"
     if batch.status not in Batch.ACTIVE:
         return batch.status
-    if batch.model is None:
-        batch_fail(batch_id=batch.pk, error="The batch's model version was deleted.")
-        return "failed"
     BatchChunk.objects.filter(pk=chunk.pk).update(claimed=timezone.now(), attempts=F("attempts") + 1)
     keys = [item[0] for item in chunk.items]
     have = set(BatchResult.objects.filter(batch=batch, key__in=keys).values_list("key", flat=True))
@@ -407,7 +401,7 @@ def batch_fail(*, batch_id, error: str) -> None:
 
 
 def _locked(batch: Batch) -> Batch:
-    return Batch.objects.select_for_update().select_related("model", "project").get(pk=batch.pk)
+    return Batch.objects.select_for_update(of=("self",)).select_related("model", "project").get(pk=batch.pk)
 
 
 @transaction.atomic
