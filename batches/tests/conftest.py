@@ -107,3 +107,6 @@ def drive(batch_id) -> None:
     services.batch_listing_run(batch_id=batch_id)
     for chunk_id in BatchChunk.objects.filter(batch_id=batch_id, status="pending").values_list("pk", flat=True):
         services.batch_chunk_run(chunk_id=chunk_id)
+
+
+from tests.s3 import s3_env, s3_server  # noqa: E402, F401
