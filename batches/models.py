@@ -53,8 +53,9 @@ class Batch(models.Model):
     # upload: the BatchUpload id; folder: the resolved absolute path; s3: the s3:// uri.
     source_ref = models.CharField(max_length=1100)
     upload = models.ForeignKey(BatchUpload, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    # Fixed for the batch's life; protected, so quick-model pruning keeps it (results need its labels).
-    model = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    # Fixed for the batch's life; restricted, so quick-model pruning keeps it (results need its labels)
+    # while deleting the whole project still takes both.
+    model = models.ForeignKey(ModelVersion, on_delete=models.RESTRICT, related_name="+")
     model_version = models.PositiveIntegerField()
     top_k = models.PositiveIntegerField(null=True, blank=True)
     chunk_size = models.PositiveIntegerField(default=256)  # items per chunk, fixed at the start

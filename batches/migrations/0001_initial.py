@@ -97,7 +97,7 @@ class Migration(migrations.Migration):
                 (
                     "model",
                     models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT, related_name="+", to="training.modelversion"
+                        on_delete=django.db.models.deletion.RESTRICT, related_name="+", to="training.modelversion"
                     ),
                 ),
                 (

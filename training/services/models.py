@@ -91,7 +91,7 @@ def model_delete(*, model: ModelVersion) -> None:
 
     from labeling.storage import files_delete
 
-    from django.db.models import ProtectedError
+    from django.db.models import ProtectedError, RestrictedError
 
     if model.deployed:
         raise ValidationError("The deployed model cannot be deleted; deploy another version first.")
@@ -99,7 +99,7 @@ def model_delete(*, model: ModelVersion) -> None:
     try:
         with transaction.atomic():
             model.delete()
-    except ProtectedError:
+    except (ProtectedError, RestrictedError):
         # A higher app (batch jobs) holds results that need this version.
         raise ValidationError("This version is in use (batch jobs ran on it); it cannot be deleted.") from None
     transaction.on_commit(lambda: files_delete([name]))
@@ -120,14 +120,14 @@ def quick_models_prune(*, project, keep: int = 5) -> int:
             project=project, mode=ModelVersion.Mode.QUICK, deployed=False, pinned=False
         ).order_by("-version")[keep:]
     )
-    from django.db.models import ProtectedError
+    from django.db.models import ProtectedError, RestrictedError
 
     names = []
     for m in old:
         try:
             with transaction.atomic():
                 m.delete()
-        except ProtectedError:  # in use by a higher app (a batch job pinned it): kept
+        except (ProtectedError, RestrictedError):  # in use by a higher app (a batch job pinned it): kept
             continue
         names.append(m.artifact_name)
     TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK, status__in=TrainingJob.FINAL).exclude(
