@@ -363,3 +363,25 @@ def test_roles_owner_admin_start_labeler_sends_viewer_reads_outsider_sees_nothin
     # Another project's batch is not reachable through this project's URL.
     other = team.user("outsider").memberships.first().project
     assert api(team.user("outsider")).get(f"/api/v1/projects/{other.pk}/batches/{batch_id}").status_code == 404
+
+
+def test_a_multi_label_project_answers_present_labels_and_filters_on_them(team, pixels, tmp_path, settings):
+    from projects.models import Project
+
+    Project.objects.filter(pk=team.project.pk).update(task=Project.Task.MULTI_LABEL)
+    team.project.refresh_from_db()
+    train_pixels_model(team.project, per_label=8)
+    write_folder(tmp_path, images(20))
+    settings.PICTOR_IMPORT_ROOTS = [str(tmp_path)]
+    c = api(team.user("admin"))
+    batch_id = start(c, team.project, {"kind": "folder", "path": str(tmp_path)}).json()["id"]
+    drive(batch_id)
+    rows = results(c, team.project, batch_id)
+    assert len(rows) == 20 and all("present" in row and "label" not in row for row in rows)
+    assert all({"threshold", "present"} <= set(row["labels"][0]) for row in rows)
+    bright = results(c, team.project, batch_id, label="bright")
+    assert bright and all("bright" in row["present"] for row in bright)
+    assert all(row["key"].startswith("b/") for row in bright)
+    r = c.get(f"{base(team.project)}/{batch_id}/results", {"format": "csv"})
+    table = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
+    assert {row["label"] for row in table if row["key"].startswith("b/")} == {"bright"}
