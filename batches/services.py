@@ -9,6 +9,7 @@ or duplicated chunk changes nothing. State changes of a batch lock its row.
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import uuid
@@ -50,14 +51,19 @@ class BatchConflict(Exception):
 # --- uploads -------------------------------------------------------------------------------------
 
 
-class _Capped:
-    """A read()-only stream that refuses to go past `limit` bytes (the archive upload limit)."""
+class _Capped(io.RawIOBase):
+    """A read-only stream that refuses to go past `limit` bytes (the archive upload limit); a real
+    io stream, so every storage backend (the filesystem, S3's multipart upload) can consume it."""
 
     def __init__(self, stream, limit: int):
+        super().__init__()
         self.stream, self.limit, self.count = stream, limit, 0
 
-    def read(self, size: int = -1) -> bytes:
-        data = self.stream.read(size if size and size > 0 else 1 << 20)
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
         self.count += len(data)
         if self.count > self.limit:
             raise BatchInvalid(
@@ -66,7 +72,8 @@ class _Capped:
                 status=413,
                 field="file",
             )
-        return data
+        buffer[: len(data)] = data
+        return len(data)
 
 
 def batch_upload_create(*, project: Project, fileobj, user=None) -> BatchUpload:

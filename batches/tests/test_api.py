@@ -385,3 +385,14 @@ def test_a_multi_label_project_answers_present_labels_and_filters_on_them(team, 
     r = c.get(f"{base(team.project)}/{batch_id}/results", {"format": "csv"})
     table = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
     assert {row["label"] for row in table if row["key"].startswith("b/")} == {"bright"}
+
+
+def test_an_archive_over_the_upload_limit_is_refused_and_not_kept(team, model, settings):
+    from django.core.files.storage import default_storage
+
+    settings.PICTOR_BATCH_MAX_UPLOAD_BYTES = 5000
+    r = upload(api(team.user("admin")), team.project, zip_bytes(images(100)))
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large"
+    assert not BatchUpload.objects.exists()
+    folder = f"batches/{team.project.pk}"
+    assert not default_storage.exists(folder) or default_storage.listdir(folder) == ([], [])
