@@ -94,7 +94,7 @@ def batch_upload_create(*, project: Project, fileobj, user=None) -> BatchUpload:
     stored = None
     try:
         stored = default_storage.save(name, File(_Capped(stream, settings.PICTOR_BATCH_MAX_UPLOAD_BYTES)))
-        with default_storage.open(stored, "rb") as fp:
+        with upload_open(stored) as fp:
             if kind == BatchUpload.Kind.ZIP:
                 sources.zip_check(fp)
             else:
@@ -136,7 +136,7 @@ def _source_ref(*, project: Project, source: dict) -> tuple[str, str, BatchUploa
             if upload is None:
                 raise sources.SourceError("No such upload in this project (POST .../batches/uploads first).")
             try:
-                with default_storage.open(upload.storage_name, "rb") as fp:
+                with upload_open(upload.storage_name) as fp:
                     (sources.zip_check if upload.kind == BatchUpload.Kind.ZIP else sources.tar_check)(fp)
             except FileNotFoundError:
                 raise sources.SourceError("The uploaded archive is gone from storage.") from None
@@ -178,8 +178,24 @@ def batch_start(
 # --- listing -------------------------------------------------------------------------------------
 
 
+def upload_open(name: str):
+    """A seekable binary file of a stored archive. On S3 media, ranged reads (django-storages would
+    download the whole object on every open, that is once per chunk)."""
+    bucket = getattr(default_storage, "bucket", None)
+    if bucket is not None and hasattr(default_storage, "_normalize_name"):
+        from botocore.exceptions import ClientError
+
+        obj = bucket.Object(default_storage._normalize_name(name))
+        try:
+            obj.load()
+        except ClientError:
+            raise FileNotFoundError(name) from None
+        return io.BufferedReader(sources.RangeFile(obj), buffer_size=256 * 1024)
+    return default_storage.open(name, "rb")
+
+
 def _upload_open(batch: Batch):
-    return lambda: default_storage.open(batch.upload.storage_name, "rb")
+    return lambda: upload_open(batch.upload.storage_name)
 
 
 def _reader_kind(batch: Batch) -> str:

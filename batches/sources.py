@@ -372,6 +372,38 @@ def s3_read(client, bucket: str, item: list, *, max_bytes: int) -> bytes:
         body.close()
 
 
+class RangeFile(io.RawIOBase):
+    """A seekable read-only view of an S3 object through ranged GETs: a worker reads a few members
+    of a stored archive without downloading all of it (wrap it in io.BufferedReader)."""
+
+    def __init__(self, obj):
+        super().__init__()
+        self.obj, self.pos, self.size = obj, 0, obj.content_length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self.pos, os.SEEK_END: self.size}[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        if self.pos >= self.size or not len(buffer):
+            return 0
+        end = min(self.size, self.pos + len(buffer)) - 1
+        data = self.obj.get(Range=f"bytes={self.pos}-{end}")["Body"].read()
+        buffer[: len(data)] = data
+        self.pos += len(data)
+        return len(data)
+
+
 # --------------------------------------------------------------------------- one reader per chunk
 
 

@@ -36,7 +36,7 @@ def s3_media(s3_env, settings):
     return client
 
 
-def test_media_on_s3_and_a_batch_over_an_archive_stored_there(team, pixels, s3_media):
+def test_media_on_s3_and_a_batch_over_an_archive_stored_there(team, pixels, s3_media, monkeypatch):
     model = train_pixels_model(team.project)
     keys = {o["Key"] for o in s3_media.list_objects_v2(Bucket="media").get("Contents", [])}
     assert model.artifact_name in keys and any(k.endswith(".webp") for k in keys)  # head and thumbnails
@@ -56,6 +56,15 @@ def test_media_on_s3_and_a_batch_over_an_archive_stored_there(team, pixels, s3_m
         format="json",
     )
     assert r.status_code == 202, r.content
+    # Workers read members by ranged GETs: never the whole archive per chunk.
+    from storages.backends.s3 import S3File
+
+    opened = []
+    real_init = S3File.__init__
+    monkeypatch.setattr(S3File, "__init__", lambda self, *a, **kw: opened.append(a) or real_init(self, *a, **kw))
     drive(r.json()["id"])
     batch = Batch.objects.get(pk=r.json()["id"])
     assert (batch.status, batch.total, batch.done) == ("succeeded", 300, 300)
+    assert not [a for a in opened if "batches/" in str(a[0])]
+    rows = list(c.get(f"/api/v1/projects/{team.project.pk}/batches/{batch.pk}/results").streaming_content)
+    assert len(b"".join(rows).splitlines()) == 300
