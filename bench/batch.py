@@ -49,6 +49,7 @@ DB_NAME = "pictor_bench_batch"
 REDIS = "redis://127.0.0.1:6379/13"
 OUT = OUT_DIR / "batch.md"
 INFER = 32
+CHUNK = 128
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -84,6 +85,8 @@ def base_env(data_dir: Path, roots: str) -> dict:
         PICTOR_IMPORT_ROOTS=roots,
         PICTOR_API_RATE="10000000/min",
         PICTOR_BATCH_INFER=str(INFER),
+        # Smaller chunks than the default 256 so that a few thousand items spread over two workers.
+        PICTOR_BATCH_CHUNK=str(CHUNK),
     )
     return env
 
@@ -162,9 +165,11 @@ def setup_models():
     return user, out, key
 
 
-def raw_rate(model, paths: list[Path], *, rounds: int = 2) -> dict:
-    """The same model without Pictor, in this process: bytes → preprocess → forward (+ head), 32 per pass."""
+def raw_rate(model, paths: list[Path], *, rounds: int = 2, threads: int | None = None) -> dict:
+    """The same model without Pictor, in this process: bytes → preprocess → forward (+ head), 32 per
+    pass; `threads`: onnxruntime threads per session (None: all cores, as a lone worker has)."""
     import numpy as np
+    from django.conf import settings
 
     from training.embedders import embedder_get
     from training.ml import backbone as bb
@@ -173,7 +178,12 @@ def raw_rate(model, paths: list[Path], *, rounds: int = 2) -> dict:
     from training.quick import head_load
 
     parts = list(FeatureKey.parse(model.features))
-    embedders = [embedder_get(p) for p in parts]
+    embedders = [
+        bb.Embedder(p, cache_dir=settings.MODEL_CACHE_DIR, threads=threads)
+        if threads and p != "pixels"
+        else embedder_get(p)
+        for p in parts
+    ]
     head = head_load(model)
     datas = [p.read_bytes() for p in paths]
 
@@ -269,7 +279,8 @@ def run_batch(project, folder: Path, workers: list[subprocess.Popen], expected: 
     first = None
     while True:
         b = Batch.objects.get(pk=batch.pk)
-        processed = b.done + b.failed
+        # Result rows appear a forward pass (32 items) at a time; the counters only per chunk.
+        processed = BatchResult.objects.filter(batch=b).count()
         now = time.monotonic()
         if first is None and processed:
             first = (now, processed)
@@ -379,7 +390,11 @@ def main() -> int:
     parser.add_argument("--listing", type=int, default=1_000_000)
     parser.add_argument("--invoke-requests", type=int, default=100)
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated parts to leave out: throughput, rss, listing, invoke"
+    )
     args = parser.parse_args()
+    args.skip = {p.strip() for p in args.skip.split(",") if p.strip()}
 
     tmp = Path(tempfile.mkdtemp(prefix="pictor-bench-batch-"))
     data_dir, src = tmp / "data", tmp / "sources"
@@ -400,7 +415,7 @@ def main() -> int:
     pixel_project, pixel_model = models["pixels"]
     print("writing sources ...", file=sys.stderr, flush=True)
     photos = photo_folder(src / "photos", args.throughput_items)
-    fashion = fashion_pngs(src / "fashion", max(args.rss_small, args.rss_large))
+    fashion = fashion_pngs(src / "fashion", 0 if "rss" in args.skip else max(args.rss_small, args.rss_large))
     small = src / "fashion-small"
     small.mkdir()
     for p in fashion[: args.rss_small]:
@@ -411,21 +426,32 @@ def main() -> int:
 
     print("raw path ...", file=sys.stderr, flush=True)
     raw = raw_rate(model, photos[: min(len(photos), 256)])
+    raw1 = raw_rate(model, photos[: min(len(photos), 256)], threads=1)
+    # (workers, onnxruntime threads per worker: 0 = all cores). Two workers with all cores each
+    # oversubscribe a small machine; cores / workers is what PICTOR_ONNX_THREADS is for.
+    runs = [(1, 0), (2, 0), (2, max(1, (os.cpu_count() or 2) // 2))]
     tput = {}
-    for count in (1, 2):
-        print(f"throughput with {count} worker(s) ...", file=sys.stderr, flush=True)
-        workers = start_workers(worker_env, count, tmp, f"t{count}")
+    for count, threads in runs if "throughput" not in args.skip else []:
+        print(f"throughput with {count} worker(s), threads {threads or 'all'} ...", file=sys.stderr, flush=True)
+        workers = start_workers({**worker_env, "PICTOR_ONNX_THREADS": str(threads)}, count, tmp, f"t{count}-{threads}")
         try:
             time.sleep(8)  # start-up (imports) outside the measurement
-            tput[count] = run_batch(project, src / "photos", workers, len(photos), timeout=3600)
+            tput[count, threads] = run_batch(project, src / "photos", workers, len(photos), timeout=3600)
         finally:
             stop_workers(workers)
-        raw_again = raw_rate(model, photos[: min(len(photos), 128)], rounds=1)  # the load may have changed
-        tput[count]["raw_after"] = raw_again["total"]
-    raw_ref = statistics.mean([raw["total"], *(t["raw_after"] for t in tput.values())])
+        again = raw_rate(model, photos[: min(len(photos), 128)], rounds=1, threads=threads or None)
+        tput[count, threads]["raw_after"] = again["total"]
+    raw_ref = {0: statistics.mean([raw["total"]] + [t["raw_after"] for (_, th), t in tput.items() if not th])}
+    for (_count, th), t in tput.items():
+        if th:
+            raw_ref[th] = statistics.mean([raw1["total"], t["raw_after"]])
 
     rss = {}
-    for label, folder, n in (("small", small, args.rss_small), ("large", src / "fashion", args.rss_large)):
+    for label, folder, n in (
+        (("small", small, args.rss_small), ("large", src / "fashion", args.rss_large))
+        if ("rss" not in args.skip)
+        else ()
+    ):
         print(f"worker RSS over {n} items ...", file=sys.stderr, flush=True)
         workers = start_workers({**env, "PICTOR_BACKBONES": "pixels"}, 1, tmp, f"rss-{label}")
         try:
@@ -435,47 +461,57 @@ def main() -> int:
         finally:
             stop_workers(workers)
 
-    print("listing ...", file=sys.stderr, flush=True)
-    listing_small = listing_memory(pixel_project, pixel_model, max(1, args.listing // 10))
-    listing_large = listing_memory(pixel_project, pixel_model, args.listing)
-
-    print("invoke over HTTP ...", file=sys.stderr, flush=True)
-    inv = invoke_latency({**env, "PICTOR_BACKBONES": "lite0,lite2"}, project, model, key, args.invoke_requests, tmp)
+    if "listing" not in args.skip:
+        print("listing ...", file=sys.stderr, flush=True)
+        listing_small = listing_memory(pixel_project, pixel_model, max(1, args.listing // 10))
+        listing_large = listing_memory(pixel_project, pixel_model, args.listing)
+    if "invoke" not in args.skip:
+        print("invoke over HTTP ...", file=sys.stderr, flush=True)
+        inv = invoke_latency({**env, "PICTOR_BACKBONES": "lite0,lite2"}, project, model, key, args.invoke_requests, tmp)
 
     load = os.getloadavg()
     rows += [
         "# Batch jobs: throughput, memory, listing, invoke",
         "",
         f"Model: quick head on `{model.features}` (the AutoML's pick among lite0, lite2 and lite0+lite2); "
-        f"{INFER} images per forward pass; {os.cpu_count()} cores, load average {load[0]:.1f} at the end "
+        f"{INFER} images per forward pass, {CHUNK} per chunk; {os.cpu_count()} cores, load average {load[0]:.1f} at the end "
         "(the machine is shared: raw and workers measured in the same run).",
         "",
         "| measurement | value | against | ratio |",
         "|---|---|---|---|",
-        f"| raw: decode + preprocess + forward, this process | {raw['total']:.1f} img/s | | |",
-        f"| raw: forward only (preprocessed tensors) | {raw['forward']:.1f} img/s | | |",
+        f"| raw: decode + preprocess + forward, this process, all cores | {raw['total']:.1f} img/s | | |",
+        f"| raw: the same with 1 onnxruntime thread | {raw1['total']:.1f} img/s | | |",
+        f"| raw: forward only (preprocessed tensors), all cores | {raw['forward']:.1f} img/s | | |",
     ]
-    for count, t in tput.items():
-        per = t["rate"] / count
+    for (count, threads), t in tput.items():
+        per, ref = t["rate"] / count, raw_ref[threads]
         rows.append(
-            f"| {count} worker process{'es' if count > 1 else ''}: {len(photos)} photos | {t['rate']:.1f} img/s "
-            f"({per:.1f} per process) | raw {raw_ref:.1f} img/s (mean of the runs' raw) | **{per / raw_ref:.2f}** per process "
-            f"(goal >= 0.85) |"
+            f"| {count} worker process{'es' if count > 1 else ''} ({'all cores' if not threads else f'{threads} thread'} "
+            f"each): {len(photos)} photos | {t['rate']:.1f} img/s ({per:.1f} per process) | raw "
+            f"{'all cores' if not threads else f'{threads} thread'} {ref:.1f} img/s (mean over the run) | "
+            f"**{per / ref:.2f}** per process (goal >= 0.85) |"
         )
-    (n_s, rss_s, rate_s), (n_l, rss_l, rate_l) = rss["small"], rss["large"]
-    rows += [
-        f"| worker peak RSS, {n_s:,} Fashion-MNIST PNGs (pixels model, {rate_s:.0f} img/s) | {rss_s:.0f} MB | | |",
-        f"| worker peak RSS, {n_l:,} Fashion-MNIST PNGs ({rate_l:.0f} img/s) | {rss_l:.0f} MB | {rss_s:.0f} MB at "
-        f"{n_s:,} | **{rss_l / rss_s:.2f}** |",
-        f"| listing {args.listing // 10:,} synthetic keys: heap peak | {listing_small['peak_mb']:.1f} MB "
-        f"({listing_small['chunks']} chunks, {listing_small['seconds']:.1f} s) | | |",
-        f"| listing {args.listing:,} synthetic keys: heap peak | {listing_large['peak_mb']:.1f} MB "
-        f"({listing_large['chunks']} chunks, {listing_large['seconds']:.1f} s) | {listing_small['peak_mb']:.1f} MB at "
-        f"1/10 | **{listing_large['peak_mb'] / max(listing_small['peak_mb'], 1e-9):.2f}** |",
-        f"| invoke p50 over HTTP (gunicorn 2x4, {inv['n']} sequential) | {inv['http_p50'] * 1000:.1f} ms | raw "
-        f"decode + forward p50 {inv['raw_p50'] * 1000:.1f} ms | **+{(inv['http_p50'] - inv['raw_p50']) * 1000:.1f} ms** "
-        "(goal <= 5 ms) |",
-    ]
+    if rss:
+        (n_s, rss_s, rate_s), (n_l, rss_l, rate_l) = rss["small"], rss["large"]
+        rows += [
+            f"| worker peak RSS, {n_s:,} Fashion-MNIST PNGs (pixels model, {rate_s:.0f} img/s) | {rss_s:.0f} MB | | |",
+            f"| worker peak RSS, {n_l:,} Fashion-MNIST PNGs ({rate_l:.0f} img/s) | {rss_l:.0f} MB | {rss_s:.0f} MB at "
+            f"{n_s:,} | **{rss_l / rss_s:.2f}** |",
+        ]
+    if "listing" not in args.skip:
+        rows += [
+            f"| listing {args.listing // 10:,} synthetic keys: heap peak | {listing_small['peak_mb']:.1f} MB "
+            f"({listing_small['chunks']} chunks, {listing_small['seconds']:.1f} s) | | |",
+            f"| listing {args.listing:,} synthetic keys: heap peak | {listing_large['peak_mb']:.1f} MB "
+            f"({listing_large['chunks']} chunks, {listing_large['seconds']:.1f} s) | {listing_small['peak_mb']:.1f} MB "
+            f"at 1/10 | **{listing_large['peak_mb'] / max(listing_small['peak_mb'], 1e-9):.2f}** |",
+        ]
+    if "invoke" not in args.skip:
+        rows.append(
+            f"| invoke p50 over HTTP (gunicorn 2x4, {inv['n']} sequential) | {inv['http_p50'] * 1000:.1f} ms | raw "
+            f"decode + forward p50 {inv['raw_p50'] * 1000:.1f} ms | "
+            f"**+{(inv['http_p50'] - inv['raw_p50']) * 1000:.1f} ms** (goal <= 5 ms) |"
+        )
     md = "\n".join(rows) + "\n"
     print(md)
     OUT_DIR.mkdir(parents=True, exist_ok=True)

@@ -75,6 +75,8 @@ try:
     PICTOR_BATCH_INFER = E.env_int(ENV, "PICTOR_BATCH_INFER", default=32)
     PICTOR_BATCH_MAX_UPLOAD_BYTES = E.env_int(ENV, "PICTOR_BATCH_MAX_UPLOAD_BYTES", default=64 * 1024**3)
     PICTOR_BATCH_STALE_SECONDS = E.env_int(ENV, "PICTOR_BATCH_STALE_SECONDS", default=300)
+    # onnxruntime threads per session (0: all cores). Several workers on one machine: cores / workers.
+    PICTOR_ONNX_THREADS = E.env_int(ENV, "PICTOR_ONNX_THREADS", default=0)
     _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
 except E.EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
