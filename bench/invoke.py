@@ -239,7 +239,7 @@ def latency(url: str, key: str, project_id: str, images: list[tuple[str, bytes]]
     """
     import numpy as np
 
-    from labeling import images
+    from labeling import images as imaging
     from labeling.services import image_limits
     from training.embedders import embedder_get
     from training.ml import backbone as bb
@@ -269,7 +269,7 @@ def latency(url: str, key: str, project_id: str, images: list[tuple[str, bytes]]
         t1 = time.perf_counter()
         probs = forward(batch)
         t2 = time.perf_counter()
-        images.validate_image(data, limits=limits)
+        imaging.validate_image(data, limits=limits)
         t3 = time.perf_counter()
         assert probs.shape == (1, 2)
         out["http"].append(elapsed)

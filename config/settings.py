@@ -74,6 +74,15 @@ try:
     # Sign-in lockout (django-axes): failures per username and address, then a cool-off.
     PICTOR_LOGIN_FAILURES = E.env_int(ENV, "PICTOR_LOGIN_FAILURES", default=5)
     PICTOR_LOGIN_COOLOFF_MINUTES = E.env_int(ENV, "PICTOR_LOGIN_COOLOFF_MINUTES", default=15)
+    # Batch jobs (batches app): folders an admin allows as sources (colon-separated), items per chunk
+    # task, images per forward pass, the largest archive upload, and when a claimed chunk counts as lost.
+    PICTOR_IMPORT_ROOTS = [p for p in ENV.get("PICTOR_IMPORT_ROOTS", "").split(os.pathsep) if p.strip()]
+    PICTOR_BATCH_CHUNK = E.env_int(ENV, "PICTOR_BATCH_CHUNK", default=256)
+    PICTOR_BATCH_INFER = E.env_int(ENV, "PICTOR_BATCH_INFER", default=32)
+    PICTOR_BATCH_MAX_UPLOAD_BYTES = E.env_int(ENV, "PICTOR_BATCH_MAX_UPLOAD_BYTES", default=64 * 1024**3)
+    PICTOR_BATCH_STALE_SECONDS = E.env_int(ENV, "PICTOR_BATCH_STALE_SECONDS", default=300)
+    # onnxruntime threads per session (0: all cores). Several workers on one machine: cores / workers.
+    PICTOR_ONNX_THREADS = E.env_int(ENV, "PICTOR_ONNX_THREADS", default=0)
     _database_url = ENV.get("DATABASE_URL", "").strip() or f"sqlite:///{DATA_DIR / 'pictor.sqlite3'}"
 except E.EnvError as exc:
     raise ImproperlyConfigured(str(exc)) from None
@@ -95,6 +104,7 @@ INSTALLED_APPS = [
     "labeling",
     "training",
     "inference",
+    "batches",
     "axes",
     "csp",
 ]
@@ -252,10 +262,12 @@ CELERY_TASK_ROUTES = {
     "training.tasks.quick_retrain": {"queue": "default"},
     "training.tasks.queue_refresh": {"queue": "default"},
     "training.tasks.training_jobs_sweep": {"queue": "default"},
+    "batches.tasks.*": {"queue": "batch"},
 }
 CELERY_BEAT_SCHEDULE: dict = {
     "embeddings-sweep": {"task": "training.tasks.embeddings_sweep", "schedule": PICTOR_SWEEP_SECONDS or 60.0},
     "training-jobs-sweep": {"task": "training.tasks.training_jobs_sweep", "schedule": PICTOR_SWEEP_SECONDS or 30.0},
+    "batches-sweep": {"task": "batches.tasks.batches_sweep", "schedule": PICTOR_SWEEP_SECONDS or 30.0},
 }
 MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
@@ -289,10 +301,13 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # 3.1: nullable objects are `oneOf [X, null]`, which validators and generated clients read right.
     "OAS_VERSION": "3.1.0",
-    # a model version's mode (quick, full, zero_shot) and what a training can be (quick, full)
+    # a model version's mode (quick, full, zero_shot) and what a training can be (quick, full);
+    # two models have a `status`: each enum keeps a name of its own
     "ENUM_NAME_OVERRIDES": {
         "ModelModeEnum": "training.models.ModelVersion.Mode",
         "ModeEnum": "training.serializers.TRAINED_MODE_CHOICES",  # the name generated clients know
+        "StatusEnum": "training.models.TrainingJob.Status",
+        "BatchStatusEnum": "batches.models.Batch.Status",
     },
     # Bodies with one media type are marked required; the two that take JSON or multipart (upload,
     # invoke) are not, since openapi-python-client 0.29 emits a module that fails to import for a

@@ -27,6 +27,7 @@ api_v1 = [
     path("docs", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
     path("", include("labeling.api_urls")),
     path("", include("training.api_urls")),
+    path("", include("batches.api_urls")),
 ]
 
 urlpatterns = [
@@ -37,6 +38,7 @@ urlpatterns = [
     path("", include("labeling.urls")),
     path("", include("training.urls")),
     path("", include("inference.urls")),
+    path("", include("batches.urls")),
 ]
 
 handler400 = "config.api.handler400"

@@ -72,7 +72,7 @@ class FullPredictor:
 
     def __init__(self, model: ModelVersion):
         path = local_copy(model.artifact_name)
-        self.runner = bb.OnnxRunner(path)
+        self.runner = bb.OnnxRunner(path, threads=getattr(settings, "PICTOR_ONNX_THREADS", 0) or None)
         self.resolution = self.runner.resolution or int(model.features.rsplit("@", 1)[-1])
 
     def predict(self, images: list) -> np.ndarray:

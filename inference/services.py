@@ -86,11 +86,20 @@ class InvokeItem:
     result: dict = field(default_factory=dict)
 
 
+def decode_min_side() -> int:
+    """The shortest side any model's preprocessing resizes to (the largest backbone's crop): images
+    are decoded once, at no more than this needs (JPEG DCT scaling), and every backbone resizes from it."""
+    from training.ml import backbone as bb
+
+    return bb.crop_size_for(max(spec.resolution for spec in bb.BACKBONES.values()))
+
+
 def items_validate(items: list[InvokeItem]) -> None:
     limits = labeling_services.image_limits()
+    side = decode_min_side()
     for item in items:
         try:
-            item.image = images.validate_image(item.data, limits=limits, filename=item.filename)
+            item.image = images.validate_image(item.data, limits=limits, filename=item.filename, decode_min_side=side)
         except images.UploadError as exc:
             item.error = exc
 

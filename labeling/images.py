@@ -301,12 +301,19 @@ def _bomb_error(exc: Exception, limit: int) -> ImageError:
 _DECODE_ERRORS = (Exception,)
 
 
-def validate_image(data: bytes, *, limits: ImageLimits, filename: str = "") -> ValidatedImage:
+def validate_image(
+    data: bytes, *, limits: ImageLimits, filename: str = "", decode_min_side: int | None = None
+) -> ValidatedImage:
     """Check, decode and orient one uploaded image, or raise ``ImageError``.
 
     ``filename`` is only used for log context, never to decide the format.
     The returned ``image`` is fully decoded RGB (alpha composited on white), oriented
-    as displayed, independent of ``data``.
+    as displayed, independent of ``data``, without metadata (its orientation is applied).
+
+    ``decode_min_side``: for callers that only need the pixels at model size (invoke, batch
+    jobs), JPEGs decode with libjpeg's DCT scaling to the smallest reduction whose sides stay
+    at least this long. Every byte is still decoded (truncation is still caught); the image is
+    decoded once, here, and the models resize from it. ``width``/``height`` stay the file's.
     """
     if ImageFile.LOAD_TRUNCATED_IMAGES:
         # A process-global that some training code sets to be lenient. With it on,
@@ -360,6 +367,8 @@ def validate_image(data: bytes, *, limits: ImageLimits, filename: str = "") -> V
                 raise ImageError("invalid_image", "Image has zero width or height.")
             if width * height > max_pixels:
                 raise ImageError("too_large", _pixels_message(width * height, max_pixels))
+            if decode_min_side and pil_format == "JPEG":
+                img.draft("RGB", (decode_min_side, decode_min_side))
             try:
                 img.load()  # full decode of the first frame: truncation raises here
             except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -377,14 +386,19 @@ def validate_image(data: bytes, *, limits: ImageLimits, filename: str = "") -> V
 
     if orientation in _TRANSPOSE:
         rgb = rgb.transpose(_TRANSPOSE[orientation])
+    # The orientation is applied: its EXIF tag must not travel on, or whoever honours it later
+    # (ImageOps.exif_transpose in the models' preprocessing) turns the image a second time.
+    rgb.info = {}
+    # As displayed: the file's size, sides swapped by a quarter-turn orientation (draft shrinks rgb).
+    shown = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
     return ValidatedImage(
         data=data,
         sha256=hashlib.sha256(data).hexdigest(),
         format=fmt,
         mime_type=mime,
-        width=rgb.width,
-        height=rgb.height,
+        width=shown[0],
+        height=shown[1],
         image=rgb,
     )
 

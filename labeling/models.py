@@ -28,6 +28,7 @@ class Sample(models.Model):
         API = "api", "API"
         CAPTURE = "capture", "Captured from invoke"
         VIDEO = "video", "Frame of an uploaded video"
+        BATCH = "batch", "Sent from a batch job"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="samples")

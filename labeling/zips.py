@@ -39,7 +39,7 @@ from labeling.images import (
     validate_image,
 )
 
-__all__ = ["ZipMember", "is_zip", "iter_zip"]
+__all__ = ["IMAGE_EXTENSIONS", "ZipMember", "is_zip", "iter_zip"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ _IMAGE_EXTENSIONS: Final = frozenset(
     heic heif avif psd ico cur svg jp2 j2k jpf jxl tga pcx ppm pgm pbm qoi dds
     cr2 cr3 nef arw dng orf rw2 raf""".split()
 )
+IMAGE_EXTENSIONS: Final = _IMAGE_EXTENSIONS  # also what batch jobs list from archives, folders and S3
 # Nested archives are ignored, never opened: recursion is the classic zip-bomb vector.
 _SKIPPED_EXTENSIONS: Final = frozenset("zip 7z rar tar gz tgz bz2 xz zst".split())
 

@@ -39,6 +39,8 @@ def openapi():
         for m in (
             "application/zip",
             "application/octet-stream",
+            "text/csv",
+            "application/x-ndjson",
             "image/*",
             "image/jpeg",
             "image/png",

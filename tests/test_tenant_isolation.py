@@ -192,6 +192,25 @@ ROUTES = [
     Route("api_model", "get", "api"),
     Route("api_model", "delete", "api", "admin", ok=(204,)),
     Route("api_model_deploy", "post", "api", "admin"),
+    # --- batch jobs (UI and API)
+    Route("batches_page", "get", "ui"),
+    Route("batch_start", "post", "ui", "admin", ok=(302,), data={"kind": "folder", "path": "/nowhere"}),
+    Route("batch_detail", "get", "ui"),
+    Route("batch_status", "get", "ui"),
+    Route("batch_thumbnail", "get", "ui", query="key=x.png"),
+    Route("batch_control", "post", "ui", "admin", ok=(302,)),
+    Route("batch_to_samples", "post", "ui", "labeler", ok=(302,), data={"key": ["x.png"]}),
+    Route("api_batches", "get", "api"),
+    Route(
+        "api_batches", "post", "api", "admin", ok=(409,), data={"source": {"kind": "folder", "path": "/nowhere"}}
+    ),  # no_model
+    Route("api_batch_uploads", "post", "api", "admin", ok=(415,)),  # allowed in; JSON is not multipart
+    Route("api_batch", "get", "api"),
+    Route("api_batch_pause", "post", "api", "admin", ok=(202,)),
+    Route("api_batch_resume", "post", "api", "admin", ok=(202,)),
+    Route("api_batch_cancel", "post", "api", "admin", ok=(202,)),
+    Route("api_batch_results", "get", "api", query="format=csv"),
+    Route("api_batch_to_samples", "post", "api", "labeler", ok=(202,), data={"keys": ["x.png"]}),
 ]
 
 # Known deviations from shared/API.md: (url name, method, caller) -> reason. Strict: when the app is
@@ -215,6 +234,7 @@ class Side:
     invite_token: str
     membership: Membership  # a viewer's, for member_role / member_remove
     spare_prefix: str  # an API key to revoke
+    batch: object = None  # a finished one-item batch over a folder
 
     def kwargs(self, params: tuple[str, ...]) -> dict:
         values = {
@@ -229,6 +249,8 @@ class Side:
             "token": self.invite_token,
             "kind": "pr",
             "back": 1,
+            "batch_id": self.batch.pk,
+            "action": "pause",
         }
         missing = set(params) - set(values)
         assert not missing, f"no value for URL parameter(s) {missing}: teach Side.kwargs about them"
@@ -244,6 +266,7 @@ class Side:
             self.model.pk,
             self.job.pk,
             self.invite.pk,
+            self.batch.pk,
         ]
         ids += list(Sample.objects.filter(project=self.project).values_list("pk", flat=True))
         out = [self.project.name]
@@ -260,7 +283,30 @@ class World:
     keys: dict = field(default_factory=dict)
 
 
-def _side(project: Project, *, owner, viewer, seed: int) -> Side:
+def _batch(project: Project, *, folder, seed: int):
+    """A finished batch over a one-image folder, on a model version of its own (it holds it)."""
+    from batches.models import Batch, BatchChunk, BatchResult
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "x.png").write_bytes(base64.b64decode(_b64(seed)))
+    model = make_model(project)
+    batch = Batch.objects.create(
+        project=project,
+        status="running",
+        source_kind="folder",
+        source_ref=str(folder),
+        model=model,
+        model_version=model.version,
+        listed=True,
+        total=1,
+        done=1,
+    )
+    BatchChunk.objects.create(batch=batch, index=0, items=[["x.png"]], size=1, status="done")
+    BatchResult.objects.create(batch=batch, seq=0, key="x.png", label="ants", confidence=0.9, top=[[0, 0.9]])
+    return batch
+
+
+def _side(project: Project, *, owner, viewer, seed: int, folder=None) -> Side:
     label = label_create(project=project, name="ants")
     label2 = label_create(project=project, name="bees")
     sample = make_sample(project, seed=seed)
@@ -279,6 +325,7 @@ def _side(project: Project, *, owner, viewer, seed: int) -> Side:
         invite_token=token,
         membership=Membership.objects.get(project=project, user=viewer),
         spare_prefix=spare.prefix,
+        batch=_batch(project, folder=folder, seed=seed),
     )
 
 
@@ -313,8 +360,8 @@ def world_committed(django_db_setup, django_db_blocker, tmp_path_factory):
             project=b_project, role=Role.OWNER, user=UserFactory(username="iso_outsider")
         ).user
         b_viewer = MembershipFactory(project=b_project, role=Role.VIEWER, user=UserFactory(username="b_viewer")).user
-        a = _side(a_project, owner=users["owner"], viewer=users["viewer"], seed=11)
-        b = _side(b_project, owner=users["outsider"], viewer=b_viewer, seed=22)
+        a = _side(a_project, owner=users["owner"], viewer=users["viewer"], seed=11, folder=media / "batch-a")
+        b = _side(b_project, owner=users["outsider"], viewer=b_viewer, seed=22, folder=media / "batch-b")
         w = World(a=a, b=b, users=users)
         w.keys["key_a_full"] = api_key_create(project=a_project, name="a full", scope="full")[1]
         w.keys["key_a_invoke"] = api_key_create(project=a_project, name="a invoke", scope="invoke")[1]

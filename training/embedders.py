@@ -25,6 +25,7 @@ def embedder_get(name: str) -> Embedder | PixelEmbedder:
                 embedder = PixelEmbedder()
             else:
                 settings.MODEL_CACHE_DIR.mkdir(parents=True, exist_ok=True)
-                embedder = Embedder(name, cache_dir=settings.MODEL_CACHE_DIR)
+                threads = getattr(settings, "PICTOR_ONNX_THREADS", 0) or None
+                embedder = Embedder(name, cache_dir=settings.MODEL_CACHE_DIR, threads=threads)
             _embedders[name] = embedder
         return embedder

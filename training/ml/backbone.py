@@ -260,6 +260,9 @@ def load_image(data: ImageInput, *, min_size: int | None = None) -> Image.Image:
     """
     opened_here = not isinstance(data, Image.Image)
     if isinstance(data, Image.Image):
+        if data.mode == "RGB" and "exif" not in data.info and getattr(data, "n_frames", 1) == 1:
+            # Already decoded, upright and RGB (a validated upload): nothing to do, no copy.
+            return data
         img = data
     elif isinstance(data, (bytes, bytearray, memoryview)):
         img = Image.open(io.BytesIO(bytes(data)))

@@ -182,10 +182,17 @@ def model_delete(*, model: ModelVersion) -> None:
 
     from labeling.storage import files_delete
 
+    from django.db.models import ProtectedError, RestrictedError
+
     if model.deployed:
         raise ValidationError("The deployed model cannot be deleted; deploy another version first.")
     name = model.artifact_name
-    model.delete()
+    try:
+        with transaction.atomic():
+            model.delete()
+    except (ProtectedError, RestrictedError):
+        # A higher app (batch jobs) holds results that need this version.
+        raise ValidationError("This version is in use (batch jobs ran on it); it cannot be deleted.") from None
     transaction.on_commit(lambda: files_delete([name]))
 
 
@@ -204,12 +211,20 @@ def quick_models_prune(*, project, keep: int = 5) -> int:
             project=project, mode=ModelVersion.Mode.QUICK, deployed=False, pinned=False
         ).order_by("-version")[keep:]
     )
-    names = [m.artifact_name for m in old]
-    ModelVersion.objects.filter(pk__in=[m.pk for m in old]).delete()
+    from django.db.models import ProtectedError, RestrictedError
+
+    names = []
+    for m in old:
+        try:
+            with transaction.atomic():
+                m.delete()
+        except (ProtectedError, RestrictedError):  # in use by a higher app (a batch job pinned it): kept
+            continue
+        names.append(m.artifact_name)
     TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK, status__in=TrainingJob.FINAL).exclude(
         pk__in=TrainingJob.objects.filter(project=project, mode=ModelVersion.Mode.QUICK)
         .order_by("-created")
         .values("pk")[:20]
     ).delete()
     transaction.on_commit(lambda: files_delete(names))
-    return len(old)
+    return len(names)

@@ -1,0 +1,570 @@
+"""Writes of batch jobs: uploads, start (the model is pinned), listing into chunks, chunks classified
+into results, pause / resume / cancel, and results sent to labeling.
+
+Concurrency is held by the database: results are unique per (batch, key) and written with
+ON CONFLICT DO NOTHING, a chunk's pending → done is a conditional UPDATE and only the worker that
+made it adds the chunk's counts (computed from the rows, not from its own work), so a redelivered
+or duplicated chunk changes nothing. State changes of a batch lock its row.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import logging
+import uuid
+
+import numpy as np
+from django.conf import settings
+from django.core.files import File
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
+
+from batches import pipeline, sources
+from batches.models import Batch, BatchChunk, BatchResult, BatchUpload
+from labeling import images
+from projects.access import parse_uuid
+from projects.models import Project
+
+log = logging.getLogger(__name__)
+
+# Labels kept per item unless the batch asks for more (the results stay compact).
+DEFAULT_TOP_K = 10
+# Chunk rows created per transaction while listing.
+_LIST_GROUP = 16
+
+
+class BatchInvalid(Exception):
+    """A bad source or request (API: 400 invalid, or 413 too_large); nothing was created."""
+
+    def __init__(self, message: str, *, code: str = "invalid", status: int = 400, field: str = "source"):
+        super().__init__(message)
+        self.message, self.code, self.status, self.field = message, code, status, field
+
+
+class BatchConflict(Exception):
+    """The batch has ended: it cannot be paused, resumed or cancelled any more (API: 409)."""
+
+
+# --- uploads -------------------------------------------------------------------------------------
+
+
+class _Capped(io.RawIOBase):
+    """A read-only stream that refuses to go past `limit` bytes (the archive upload limit); a real
+    io stream, so every storage backend (the filesystem, S3's multipart upload) can consume it."""
+
+    def __init__(self, stream, limit: int):
+        super().__init__()
+        self.stream, self.limit, self.count = stream, limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.stream.read(len(buffer))
+        self.count += len(data)
+        if self.count > self.limit:
+            raise BatchInvalid(
+                f"The archive is larger than {self.limit:,} bytes (PICTOR_BATCH_MAX_UPLOAD_BYTES).",
+                code="too_large",
+                status=413,
+                field="file",
+            )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def batch_upload_create(*, project: Project, fileobj, user=None) -> BatchUpload:
+    """Stream a zip or tar (gzip/bz2/xz tars are stored decompressed, for random access) into
+    storage, in 1 MiB chunks, and check it can be listed. A refused file leaves nothing behind."""
+    fileobj.seek(0)
+    head = fileobj.read(512)
+    fileobj.seek(0)
+    kind = sources.archive_kind(head)
+    if kind is None:
+        raise BatchInvalid("The file is neither a zip nor a tar archive.", field="file")
+    stream = fileobj
+    if kind in ("gzip", "bz2", "xz"):
+        stream = sources.decompressing(fileobj, kind)
+        kind = BatchUpload.Kind.TAR
+    upload_id = uuid.uuid4()
+    name = f"batches/{project.pk}/{upload_id}.{kind}"
+    stored = None
+    try:
+        stored = default_storage.save(name, File(_Capped(stream, settings.PICTOR_BATCH_MAX_UPLOAD_BYTES)))
+        with upload_open(stored) as fp:
+            if kind == BatchUpload.Kind.ZIP:
+                sources.zip_check(fp)
+            else:
+                if sources.archive_kind(fp.read(512)) != "tar":
+                    raise sources.SourceError("The compressed file does not hold a tar archive.")
+                sources.tar_check(fp)
+        size = default_storage.size(stored)
+        return BatchUpload.objects.create(
+            id=upload_id, project=project, storage_name=stored, kind=kind, bytes=size, uploaded_by=user
+        )
+    except sources.SourceError as exc:
+        _delete_quietly(stored)
+        raise BatchInvalid(exc.message, field="file") from None
+    except (OSError, EOFError) as exc:  # a corrupt gzip/bz2/xz stream
+        _delete_quietly(stored or name)
+        raise BatchInvalid(f"The archive could not be read ({exc}).", field="file") from None
+    except BaseException:
+        _delete_quietly(stored or name)
+        raise
+
+
+def _delete_quietly(name: str | None) -> None:
+    if name:
+        try:
+            default_storage.delete(name)
+        except OSError:
+            log.warning("could not delete %s", name, exc_info=True)
+
+
+# --- start ---------------------------------------------------------------------------------------
+
+
+def _source_ref(*, project: Project, source: dict) -> tuple[str, str, BatchUpload | None]:
+    kind = source.get("kind")
+    try:
+        if kind == Batch.Kind.UPLOAD:
+            pk = parse_uuid(source.get("upload_id"))
+            upload = BatchUpload.objects.filter(project=project, pk=pk).first() if pk else None
+            if upload is None:
+                raise sources.SourceError("No such upload in this project (POST .../batches/uploads first).")
+            try:
+                with upload_open(upload.storage_name) as fp:
+                    (sources.zip_check if upload.kind == BatchUpload.Kind.ZIP else sources.tar_check)(fp)
+            except FileNotFoundError:
+                raise sources.SourceError("The uploaded archive is gone from storage.") from None
+            return kind, str(upload.pk), upload
+        if kind == Batch.Kind.FOLDER:
+            return kind, sources.folder_resolve(source.get("path") or "", roots=settings.PICTOR_IMPORT_ROOTS), None
+        if kind == Batch.Kind.S3:
+            return kind, sources.s3_check(source.get("uri") or "").uri, None
+    except sources.SourceError as exc:
+        raise BatchInvalid(exc.message) from None
+    raise BatchInvalid("The source kind is upload, folder or s3.")
+
+
+def batch_start(
+    *, project: Project, source: dict, model_id: str | None = None, top_k: int | None = None, user=None
+) -> Batch:
+    """Check the source, pin the model (the deployed one unless named) and queue the listing.
+    Raises inference.services.NoModel / UnknownModel, or BatchInvalid with nothing created."""
+    from inference.services import model_for_invoke
+
+    model = model_for_invoke(project=project, model_id=model_id)
+    kind, ref, upload = _source_ref(project=project, source=source)
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            project=project,
+            source_kind=kind,
+            source_ref=ref,
+            upload=upload,
+            model=model,
+            model_version=model.version,
+            top_k=top_k,
+            chunk_size=max(1, settings.PICTOR_BATCH_CHUNK),
+            created_by=user,
+        )
+        pipeline.batch_listing(batch_id=batch.pk)
+    return batch
+
+
+# --- listing -------------------------------------------------------------------------------------
+
+
+def upload_open(name: str):
+    """A seekable binary file of a stored archive. On S3 media, ranged reads (django-storages would
+    download the whole object on every open, that is once per chunk)."""
+    bucket = getattr(default_storage, "bucket", None)
+    if bucket is not None and hasattr(default_storage, "_normalize_name"):
+        from botocore.exceptions import ClientError
+
+        obj = bucket.Object(default_storage._normalize_name(name))
+        try:
+            obj.load()
+        except ClientError:
+            raise FileNotFoundError(name) from None
+        return io.BufferedReader(sources.RangeFile(obj), buffer_size=256 * 1024)
+    return default_storage.open(name, "rb")
+
+
+def _upload_open(batch: Batch):
+    return lambda: upload_open(batch.upload.storage_name)
+
+
+def _reader_kind(batch: Batch) -> str:
+    if batch.source_kind == Batch.Kind.UPLOAD:
+        if batch.upload is None:
+            raise sources.SourceError("The uploaded archive was deleted.")
+        return batch.upload.kind
+    return batch.source_kind
+
+
+def _listing(batch: Batch):
+    kind = _reader_kind(batch)
+    if kind == Batch.Kind.FOLDER:
+        return sources.folder_iter(batch.source_ref)
+    if kind == Batch.Kind.S3:
+        return sources.s3_iter(batch.source_ref)
+
+    def archive():
+        with _upload_open(batch)() as fp:
+            yield from (sources.zip_iter(fp) if kind == BatchUpload.Kind.ZIP else sources.tar_iter(fp))
+
+    return archive()
+
+
+def batch_listing_run(*, batch_id, listing=None) -> int:
+    """List the source into chunk rows and queue each chunk once its rows committed. Resumable: a
+    second run (a redelivery, the sweep) skips the chunks that exist, since listings are stable.
+    `listing` replaces the source's own (the benchmark's synthetic million keys)."""
+    batch = Batch.objects.select_related("upload").filter(pk=batch_id).first()
+    if batch is None or batch.listed or batch.status in Batch.FINAL:
+        return 0
+    now = timezone.now()
+    Batch.objects.filter(pk=batch.pk, status=Batch.Status.QUEUED).update(
+        status=Batch.Status.LISTING, started=now, run_since=now, listing_beat=now
+    )
+    size = batch.chunk_size
+    index = BatchChunk.objects.filter(batch=batch).count()
+    try:
+        items = listing if listing is not None else _listing(batch)
+        items = itertools.islice(iter(items), index * size, None)
+        group: list[BatchChunk] = []
+        while True:
+            part = list(itertools.islice(items, size))
+            if part:
+                group.append(BatchChunk(batch=batch, index=index, items=part, size=len(part)))
+                index += 1
+            if group and (len(group) >= _LIST_GROUP or not part):
+                if _chunks_flush(batch, group) == Batch.Status.CANCELLED:
+                    return index
+                group = []
+            if not part:
+                break
+    except sources.SourceError as exc:
+        batch_fail(batch_id=batch.pk, error=exc.message)
+        return index
+    with transaction.atomic():
+        total = BatchChunk.objects.filter(batch=batch).aggregate(n=Sum("size"))["n"] or 0
+        Batch.objects.filter(pk=batch.pk).update(listed=True, total=total, chunks=index, listing_beat=timezone.now())
+        Batch.objects.filter(pk=batch.pk, status=Batch.Status.LISTING).update(status=Batch.Status.RUNNING)
+    batch_finish_if_done(batch_id=batch.pk)
+    return index
+
+
+def _chunks_flush(batch: Batch, group: list[BatchChunk]) -> str:
+    with transaction.atomic():
+        BatchChunk.objects.bulk_create(group, ignore_conflicts=True)
+        total = BatchChunk.objects.filter(batch=batch).aggregate(n=Sum("size"))["n"] or 0
+        Batch.objects.filter(pk=batch.pk).update(total=total, chunks=group[-1].index + 1, listing_beat=timezone.now())
+        status = Batch.objects.filter(pk=batch.pk).values_list("status", flat=True).first()
+        if status in Batch.ACTIVE:
+            ids = BatchChunk.objects.filter(
+                batch=batch, index__in=[c.index for c in group], status=BatchChunk.Status.PENDING
+            ).values_list("pk", flat=True)
+            pipeline.chunks_ready(chunk_ids=list(ids))
+    return status
+
+
+# --- chunks --------------------------------------------------------------------------------------
+
+
+def batch_reader(batch: Batch) -> sources.Reader:
+    kind = _reader_kind(batch)
+    return sources.Reader(
+        kind=kind,
+        ref=batch.source_ref,
+        open_upload=_upload_open(batch) if batch.source_kind == Batch.Kind.UPLOAD else None,
+        max_bytes=settings.PICTOR_MAX_UPLOAD_BYTES,
+        max_ratio=settings.PICTOR_ZIP_MAX_RATIO,
+    )
+
+
+def _error(code: str, message: str) -> dict:
+    return {"code": code, "message": message[:500]}
+
+
+def _classify(batch: Batch, chunk: BatchChunk, group: list[tuple[int, list]], reader) -> list[BatchResult]:
+    """Read, decode once, and run one forward pass over a group of items; errors stay per item."""
+    from inference.predictors import predict
+    from inference.services import InvokeItem, items_validate
+
+    rows: list[BatchResult] = []
+    pending: list[tuple[int, list, InvokeItem]] = []
+    for pos, item in group:
+        seq = chunk.index * batch.chunk_size + pos
+        try:
+            data = reader.read(item)
+        except images.UploadError as exc:
+            rows.append(BatchResult(batch=batch, seq=seq, key=item[0], error=_error(exc.code, exc.message)))
+            continue
+        pending.append((seq, item, InvokeItem(filename=item[0], data=data)))
+    items_validate([p[2] for p in pending])
+    valid = [(seq, item, inv) for seq, item, inv in pending if inv.error is None]
+    for seq, item, inv in pending:
+        if inv.error is not None:
+            rows.append(
+                BatchResult(
+                    batch=batch, seq=seq, key=item[0], sha256="", error=_error(inv.error.code, inv.error.message)
+                )
+            )
+    if not valid:
+        return rows
+    model = batch.model
+    prediction = predict(model, [inv.image.image for _, _, inv in valid])
+    names = list(model.label_names)
+    k = min(len(names), batch.top_k or DEFAULT_TOP_K)
+    multi = batch.project.is_multi_label
+    thresholds = np.asarray(model.thresholds or [0.5] * len(names), dtype=np.float32)
+    for (seq, item, inv), probs in zip(valid, prediction.probs):
+        order = np.argsort(-probs)
+        best = int(order[0])
+        present = ""
+        if multi:
+            on = [names[i] for i in order if probs[i] >= thresholds[i]]
+            present = "|" + "|".join(on) + "|" if on else ""
+        rows.append(
+            BatchResult(
+                batch=batch,
+                seq=seq,
+                key=item[0],
+                sha256=inv.image.sha256,
+                label=names[best],
+                confidence=round(float(probs[best]), 6),
+                present=present[:2000],
+                top=[[int(i), round(float(probs[i]), 6)] for i in order[:k]],
+            )
+        )
+        inv.image = None  # the pixels go as soon as the answer is known
+    return rows
+
+
+def batch_chunk_run(*, chunk_id: int) -> str:
+    """Classify one chunk. Items that already have a result are skipped (a redelivery after a crash
+    redoes only the rest); pause and cancel stop it between its forward passes."""
+    chunk = BatchChunk.objects.select_related("batch__project", "batch__model", "batch__upload").filter(pk=chunk_id)
+    chunk = chunk.first()
+    if chunk is None:
+        return "gone"
+    batch = chunk.batch
+    if chunk.status == BatchChunk.Status.DONE:
+        return "done"
+    if batch.status not in Batch.ACTIVE:
+        return batch.status
+    BatchChunk.objects.filter(pk=chunk.pk).update(claimed=timezone.now(), attempts=F("attempts") + 1)
+    keys = [item[0] for item in chunk.items]
+    have = set(BatchResult.objects.filter(batch=batch, key__in=keys).values_list("key", flat=True))
+    todo = [(pos, item) for pos, item in enumerate(chunk.items) if item[0] not in have]
+    step = max(1, settings.PICTOR_BATCH_INFER)
+    try:
+        with batch_reader(batch) as reader:
+            for start in range(0, len(todo), step):
+                if start and Batch.objects.filter(pk=batch.pk).values_list("status", flat=True).first() not in (
+                    Batch.ACTIVE
+                ):
+                    return "stopped"
+                rows = _classify(batch, chunk, todo[start : start + step], reader)
+                BatchResult.objects.bulk_create(rows, ignore_conflicts=True)
+    except sources.SourceError as exc:
+        batch_fail(batch_id=batch.pk, error=exc.message)
+        return "failed"
+    with transaction.atomic():
+        if BatchChunk.objects.filter(pk=chunk.pk, status=BatchChunk.Status.PENDING).update(
+            status=BatchChunk.Status.DONE
+        ):
+            counts = BatchResult.objects.filter(batch=batch, key__in=set(keys)).aggregate(
+                n=Count("pk"), bad=Count("pk", filter=Q(error__isnull=False))
+            )
+            Batch.objects.filter(pk=batch.pk).update(
+                done=F("done") + (counts["n"] - counts["bad"]),
+                failed=F("failed") + counts["bad"],
+                progressed=timezone.now(),
+            )
+    batch_finish_if_done(batch_id=batch.pk)
+    return "done"
+
+
+def _stop_clock(batch: Batch, now) -> None:
+    if batch.run_since:
+        batch.active_seconds += max(0.0, (now - batch.run_since).total_seconds())
+        batch.run_since = None
+
+
+def batch_finish_if_done(*, batch_id) -> bool:
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id, status=Batch.Status.RUNNING, listed=True).first()
+        if batch is None or BatchChunk.objects.filter(batch=batch, status=BatchChunk.Status.PENDING).exists():
+            return False
+        now = timezone.now()
+        _stop_clock(batch, now)
+        batch.status, batch.finished = Batch.Status.SUCCEEDED, now
+        batch.save(update_fields=["status", "finished", "active_seconds", "run_since"])
+    return True
+
+
+def batch_fail(*, batch_id, error: str) -> None:
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).exclude(status__in=Batch.FINAL).first()
+        if batch is None:
+            return
+        now = timezone.now()
+        _stop_clock(batch, now)
+        batch.status, batch.finished, batch.error = Batch.Status.FAILED, now, error[:2000]
+        batch.save(update_fields=["status", "finished", "error", "active_seconds", "run_since"])
+
+
+# --- pause, resume, cancel -----------------------------------------------------------------------
+
+
+def _locked(batch: Batch) -> Batch:
+    return Batch.objects.select_for_update(of=("self",)).select_related("model", "project").get(pk=batch.pk)
+
+
+@transaction.atomic
+def batch_pause(*, batch: Batch) -> Batch:
+    batch = _locked(batch)
+    if batch.status in Batch.FINAL:
+        raise BatchConflict(f"The batch has already ended ({batch.status}).")
+    if batch.status != Batch.Status.PAUSED:
+        _stop_clock(batch, timezone.now())
+        batch.status = Batch.Status.PAUSED
+        batch.save(update_fields=["status", "active_seconds", "run_since"])
+    return batch
+
+
+@transaction.atomic
+def batch_resume(*, batch: Batch) -> Batch:
+    batch = _locked(batch)
+    if batch.status in Batch.FINAL:
+        raise BatchConflict(f"The batch has already ended ({batch.status}).")
+    if batch.status != Batch.Status.PAUSED:
+        return batch
+    batch.status = Batch.Status.RUNNING if batch.listed else Batch.Status.LISTING
+    batch.run_since = timezone.now()
+    batch.save(update_fields=["status", "run_since"])
+    if not batch.listed:
+        pipeline.batch_listing(batch_id=batch.pk)
+    pending = BatchChunk.objects.filter(batch=batch, status=BatchChunk.Status.PENDING).order_by("index")
+    pipeline.chunks_ready(chunk_ids=list(pending.values_list("pk", flat=True)))
+    # Everything may have finished before the pause took hold.
+    transaction.on_commit(lambda: batch_finish_if_done(batch_id=batch.pk))
+    return batch
+
+
+@transaction.atomic
+def batch_cancel(*, batch: Batch) -> Batch:
+    batch = _locked(batch)
+    if batch.status in Batch.FINAL:
+        raise BatchConflict(f"The batch has already ended ({batch.status}).")
+    now = timezone.now()
+    _stop_clock(batch, now)
+    batch.status, batch.finished = Batch.Status.CANCELLED, now
+    batch.save(update_fields=["status", "finished", "active_seconds", "run_since"])
+    return batch
+
+
+# --- items back out: thumbnails, send to labeling ------------------------------------------------
+
+
+def result_item(*, batch: Batch, result: BatchResult) -> list | None:
+    chunk = BatchChunk.objects.filter(batch=batch, index=result.seq // batch.chunk_size).only("items").first()
+    if chunk is None:
+        return None
+    pos = result.seq % batch.chunk_size
+    return chunk.items[pos] if pos < len(chunk.items) else None
+
+
+def result_bytes(*, batch: Batch, result: BatchResult) -> bytes | None:
+    """An item's bytes, read again from its source (None if they are gone or unreadable)."""
+    item = result_item(batch=batch, result=result)
+    if item is None:
+        return None
+    try:
+        with batch_reader(batch) as reader:
+            return reader.read(item)
+    except (images.UploadError, sources.SourceError, sources.TransientSourceError):
+        return None
+
+
+def to_samples_start(*, batch: Batch, keys: list[str] | None, max_confidence: float | None, user=None) -> int:
+    """Queue items (by key, or every answered item at or below a confidence) to become samples.
+    Returns how many items that is."""
+    qs = BatchResult.objects.filter(batch=batch, error__isnull=True)
+    if keys is not None:
+        qs = qs.filter(key__in=keys)
+    else:
+        qs = qs.filter(confidence__lte=max_confidence)
+    count = qs.count()
+    if count:
+        pipeline.to_samples(
+            batch_id=batch.pk, keys=keys, max_confidence=max_confidence, user_id=getattr(user, "pk", None)
+        )
+    return count
+
+
+def to_samples_run(*, batch_id, keys: list[str] | None, max_confidence: float | None, user_id=None) -> int:
+    """Read the chosen items from the source again and ingest them (`"source": "batch"`); duplicates
+    of existing samples are found by SHA-256 as in every upload. Safe to run twice."""
+    from django.contrib.auth import get_user_model
+
+    from labeling import services as labeling_services
+    from labeling.models import Sample
+
+    batch = Batch.objects.select_related("project", "upload").filter(pk=batch_id).first()
+    if batch is None:
+        return 0
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    qs = BatchResult.objects.filter(batch=batch, error__isnull=True).order_by("seq")
+    qs = qs.filter(key__in=keys) if keys is not None else qs.filter(confidence__lte=max_confidence)
+    added = 0
+    chunk_cache: dict[int, list] = {}
+    with batch_reader(batch) as reader:
+        results = qs.only("seq", "key").iterator(chunk_size=500)
+        while group := list(itertools.islice(results, 16)):
+            items = []
+            for result in group:
+                index, pos = divmod(result.seq, batch.chunk_size)
+                if index not in chunk_cache:
+                    chunk_cache.clear()  # results come in listing order: one chunk at a time
+                    row = BatchChunk.objects.filter(batch=batch, index=index).only("items").first()
+                    chunk_cache[index] = row.items if row else []
+                refs = chunk_cache[index]
+                if pos >= len(refs):
+                    continue
+                try:
+                    data = reader.read(refs[pos])
+                except images.UploadError:
+                    continue
+                items.append(labeling_services.IngestItem(filename=result.key[-255:], data=data))
+            report = labeling_services.samples_ingest(
+                project=batch.project, items=items, user=user, source=Sample.Source.BATCH
+            )
+            added += report.accepted
+    return added
+
+
+# --- the sweep (beat) ----------------------------------------------------------------------------
+
+
+def batches_sweep() -> int:
+    """Re-send what a dead worker or a broker outage lost; finish batches whose last chunk is done."""
+    from batches import selectors
+    from config.dispatch import cache_add
+
+    sent = 0
+    for batch_id in selectors.batches_listing_stalled():
+        if cache_add(f"batch-list-resent:{batch_id}", 1, timeout=120):
+            sent += pipeline.listing_resend(batch_id=batch_id)
+    for chunk_id in selectors.chunks_lost():
+        if cache_add(f"batch-chunk-resent:{chunk_id}", 1, timeout=120):
+            sent += pipeline.chunk_resend(chunk_id=chunk_id)
+    for batch_id in selectors.batches_unfinished_without_pending():
+        batch_finish_if_done(batch_id=batch_id)
+    return sent

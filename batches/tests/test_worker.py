@@ -1,0 +1,103 @@
+"""A 2,000-image folder batch through REAL Celery workers on the `batch` queue, one of them SIGKILLed
+mid-way: the sweep re-sends the chunks it held, a second worker finishes, and every item ends with
+exactly one result.
+
+The workers must see what this test wrote, so the test runs in transaction mode, the workers'
+DATABASE_URL is pytest-django's test database, and both processes share one PICTOR_DATA_DIR."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from rest_framework.test import APIClient
+
+from batches.models import Batch, BatchChunk, BatchResult
+from batches.tests.conftest import images, train_pixels_model, write_folder
+from tests.procs import celery_worker, clean_env, shared_data_dir, stop
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+def _wait_ready(proc, log, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while " ready." not in (log.read_text() if log.exists() else ""):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"worker did not start:\n{log.read_text()[-4000:] if log.exists() else ''}")
+        time.sleep(0.2)
+
+
+def test_a_killed_worker_loses_no_item_and_duplicates_none(team, tmp_path, settings):
+    import redis
+
+    from batches import services
+
+    env = shared_data_dir(settings, tmp_path / "data")
+    # Messages other tests' SIGKILLed workers never acknowledged would be redelivered to ours.
+    redis.Redis.from_url(env["REDIS_URL"]).delete("unacked", "unacked_index", "unacked_mutex")
+    settings.PICTOR_BACKBONES = ["pixels"]
+    settings.PICTOR_QUICK_SECONDS = 0.5
+    settings.PICTOR_BATCH_CHUNK = 50
+    settings.PICTOR_BATCH_STALE_SECONDS = 4
+    root = tmp_path / "archive"
+    write_folder(root, images(2000))
+    settings.PICTOR_IMPORT_ROOTS = [str(root)]
+    model = train_pixels_model(team.project)
+    worker_env = clean_env(
+        **env,
+        PICTOR_BACKBONES="pixels",
+        PICTOR_IMPORT_ROOTS=str(root),
+        PICTOR_BATCH_INFER="10",
+        OMP_NUM_THREADS="1",
+    )
+    first = celery_worker("batch", env=worker_env, log=tmp_path / "w1.log", name="b1")
+    second = None
+    try:
+        _wait_ready(first, tmp_path / "w1.log")
+        c = APIClient()
+        c.force_authenticate(team.user("admin"))
+        r = c.post(
+            f"/api/v1/projects/{team.project.pk}/batches",
+            {"source": {"kind": "folder", "path": str(root)}},
+            format="json",
+        )
+        assert r.status_code == 202, r.content
+        batch_id = r.json()["id"]
+        deadline = time.monotonic() + 120
+        # Mid-chunk: results are written ten at a time, chunks hold fifty.
+        while (n := BatchResult.objects.filter(batch_id=batch_id).count()) < 300 or n % 50 == 0:
+            assert time.monotonic() < deadline, (tmp_path / "w1.log").read_text()[-4000:]
+            time.sleep(0.1)
+        stop(first, signal.SIGKILL)  # the whole worker, mid-chunk: its messages stay unacknowledged
+        killed_at = BatchResult.objects.filter(batch_id=batch_id).count()
+        assert killed_at < 2000, "the batch finished before the kill; make it bigger"
+        interrupted = list(
+            BatchChunk.objects.filter(batch_id=batch_id, status="pending", claimed__isnull=False).values_list(
+                "pk", flat=True
+            )
+        )
+        assert interrupted, "the kill should have hit a chunk in flight"
+        second = celery_worker("batch", env=worker_env, log=tmp_path / "w2.log", name="b2")
+        _wait_ready(second, tmp_path / "w2.log")
+        deadline = time.monotonic() + 240
+        while True:
+            state = c.get(f"/api/v1/projects/{team.project.pk}/batches/{batch_id}").json()
+            if state["status"] in ("succeeded", "failed", "cancelled"):
+                break
+            assert time.monotonic() < deadline, (state, (tmp_path / "w2.log").read_text()[-4000:])
+            services.batches_sweep()  # beat's job: re-send the chunks the dead worker held
+            time.sleep(1.0)
+        assert state["status"] == "succeeded", state
+        assert (state["total"], state["done"], state["failed"]) == (2000, 2000, 0)
+        assert state["model"]["id"] == str(model.pk)
+        keys = list(BatchResult.objects.filter(batch_id=batch_id).values_list("key", flat=True))
+        assert len(keys) == 2000 and set(keys) == {name for name, _ in images(2000)}
+        assert not BatchChunk.objects.filter(batch_id=batch_id, status="pending").exists()
+        # The chunk in flight ran again (and wrote only what it had not written before).
+        assert all(a > 1 for a in BatchChunk.objects.filter(pk__in=interrupted).values_list("attempts", flat=True))
+        assert Batch.objects.get(pk=batch_id).finished is not None
+    finally:
+        stop(first, signal.SIGKILL)
+        if second is not None:
+            stop(second, signal.SIGQUIT)
