@@ -52,7 +52,16 @@ class Sample(models.Model):
     class Meta:
         ordering = ["-created", "id"]
         constraints = [models.UniqueConstraint(fields=["project", "sha256"], name="unique_sample_sha256")]
-        indexes = [models.Index(fields=["project", "labeled_at"])]
+        indexes = [
+            models.Index(fields=["project", "labeled_at"]),
+            # The sample browser's keyset pages (newest first), all samples and unlabeled ones.
+            models.Index(fields=["project", "-created", "id"], name="sample_page"),
+            models.Index(
+                fields=["project", "-created", "id"],
+                name="sample_page_unlabeled",
+                condition=models.Q(labeled_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.filename or str(self.pk)

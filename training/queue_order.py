@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 from django.conf import settings
 from django.utils import timezone
@@ -9,6 +11,7 @@ from django.utils import timezone
 from labeling.models import Lease, QueueBatch, Sample
 from projects.models import Project
 from training.data import aligned_features, labeled_set
+from training.selectors import feature_snapshot, uuid_keys
 from training.ml import active, heads
 from training.models import ModelVersion
 from training.quick import NotEnoughLabels, _check, _feature_parts, latest_quick_model, quick_predict
@@ -30,26 +33,20 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     if project is None or project.queue_strategy != Project.QueueStrategy.ACTIVE:
         return 0
     backbone = settings.PICTOR_BACKBONES[0]
-    ids, feats = aligned_features(project_id=project.pk, backbones=[backbone])
+    snap = feature_snapshot(project_id=project.pk, backbone=backbone)
+    if snap is None:
+        return 0
+    ids, X, mask, n_labeled = _ranking_pool(project=project, snap=snap)
     if not ids:
         return 0
-
-    labeled = set(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
-    # Leased samples are someone's already: the batch should hold only what nobody is looking at.
-    taken = labeled | set(
-        Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True)
-    )
-    mask = np.array([sid in taken for sid in ids])
-    labeled_mask = np.array([sid in labeled for sid in ids])
     if mask.all():
         QueueBatch.objects.update_or_create(project=project, defaults={"sample_ids": [], "scores": [], "phase": "done"})
         return 0
+    feats = {backbone: X}
     probs, thresholds, counts, version = None, None, None, None
     model = latest_quick_model(project)
     if model is not None:
-        probs, thresholds, counts = _ranking_probs(
-            project=project, model=model, ids=ids, n_labeled=int(labeled_mask.sum())
-        )
+        probs, thresholds, counts = _ranking_probs(project=project, model=model, ids=ids, n_labeled=n_labeled)
         version = model.version
     # Leased rows count as labeled for the ranking (nobody else may get them), but the phase and
     # the model only know real labels.
@@ -63,7 +60,7 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
         label_counts=counts,
     )
     phase = active.phase(
-        n_labeled=int(labeled_mask.sum()),
+        n_labeled=n_labeled,
         has_model=probs is not None,
         n_classes=probs.shape[1] if probs is not None else None,
         label_counts=counts,
@@ -80,11 +77,61 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     return len(chosen)
 
 
+def _in_chunks(qs, field: str, values: list, size: int = 10_000) -> list:
+    """``qs.filter(<field>__in=values)`` primary keys, a chunk at a time (SQLite's variable limit)."""
+    out = []
+    for a in range(0, len(values), size):
+        out += list(qs.filter(**{f"{field}__in": values[a : a + size]}).values_list("pk", flat=True))
+    return out
+
+
+def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
+    """(ids, float32 vectors, taken mask, labeled count) of what the learner ranks: the labeled and
+    leased samples (at most PICTOR_QUICK_MAX_TRAIN labeled ones, for coverage and density) and
+    the unlabeled ones, all of them up to PICTOR_QUEUE_POOL, beyond that a uniform random
+    subsample of the store's rows (its density is the pool's density)."""
+    cap = settings.PICTOR_QUEUE_POOL
+    rng = np.random.default_rng(0)
+    labeled = list(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
+    n_labeled = len(labeled)
+    lab_cap = settings.PICTOR_QUICK_MAX_TRAIN
+    if len(labeled) > lab_cap:
+        labeled = [labeled[i] for i in np.sort(rng.choice(len(labeled), lab_cap, replace=False))]
+    leased = list(
+        Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True)[:10_000]
+    )
+    taken_ids = list(dict.fromkeys(labeled + leased))
+    # Candidate rows: a random draw with room for the labeled, deleted and duplicate rows it hits.
+    want = cap + n_labeled + len(leased)
+    cand = np.arange(snap.n) if snap.n <= want else np.sort(rng.choice(snap.n, min(snap.n, want), replace=False))
+    cand_ids = [uuid.UUID(bytes=bytes(k).ljust(16, b"\0")) for k in snap.keys[cand]]
+    alive_unlabeled = set(
+        _in_chunks(Sample.objects.filter(project=project, labeled_at__isnull=True), "pk", list(set(cand_ids)))
+    )
+    leased_set = set(leased)
+    unl_rows: dict = {}
+    for r, sid in zip(cand.tolist(), cand_ids):
+        if sid in alive_unlabeled and sid not in leased_set:
+            unl_rows[sid] = r  # the last row of a sample wins
+    if len(unl_rows) > cap:
+        keep = set(rng.choice(len(unl_rows), cap, replace=False).tolist())
+        unl_rows = {sid: r for n, (sid, r) in enumerate(unl_rows.items()) if n in keep}
+    taken_rows = snap.rows_for(uuid_keys(taken_ids))
+    found = taken_rows >= 0
+    ids = [sid for sid, ok in zip(taken_ids, found) if ok] + list(unl_rows)
+    rows = np.concatenate([taken_rows[found], np.fromiter(unl_rows.values(), np.int64, len(unl_rows))])
+    mask = np.zeros(len(ids), bool)
+    mask[: int(found.sum())] = True
+    return ids, snap.matrix(rows), mask, n_labeled
+
+
 def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
     """(probs aligned to ids, thresholds, label counts) from a model that knows every label."""
     thresholds = np.asarray(model.thresholds) if model.thresholds else None
     if model.n_train < n_labeled:
-        data = labeled_set(project=project, backbones=_feature_parts(model.features))
+        data = labeled_set(
+            project=project, backbones=_feature_parts(model.features), max_samples=settings.PICTOR_QUICK_MAX_TRAIN
+        )
         try:
             _check(data)
         except NotEnoughLabels:
