@@ -253,10 +253,13 @@ CELERY_TASK_ROUTES = {
     "training.tasks.quick_retrain": {"queue": "default"},
     "training.tasks.queue_refresh": {"queue": "default"},
     "training.tasks.training_jobs_sweep": {"queue": "default"},
+    "projects.tasks.project_purge": {"queue": "default"},
+    "projects.tasks.projects_purge_sweep": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULE: dict = {
     "embeddings-sweep": {"task": "training.tasks.embeddings_sweep", "schedule": PICTOR_SWEEP_SECONDS or 60.0},
     "training-jobs-sweep": {"task": "training.tasks.training_jobs_sweep", "schedule": PICTOR_SWEEP_SECONDS or 30.0},
+    "projects-purge-sweep": {"task": "projects.tasks.projects_purge_sweep", "schedule": 300.0},
 }
 MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

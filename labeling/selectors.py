@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from labeling.models import Label, LabelEvent, Sample
@@ -31,6 +36,70 @@ def sample_list(*, project: Project, labeled: bool | None = None, label: str | N
     if label:
         qs = qs.filter(sample_labels__label__name=label)
     return qs.prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name"))).order_by("-created", "id")
+
+
+@dataclass
+class SamplePage:
+    """One keyset page of samples, newest first: ``items`` plus cursors for the pages around it."""
+
+    items: list[Sample]
+    count: int
+    next_cursor: str | None
+    previous_cursor: str | None
+
+
+class BadCursor(ValueError):
+    pass
+
+
+def _cursor(direction: str, sample: Sample) -> str:
+    raw = f"{direction}|{sample.created.isoformat()}|{sample.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[str, datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        direction, created, pk = raw.split("|")
+        if direction not in ("a", "b"):
+            raise ValueError(direction)
+        return direction, datetime.fromisoformat(created), uuid.UUID(pk)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadCursor("The cursor is not one this API handed out.") from exc
+
+
+def sample_page(
+    *,
+    project: Project,
+    labeled: bool | None = None,
+    label: str | None = None,
+    cursor: str | None = None,
+    size: int = 50,
+) -> SamplePage:
+    """A page of :func:`sample_list` by keyset (``created``, ``id``), so page 20,000 costs what page 1
+    does (an index range scan, ``sample_page`` indexes), plus the filtered count."""
+    qs = sample_list(project=project, labeled=labeled, label=label)
+    count = qs.order_by().count()
+    direction = None
+    if cursor:
+        direction, created, pk = _parse_cursor(cursor)
+        if direction == "a":  # after: older, or as old with a larger id (the order is -created, id)
+            qs = qs.filter(Q(created__lt=created) | Q(created=created, id__gt=pk))
+        else:
+            qs = qs.filter(Q(created__gt=created) | Q(created=created, id__lt=pk)).order_by("created", "-id")
+    rows = list(qs[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    if direction == "b":
+        rows.reverse()
+    has_next = more if direction != "b" else True
+    has_previous = direction == "a" or (direction == "b" and more)
+    return SamplePage(
+        items=rows,
+        count=count,
+        next_cursor=_cursor("a", rows[-1]) if rows and has_next else None,
+        previous_cursor=_cursor("b", rows[0]) if rows and has_previous else None,
+    )
 
 
 def sample_get(*, project: Project, sample_id) -> Sample | None:

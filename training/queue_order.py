@@ -21,6 +21,17 @@ from training.quick import NotEnoughLabels, _check, _feature_parts, latest_quick
 QUEUE_BATCH = 10
 
 
+#: Past this many vectors the claim-time refresh runs in the background and batches are larger, so
+#: labelers never wait for the ranking (bench/scale.py: ~1 s at 100k vectors, several at 1M).
+SYNC_MAX_ROWS = 50_000
+QUEUE_BATCH_LARGE = 100
+
+
+def ranks_in_background(*, project_id) -> bool:
+    snap = feature_snapshot(project_id=project_id, backbone=settings.PICTOR_BACKBONES[0])
+    return snap is not None and snap.n > SYNC_MAX_ROWS
+
+
 def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     """Have the active learner pick the next batch to label; returns its size.
 
@@ -56,7 +67,7 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
         probs=probs,
         multi_label=project.is_multi_label,
         thresholds=thresholds,
-        batch_size=max(QUEUE_BATCH, batch_size or 0),
+        batch_size=max(QUEUE_BATCH if snap.n <= SYNC_MAX_ROWS else QUEUE_BATCH_LARGE, batch_size or 0),
         label_counts=counts,
     )
     phase = active.phase(

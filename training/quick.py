@@ -207,6 +207,5 @@ def suggestions(project: Project, samples: list[Sample]) -> dict:
 
 def check_trainable(*, project) -> None:
     """Raise NotEnoughLabels unless the project has what a quick model needs."""
-    _check(
-        labeled_set(project=project, backbones=settings.PICTOR_BACKBONES, max_samples=settings.PICTOR_QUICK_MAX_TRAIN)
-    )
+    # a small stratified subsample answers "two labels with features?" as well as all of them
+    _check(labeled_set(project=project, backbones=settings.PICTOR_BACKBONES, max_samples=2000))
