@@ -88,14 +88,6 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     return len(chosen)
 
 
-def _in_chunks(qs, field: str, values: list, size: int = 10_000) -> list:
-    """``qs.filter(<field>__in=values)`` primary keys, a chunk at a time (SQLite's variable limit)."""
-    out = []
-    for a in range(0, len(values), size):
-        out += list(qs.filter(**{f"{field}__in": values[a : a + size]}).values_list("pk", flat=True))
-    return out
-
-
 def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
     """(ids, float32 vectors, taken mask, labeled count) of what the learner ranks: the labeled and
     leased samples (at most PICTOR_QUICK_MAX_TRAIN labeled ones, for coverage and density) and
@@ -105,6 +97,7 @@ def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
     rng = np.random.default_rng(0)
     labeled = list(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
     n_labeled = len(labeled)
+    excluded = set(labeled)
     lab_cap = settings.PICTOR_QUICK_MAX_TRAIN
     if len(labeled) > lab_cap:
         labeled = [labeled[i] for i in np.sort(rng.choice(len(labeled), lab_cap, replace=False))]
@@ -116,13 +109,12 @@ def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
     want = cap + n_labeled + len(leased)
     cand = np.arange(snap.n) if snap.n <= want else np.sort(rng.choice(snap.n, min(snap.n, want), replace=False))
     cand_ids = [uuid.UUID(bytes=bytes(k).ljust(16, b"\0")) for k in snap.keys[cand]]
-    alive_unlabeled = set(
-        _in_chunks(Sample.objects.filter(project=project, labeled_at__isnull=True), "pk", list(set(cand_ids)))
-    )
-    leased_set = set(leased)
+    # No liveness query for the candidates: a deleted sample's row (rare; compaction removes them)
+    # costs a slot in the batch at most, and the claim only leases samples that exist.
+    excluded.update(leased)
     unl_rows: dict = {}
     for r, sid in zip(cand.tolist(), cand_ids):
-        if sid in alive_unlabeled and sid not in leased_set:
+        if sid not in excluded:
             unl_rows[sid] = r  # the last row of a sample wins
     if len(unl_rows) > cap:
         keep = set(rng.choice(len(unl_rows), cap, replace=False).tolist())
