@@ -263,8 +263,8 @@ def web_phase(project_id: str, repeat: int) -> dict:
         def raw_page():
             s = next(mids)
             cur.execute(
-                "SELECT * FROM labeling_sample WHERE project_id = %s AND (created < %s OR (created = %s AND id > %s)) "
-                "ORDER BY created DESC, id LIMIT 51",
+                "SELECT * FROM labeling_sample WHERE project_id = %s AND created <= %s"
+                " AND (created < %s OR id > %s) ORDER BY created DESC, id LIMIT 51",
                 [project.pk, s.created, s.created, s.pk],
             )
             cur.fetchall()
@@ -462,8 +462,9 @@ def report(args, build_s, web, bg, exp, fash) -> str:
         f"# Scale: {args.samples:,} samples, {args.labels:,} labels, {args.db}",
         "",
         f"`python bench/scale.py --db {args.db} --samples {args.samples} --labels {args.labels}"
-        f" --fashion {args.fashion}`; {os.cpu_count()} CPUs shared with other work; build {build_s:.0f}s;"
-        f" one backbone (lite0, 1280-d float16, store {web['store_mb']:.0f} MB).",
+        f" --fashion {args.fashion}`; {os.cpu_count()} CPUs shared with other work; "
+        + (f"build {build_s:.0f}s;" if build_s else "measured again on the project an earlier run built (`--reuse`);")
+        + f" one backbone (lite0, 1280-d float16, store {web['store_mb']:.0f} MB).",
         "",
         "| action | target | Pictor (p50 / p95) | raw baseline (p50 / p95) | verdict | note |",
         "|---|---|---|---|---|---|",
@@ -593,6 +594,7 @@ def main() -> None:
     ap.add_argument("--fashion", type=int, default=2000, help="Fashion-MNIST images to ingest (0: skip, 70000: all)")
     ap.add_argument("--export-sizes", default="10000,100000")
     ap.add_argument("--data-dir", default="")
+    ap.add_argument("--reuse", action="store_true", help="measure the project an earlier run left in --data-dir")
     ap.add_argument("--web-phase", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -601,16 +603,25 @@ def main() -> None:
         print("RESULT " + json.dumps(web_phase(args.web_phase, args.repeat)))
         return
 
+    if args.reuse and not args.data_dir:
+        sys.exit("--reuse needs the --data-dir of the earlier run")
     data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="pictor-scale-", dir="/tmp"))
-    _setup(args.db, data_dir, args.db_name, fresh=True)
+    _setup(args.db, data_dir, args.db_name, fresh=not args.reuse)
 
     def log(msg):
         print(msg, flush=True)
 
-    log(f"building {args.samples:,} samples ({args.labels:,} labeled) on {args.db} in {data_dir}")
-    t = time.perf_counter()
-    project, _ = build(samples=args.samples, labels=args.labels, log=log)
-    build_s = time.perf_counter() - t
+    if args.reuse:
+        from projects.models import Project
+
+        project = Project.objects.get(name="scale")
+        build_s = 0.0
+        log(f"reusing the project built earlier in {data_dir}")
+    else:
+        log(f"building {args.samples:,} samples ({args.labels:,} labeled) on {args.db} in {data_dir}")
+        t = time.perf_counter()
+        project, _ = build(samples=args.samples, labels=args.labels, log=log)
+        build_s = time.perf_counter() - t
     if args.db == "postgres":
         from django.db import connection
 

@@ -56,9 +56,9 @@ try:
     # a local cache of the vectors the database keeps, rebuilt from it when missing.
     PICTOR_FEATURES_DIR = Path(ENV.get("PICTOR_FEATURES_DIR", "") or DATA_DIR / "features")
     # Labeled samples a quick retrain fits on at most (a stratified subsample beyond; the metrics say so).
-    PICTOR_QUICK_MAX_TRAIN = E.env_int(ENV, "PICTOR_QUICK_MAX_TRAIN", default=20_000)
+    PICTOR_QUICK_MAX_TRAIN = E.env_int(ENV, "PICTOR_QUICK_MAX_TRAIN", default=5_000)
     # Unlabeled samples the active learner ranks at most per refresh (a uniform random subsample beyond).
-    PICTOR_QUEUE_POOL = E.env_int(ENV, "PICTOR_QUEUE_POOL", default=20_000)
+    PICTOR_QUEUE_POOL = E.env_int(ENV, "PICTOR_QUEUE_POOL", default=10_000)
     # Seconds a quick retrain waits after a label so a burst of labels costs one retrain.
     PICTOR_FINETUNE_BACKBONE = ENV.get("PICTOR_FINETUNE_BACKBONE", "lite0")
     PICTOR_FINETUNE_SECONDS = E.env_float(ENV, "PICTOR_FINETUNE_SECONDS", default=600.0)

@@ -9,18 +9,32 @@ from datetime import datetime
 
 from django.db.models import Count, Prefetch, Q, QuerySet
 
-from labeling.models import Label, LabelEvent, Sample
+from labeling.models import Label, LabelEvent, Sample, SampleLabel
 from projects.access import parse_uuid
 from projects.models import Project
 
 
 def project_sample_figures(project_ids: list) -> dict:
-    rows = (
-        Sample.objects.filter(project_id__in=project_ids)
-        .values("project_id")
-        .annotate(samples=Count("id"), labeled=Count("id", filter=Q(labeled_at__isnull=False)))
-    )
-    return {r["project_id"]: {"samples": r["samples"], "labeled": r["labeled"]} for r in rows}
+    """Samples and labeled samples per project; large projects' figures are cached briefly (see
+    COUNT_CACHE_ABOVE), counting a million rows costs more than the page may take."""
+    from django.core.cache import cache
+
+    keys = {pid: f"sample-figures:{pid}" for pid in project_ids}
+    cached = cache.get_many(list(keys.values()))
+    out = {pid: cached[key] for pid, key in keys.items() if key in cached}
+    rest = [pid for pid in project_ids if pid not in out]
+    if rest:
+        rows = (
+            Sample.objects.filter(project_id__in=rest)
+            .values("project_id")
+            .annotate(samples=Count("id"), labeled=Count("id", filter=Q(labeled_at__isnull=False)))
+        )
+        for r in rows:
+            figures = {"samples": r["samples"], "labeled": r["labeled"]}
+            out[r["project_id"]] = figures
+            if r["samples"] > COUNT_CACHE_ABOVE:
+                cache.set(keys[r["project_id"]], figures, COUNT_SECONDS)
+    return out
 
 
 def label_list(*, project: Project) -> list[Label]:
@@ -34,7 +48,10 @@ def sample_list(*, project: Project, labeled: bool | None = None, label: str | N
     elif labeled is False:
         qs = qs.filter(labeled_at__isnull=True)
     if label:
-        qs = qs.filter(sample_labels__label__name=label)
+        # A semi-join on the label's rows (not a join walking samples newest first until enough
+        # carry the label): one label's samples are then found and sorted directly.
+        label_ids = Label.objects.filter(project=project, name=label).values("pk")
+        qs = qs.filter(pk__in=SampleLabel.objects.filter(label_id__in=label_ids).values("sample_id"))
     return qs.prefetch_related(Prefetch("labels", queryset=Label.objects.order_by("name"))).order_by("-created", "id")
 
 

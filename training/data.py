@@ -67,9 +67,9 @@ def labeled_set(*, project, backbones: list[str], max_samples: int | None = None
     """The labeled samples with features; with ``max_samples``, a random subsample stratified by
     (first) label beyond that many, so a quick retrain at 100k labels stays within seconds."""
     pairs = list(
-        SampleLabel.objects.filter(sample__project=project, sample__labeled_at__isnull=False).values_list(
-            "sample_id", "label__name"
-        )
+        # through the small label table, not the samples: a sample has label rows exactly when it
+        # is labeled (labeling keeps labeled_at and the rows in one transaction)
+        SampleLabel.objects.filter(label__project=project).values_list("sample_id", "label__name")
     )
     by_sample: dict = {}
     for sid, name in pairs:

@@ -25,6 +25,8 @@ QUEUE_BATCH = 10
 #: labelers never wait for the ranking (bench/scale.py: ~1 s at 100k vectors, several at 1M).
 SYNC_MAX_ROWS = 50_000
 QUEUE_BATCH_LARGE = 100
+#: Labeled samples the ranking refit (a model that missed the newest labels) uses at most.
+RANKING_REFIT_MAX = 5000
 
 
 def ranks_in_background(*, project_id) -> bool:
@@ -90,7 +92,7 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
 
 def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
     """(ids, float32 vectors, taken mask, labeled count) of what the learner ranks: the labeled and
-    leased samples (at most PICTOR_QUICK_MAX_TRAIN labeled ones, for coverage and density) and
+    leased samples (at most PICTOR_QUEUE_POOL labeled ones, for coverage and density) and
     the unlabeled ones, all of them up to PICTOR_QUEUE_POOL, beyond that a uniform random
     subsample of the store's rows (its density is the pool's density)."""
     cap = settings.PICTOR_QUEUE_POOL
@@ -98,7 +100,7 @@ def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
     labeled = list(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
     n_labeled = len(labeled)
     excluded = set(labeled)
-    lab_cap = settings.PICTOR_QUICK_MAX_TRAIN
+    lab_cap = settings.PICTOR_QUEUE_POOL
     if len(labeled) > lab_cap:
         labeled = [labeled[i] for i in np.sort(rng.choice(len(labeled), lab_cap, replace=False))]
     leased = list(
@@ -131,10 +133,11 @@ def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
 def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
     """(probs aligned to ids, thresholds, label counts) from a model that knows every label."""
     thresholds = np.asarray(model.thresholds) if model.thresholds else None
-    if model.n_train < n_labeled:
-        data = labeled_set(
-            project=project, backbones=_feature_parts(model.features), max_samples=settings.PICTOR_QUICK_MAX_TRAIN
-        )
+    # A model fitted on a subsample knew every label it was drawn from (metrics "subsample").
+    known = ((model.metrics or {}).get("subsample") or {}).get("of") or model.n_train
+    if known < n_labeled:
+        # only for ranking: a smaller stratified subsample keeps this refit around a second
+        data = labeled_set(project=project, backbones=_feature_parts(model.features), max_samples=RANKING_REFIT_MAX)
         try:
             _check(data)
         except NotEnoughLabels:

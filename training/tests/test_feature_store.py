@@ -145,3 +145,52 @@ def test_it_keeps_held_out_predictions_in_their_own_table(team):
     assert [s.pk for s in selectors.model_cell_samples(model=model, true="ants", predicted="bees")] == [a.pk]
     model.delete()
     assert not HeldOutPrediction.objects.exists()
+
+
+def test_it_shows_near_duplicates_from_the_store(team):
+    project = team.project
+    a, b, c = (make_sample(project, seed=i) for i in range(3))
+    v = _unit(np.random.default_rng(3), 2, 1280)
+    for s, x in ((a, v[0]), (b, v[0] + 0.01 * v[1]), (c, v[1])):  # b: a re-encoded copy of a
+        x = x / np.linalg.norm(x)
+        Embedding.objects.create(
+            sample=s, project_id=project.pk, backbone="lite0", vector=x.astype(np.float16).tobytes()
+        )
+    services.feature_store_sync(project_id=project.pk, backbone="lite0")
+    assert [s.pk for s, _ in selectors.sample_near_duplicates(sample=a)] == [b.pk]
+    assert selectors.sample_similar_context(a)["near_duplicates"][0][0].pk == b.pk
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_it_moves_old_json_predictions_into_the_table():
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    old = [
+        ("training", "0003_one_active_full_training"),
+        ("projects", "0004_project_deleting"),
+        ("labeling", "0004_sample_page_indexes"),
+    ]
+    executor.migrate(old)
+    try:
+        apps = executor.loader.project_state(old).apps
+        User = apps.get_model("auth", "User")
+        Project = apps.get_model("projects", "Project")
+        ModelVersion = apps.get_model("training", "ModelVersion")
+        project = Project.objects.create(name="old", created_by=User.objects.create(username="old"))
+        sid = uuid.uuid4()
+        ModelVersion.objects.create(
+            project=project,
+            version=1,
+            mode="quick",
+            features="lite0",
+            artifact_name="x",
+            predictions=[[str(sid), "ants", "bees", 0.6], ["not a uuid", "a", "b", 1]],
+        )
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    rows = list(HeldOutPrediction.objects.values_list("sample_id", "true", "predicted", "confidence"))
+    assert rows == [(sid, ["ants"], ["bees"], 0.6)]
