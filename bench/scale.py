@@ -222,6 +222,11 @@ def web_phase(project_id: str, repeat: int) -> dict:
 
     project = Project.objects.get(pk=project_id)
     user = project.created_by
+
+    def db(field_model, name, value):  # a value as the database stores it (SQLite: hex ids, naive UTC)
+        return field_model._meta.get_field(name).get_db_prep_value(value, connection)
+
+    pid = db(Project, "id", project.pk)
     c = Client()
     c.force_login(user)
     res: dict = {"mem_start": mem()}
@@ -239,13 +244,12 @@ def web_phase(project_id: str, repeat: int) -> dict:
     # warm up: the process opens its mapped store and index once
     get(f"{api}/samples")
     selectors.sample_similar(sample=picks[0])
-    get(f"{api}/samples/next?count=1")  # loads the quick head its suggestions come from
     res["overview_api"] = _timed(lambda: get(api), repeat)
     res["overview_page"] = _timed(lambda: get(f"/projects/{project.pk}/"), repeat)
     with connection.cursor() as cur:
 
         def raw_count():
-            cur.execute("SELECT COUNT(*) FROM labeling_sample WHERE project_id = %s", [project.pk])
+            cur.execute("SELECT COUNT(*) FROM labeling_sample WHERE project_id = %s", [pid])
             cur.fetchone()
 
         res["overview_raw"] = _timed(raw_count, repeat)
@@ -265,13 +269,14 @@ def web_phase(project_id: str, repeat: int) -> dict:
             cur.execute(
                 "SELECT * FROM labeling_sample WHERE project_id = %s AND created <= %s"
                 " AND (created < %s OR id > %s) ORDER BY created DESC, id LIMIT 51",
-                [project.pk, s.created, s.created, s.pk],
+                [pid, db(Sample, "created", s.created), db(Sample, "created", s.created), db(Sample, "id", s.pk)],
             )
             cur.fetchall()
 
         res["browser_raw"] = _timed(raw_page, repeat)
     sims = iter(picks * 2)
     res["similar"] = _timed(lambda: selectors.sample_similar(sample=next(sims)), repeat)
+    res["mem_reads"] = mem()  # before the exact baseline below allocates its scan buffers
     # exact baseline on a few, and the index's recall@12 against it
     snap = selectors.feature_snapshot(project_id=project.pk, backbone="lite0")
     exact_t, recall = [], []
@@ -286,8 +291,8 @@ def web_phase(project_id: str, repeat: int) -> dict:
     res["similar_exact"] = exact_t
     res["similar_recall"] = float(np.mean(recall))
     res["similar_ann"] = bool(snap.ann is not None)
-    res["mem_reads"] = mem()
     # next item: claim, then label it (so the next claim sees a stale batch, as in a session)
+    get(f"{api}/samples/next?count=1")  # warm: loads the quick head its suggestions come from (and torch)
     nexts = []
     for i in range(repeat):
         t = time.perf_counter()
@@ -306,7 +311,7 @@ def web_phase(project_id: str, repeat: int) -> dict:
         def raw_next():
             cur.execute(
                 "SELECT id FROM labeling_sample WHERE project_id = %s AND labeled_at IS NULL ORDER BY created, id LIMIT 1",
-                [project.pk],
+                [pid],
             )
             cur.fetchone()
 
@@ -572,7 +577,7 @@ def report(args, build_s, web, bg, exp, fash) -> str:
     )
     lines.append(
         f"| web worker memory after the next-item claims | — | anonymous RSS {m2['RssAnon']:.0f} MB | | info |"
-        " below 50k vectors the claim re-ranks in the web process; above, in the background |"
+        " includes loading the quick model for suggestions (torch); the re-rank runs in the background |"
     )
     if fash:
         n = fash["n"]

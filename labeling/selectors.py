@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -97,8 +98,10 @@ def _count(qs, *, key: str) -> int:
     hit = cache.get(key)
     if hit is not None:
         return hit
+    started = time.perf_counter()
     count = qs.order_by().count()
-    if count > COUNT_CACHE_ABOVE:
+    # large, or slow to count (a label filter over a large project): cached briefly
+    if count > COUNT_CACHE_ABOVE or (count > 1000 and time.perf_counter() - started > 0.05):
         cache.set(key, count, COUNT_SECONDS)
     return count
 

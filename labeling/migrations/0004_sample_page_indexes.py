@@ -23,4 +23,8 @@ class Migration(migrations.Migration):
                 name="sample_page_unlabeled",
             ),
         ),
+        migrations.AddIndex(
+            model_name="samplelabel",
+            index=models.Index(fields=["label", "sample"], name="samplelabel_by_label"),
+        ),
     ]

@@ -194,3 +194,26 @@ def test_it_moves_old_json_predictions_into_the_table():
         executor.migrate(executor.loader.graph.leaf_nodes())
     rows = list(HeldOutPrediction.objects.values_list("sample_id", "true", "predicted", "confidence"))
     assert rows == [(sid, ["ants"], ["bees"], 0.6)]
+
+
+def test_it_re_ranks_a_large_project_in_the_background_at_claim_time(team, monkeypatch):
+    from unittest import mock
+
+    from labeling import queue
+    from training import queue_order
+
+    project = team.project
+    samples = [make_sample(project, seed=i) for i in range(4)]
+    _embed(samples)
+    services.feature_store_sync(project_id=project.pk, backbone="lite0")
+    monkeypatch.setattr(queue_order, "SYNC_MAX_ROWS", 2)  # "large": more vectors than that
+    with (
+        mock.patch("training.pipeline.queue_exhausted") as later,
+        mock.patch.object(queue_order, "queue_refresh") as now,
+    ):
+        items = queue.queue_claim(project=project, holder="user:1", count=1)
+    assert len(items) == 1 and later.called and not now.called
+    monkeypatch.setattr(queue_order, "SYNC_MAX_ROWS", 50_000)
+    with mock.patch.object(queue_order, "queue_refresh") as now:
+        queue.queue_claim(project=project, holder="user:2", count=1)
+    assert now.called  # small: ranked right there, as before
