@@ -437,8 +437,8 @@ def project_export_zip(*, project: Project, fileobj) -> int:
     from django.core.files.storage import default_storage
 
     samples = Sample.objects.filter(project=project).prefetch_related("labels").order_by("created", "id")
-    # The CSVs grow with the project: they are written to temporary files, not kept in memory (what
-    # remains in memory is the zip's central directory, a ZipInfo per entry, and one image).
+    # The CSVs and the zip's central directory grow with the project: they go to temporary files,
+    # not memory (what remains in memory is one chunk of rows and one image).
     index = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")
     index_writer = csv.writer(index)
     index_writer.writerow(["id", "sha256", "filename", "labels", "created"])
@@ -446,7 +446,9 @@ def project_export_zip(*, project: Project, fileobj) -> int:
     multi_writer = csv.writer(multi)
     multi_writer.writerow(["filename", "labels"])
     count = 0
-    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as zf:
+    from labeling.zips import DirectoryOnDiskZipFile
+
+    with DirectoryOnDiskZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as zf:
         for sample in samples.iterator(chunk_size=500):
             names = sorted(label.name for label in sample.labels.all())
             ext = sample.image_name.rsplit(".", 1)[-1]

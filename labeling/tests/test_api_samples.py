@@ -333,3 +333,20 @@ def test_it_pages_samples_by_keyset_through_next_and_previous_links(team):
     assert [r["id"] for r in c.get(url(team, "/samples?page=2&page_size=3")).json()["results"]] == newest_first[3:6]
     bad = c.get(url(team, "/samples?cursor=garbage"))
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+
+
+def test_it_writes_the_export_directory_to_disk_a_batch_at_a_time(team, monkeypatch):
+    from labeling import services
+    from labeling.tests.factories import make_sample
+    from labeling.zips import DirectoryOnDiskZipFile
+
+    monkeypatch.setattr(DirectoryOnDiskZipFile, "BATCH", 2)  # several batches for five entries
+    made = [make_sample(team.project, seed=i, labels=["ants"] if i % 2 else []) for i in range(5)]
+    buf = io.BytesIO()
+    assert services.project_export_zip(project=team.project, fileobj=buf) == 5
+    z = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    assert z.testzip() is None
+    names = z.namelist()
+    assert len(names) == 6 and "samples.csv" in names
+    assert {n.split("/")[-1].split(".")[0] for n in names if n != "samples.csv"} == {str(s.pk) for s in made}
+    assert z.read("samples.csv").decode().count("\n") == 6
