@@ -551,7 +551,8 @@ def report(args, build_s, web, bg, exp, fash) -> str:
                 f"{small['peak_mb']:.1f} MB at {sizes[0]:,} / {big['peak_mb']:.1f} MB at {sizes[-1]:,}",
                 "—",
                 per < 64,
-                f"~{per:.0f} bytes per sample (the zip's central directory); zip spooled to disk, streamed",
+                f"{per:+.0f} bytes per sample between the two sizes (CSVs and the zip's central directory"
+                " go to temporary files); zip spooled to disk, streamed",
             )
         )
         lines.append(
