@@ -58,6 +58,13 @@ try:
     # Cost cap of one quick-model AutoML (seconds): remaining candidates are skipped past it.
     PICTOR_QUICK_SECONDS = E.env_float(ENV, "PICTOR_QUICK_SECONDS", default=5.0)
     PICTOR_EMBED_BATCH = E.env_int(ENV, "PICTOR_EMBED_BATCH", default=16)
+    # The feature store (memory-mapped vector files per project and backbone, training/ml/store.py):
+    # a local cache of the vectors the database keeps, rebuilt from it when missing.
+    PICTOR_FEATURES_DIR = Path(ENV.get("PICTOR_FEATURES_DIR", "") or DATA_DIR / "features")
+    # Labeled samples a quick retrain fits on at most (a stratified subsample beyond; the metrics say so).
+    PICTOR_QUICK_MAX_TRAIN = E.env_int(ENV, "PICTOR_QUICK_MAX_TRAIN", default=5_000)
+    # Unlabeled samples the active learner ranks at most per refresh (a uniform random subsample beyond).
+    PICTOR_QUEUE_POOL = E.env_int(ENV, "PICTOR_QUEUE_POOL", default=10_000)
     # Seconds a quick retrain waits after a label so a burst of labels costs one retrain.
     PICTOR_FINETUNE_BACKBONE = ENV.get("PICTOR_FINETUNE_BACKBONE", "lite0")
     PICTOR_FINETUNE_SECONDS = E.env_float(ENV, "PICTOR_FINETUNE_SECONDS", default=600.0)
@@ -263,11 +270,14 @@ CELERY_TASK_ROUTES = {
     "training.tasks.queue_refresh": {"queue": "default"},
     "training.tasks.training_jobs_sweep": {"queue": "default"},
     "batches.tasks.*": {"queue": "batch"},
+    "projects.tasks.project_purge": {"queue": "default"},
+    "projects.tasks.projects_purge_sweep": {"queue": "default"},
 }
 CELERY_BEAT_SCHEDULE: dict = {
     "embeddings-sweep": {"task": "training.tasks.embeddings_sweep", "schedule": PICTOR_SWEEP_SECONDS or 60.0},
     "training-jobs-sweep": {"task": "training.tasks.training_jobs_sweep", "schedule": PICTOR_SWEEP_SECONDS or 30.0},
     "batches-sweep": {"task": "batches.tasks.batches_sweep", "schedule": PICTOR_SWEEP_SECONDS or 30.0},
+    "projects-purge-sweep": {"task": "projects.tasks.projects_purge_sweep", "schedule": 300.0},
 }
 MODEL_CACHE_DIR = DATA_DIR / "model-cache"
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")

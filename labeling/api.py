@@ -116,9 +116,37 @@ class SampleListView(APIView):
             label=services.clean_text(query.validated_data["label"]) or None,
             video=query.validated_data.get("video"),
         )
-        paginator = Pagination()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(io.SampleSerializer(page, many=True, context={"request": request}).data)
+        if query.validated_data.get("page") is not None:  # the contract's page numbers (an offset)
+            paginator = Pagination()
+            page = paginator.paginate_queryset(qs, request, view=self)
+            data = io.SampleSerializer(page, many=True, context={"request": request}).data
+            return paginator.get_paginated_response(data)
+        try:
+            page = selectors.sample_page(
+                project=access.project,
+                labeled=query.validated_data["labeled"],
+                label=services.clean_text(query.validated_data["label"]) or None,
+                video=query.validated_data.get("video"),
+                cursor=query.validated_data.get("cursor"),
+                size=query.validated_data.get("page_size") or Pagination.page_size,
+            )
+        except selectors.BadCursor as exc:
+            raise ApiError("invalid", str(exc), 400, fields={"cursor": [str(exc)]}) from None
+
+        def link(cursor):
+            if cursor is None:
+                return None
+            params = request.query_params.copy()
+            params["cursor"] = cursor
+            return request.build_absolute_uri(request.path) + "?" + params.urlencode()
+
+        body = {
+            "count": page.count,
+            "next": link(page.next_cursor),
+            "previous": link(page.previous_cursor),
+            "results": io.SampleSerializer(page.items, many=True, context={"request": request}).data,
+        }
+        return Response(body)
 
     @doc.endpoint(
         "samples_create",

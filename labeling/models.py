@@ -60,6 +60,13 @@ class Sample(models.Model):
         indexes = [
             models.Index(fields=["project", "labeled_at"]),
             models.Index(fields=["project", "video_sha256"], name="sample_video_idx"),
+            # The sample browser's keyset pages (newest first), all samples and unlabeled ones.
+            models.Index(fields=["project", "-created", "id"], name="sample_page"),
+            models.Index(
+                fields=["project", "-created", "id"],
+                name="sample_page_unlabeled",
+                condition=models.Q(labeled_at__isnull=True),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -84,6 +91,8 @@ class SampleLabel(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["sample", "label"], name="unique_sample_label")]
+        # One label's samples without touching the table (the browser's label filter, its count).
+        indexes = [models.Index(fields=["label", "sample"], name="samplelabel_by_label")]
 
 
 class LabelEvent(models.Model):

@@ -247,9 +247,18 @@ class SampleFilterSerializer(s.Serializer):
         required=False,
         help_text="Only the frames of this video (its sha256), in time order.",
     )
-    page = s.IntegerField(required=False, min_value=1, help_text="Page number, from 1.")
+    page = s.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Page number, from 1 (an offset: deep pages of a large project are slow; follow `next`).",
+    )
     page_size = s.IntegerField(
         required=False, min_value=1, max_value=500, help_text="Results per page (default 50, at most 500)."
+    )
+    cursor = s.CharField(
+        required=False,
+        max_length=200,
+        help_text="Keyset position from a `next` or `previous` link: every page is as fast as the first.",
     )
 
 

@@ -488,20 +488,24 @@ def project_export_zip(*, project: Project, fileobj) -> int:
     """Write the dataset as a zip into fileobj: a folder per label (single-label) or labels.csv
     (multi-label), unlabeled images under unlabeled/, and samples.csv. Returns the sample count."""
     import csv
-    import io
+    import tempfile
     import zipfile
 
     from django.core.files.storage import default_storage
 
     samples = Sample.objects.filter(project=project).prefetch_related("labels").order_by("created", "id")
-    index = io.StringIO()
+    # The CSVs and the zip's central directory grow with the project: they go to temporary files,
+    # not memory (what remains in memory is one chunk of rows and one image).
+    index = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")
     index_writer = csv.writer(index)
     index_writer.writerow(["id", "sha256", "filename", "labels", "created"])
-    multi = io.StringIO()
+    multi = tempfile.TemporaryFile("w+", newline="", encoding="utf-8")
     multi_writer = csv.writer(multi)
     multi_writer.writerow(["filename", "labels"])
     count = 0
-    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as zf:
+    from labeling.zips import DirectoryOnDiskZipFile
+
+    with DirectoryOnDiskZipFile(fileobj, "w", compression=zipfile.ZIP_STORED) as zf:
         for sample in samples.iterator(chunk_size=500):
             names = sorted(label.name for label in sample.labels.all())
             ext = sample.image_name.rsplit(".", 1)[-1]
@@ -519,7 +523,22 @@ def project_export_zip(*, project: Project, fileobj) -> int:
                 [str(sample.pk), sample.sha256, csv_cell(path), csv_cell(";".join(names)), sample.created.isoformat()]
             )
             count += 1
-        zf.writestr("samples.csv", index.getvalue())
-        if project.is_multi_label:
-            zf.writestr("labels.csv", multi.getvalue())
+        for name, handle in (("samples.csv", index), ("labels.csv", multi)):
+            if name == "labels.csv" and not project.is_multi_label:
+                continue
+            handle.seek(0)
+            with zf.open(name, "w", force_zip64=True) as out:
+                while chunk := handle.read(1 << 16):
+                    out.write(chunk.encode("utf-8"))
+    index.close()
+    multi.close()
     return count
+
+
+def samples_purge_chunk(project_id, limit: int) -> int:
+    """Delete up to ``limit`` samples of a project being deleted (with their labels, events, leases,
+    vectors by cascade); the project purge calls this until it answers 0. Files go with the project."""
+    chunk = list(Sample.objects.filter(project_id=project_id).values_list("pk", flat=True)[:limit])
+    if chunk:
+        Sample.objects.filter(pk__in=chunk).delete()
+    return len(chunk)

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 
@@ -26,13 +25,23 @@ def _sample_or_404(access: ProjectAccess, sample_id):
 def sample_browser(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     form = SampleFilterForm(request.GET or None)
     label = form.cleaned_data.get("label") if form.is_valid() else ""
-    video = form.cleaned_data.get("video") if form.is_valid() else ""
-    qs = selectors.sample_list(
-        project=access.project, labeled=form.labeled_value(), label=label or None, video=video or None
-    )
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    video = (form.cleaned_data.get("video") if form.is_valid() else "") or None
+    try:
+        page = selectors.sample_page(
+            project=access.project,
+            labeled=form.labeled_value(),
+            label=label or None,
+            video=video,
+            cursor=request.GET.get("cursor") or None,
+            size=PAGE_SIZE,
+        )
+    except selectors.BadCursor:
+        page = selectors.sample_page(
+            project=access.project, labeled=form.labeled_value(), label=label or None, video=video, size=PAGE_SIZE
+        )
     query = request.GET.copy()
     query.pop("page", None)
+    query.pop("cursor", None)
     context = {
         "access": access,
         "project": access.project,

@@ -361,3 +361,70 @@ def _read_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limits: ImageLimits,
     if n < cap:
         raise ZipError("invalid", f"Archive entry {info.orig_filename!r} is shorter than its header says.")
     return b"".join(chunks)
+
+
+class _Written:
+    """Stands for entries whose directory records are already on disk: counted, not iterated."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(())
+
+
+class DirectoryOnDiskZipFile(zipfile.ZipFile):
+    """A ZipFile for writing that keeps its central directory in a temporary file, not one ZipInfo per
+    entry in memory (about 600 bytes each), so an export of a million images writes in constant
+    memory. Records are serialised by zipfile's own code, a batch at a time."""
+
+    BATCH = 1000
+
+    def __init__(self, *args, **kwargs):
+        import tempfile
+
+        super().__init__(*args, **kwargs)
+        self._records = tempfile.TemporaryFile()
+        self._written = 0
+
+    def _forget_written(self) -> None:
+        from types import SimpleNamespace
+
+        if not self.filelist:
+            return
+        buf = io.BytesIO()
+        # zipfile's end-record writer on just this batch: its records, then a 22-byte end record
+        # (a batch never needs ZIP64 end records: fewer than 65,535 entries, offset 0)
+        batch = SimpleNamespace(filelist=self.filelist, fp=buf, start_dir=0, _allowZip64=True, _comment=b"", mode="w")
+        zipfile.ZipFile._write_end_record(batch)
+        self._records.write(buf.getvalue()[:-22])
+        self._written += len(self.filelist)
+        self.filelist = []
+        self.NameToInfo = {}
+
+    def writestr(self, *args, **kwargs) -> None:
+        super().writestr(*args, **kwargs)
+        if len(self.filelist) >= self.BATCH:
+            self._forget_written()
+
+    def _write_end_record(self) -> None:
+        import shutil
+        from types import SimpleNamespace
+
+        self._forget_written()
+        self._records.seek(0)
+        shutil.copyfileobj(self._records, self.fp)
+        self._records.close()
+        # the end records (ZIP64 when needed) for every entry, with the directory just copied
+        end = SimpleNamespace(
+            filelist=_Written(self._written),
+            fp=self.fp,
+            start_dir=self.start_dir,
+            _allowZip64=self._allowZip64,
+            _comment=self._comment,
+            mode=self.mode,
+        )
+        zipfile.ZipFile._write_end_record(end)

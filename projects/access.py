@@ -50,7 +50,11 @@ def project_access_get(
     pid = parse_uuid(project_id)
     if pid is None or not user.is_authenticated:
         raise Http404("No such project.")
-    membership = Membership.objects.select_related("project", "user").filter(project_id=pid, user=user).first()
+    membership = (
+        Membership.objects.select_related("project", "user")
+        .filter(project_id=pid, user=user, project__deleting=False)
+        .first()
+    )
     if membership is None:
         raise Http404("No such project.")
     if not at_least(membership.role, minimum):

@@ -59,7 +59,7 @@ def api_access(request, project_id, *, minimum: str = Role.VIEWER, invoke: bool 
     if key is None:
         return project_access_get(user=request.user, project_id=project_id, minimum=minimum)
     pid = parse_uuid(project_id)
-    if pid is None or key.project_id != pid:
+    if pid is None or key.project_id != pid or key.project.deleting:
         raise Http404("No such project.")
     if key.scope == ProjectAPIKey.Scope.INVOKE and not invoke:
         raise PermissionDenied("This API key may only invoke the model; use a key with the full scope.")

@@ -33,6 +33,9 @@ class Project(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created = models.DateTimeField(auto_now_add=True)
     updated = models.DateTimeField(auto_now=True)
+    # Set when an owner deleted it: the rows go in the background (projects/tasks.py), in chunks,
+    # and nobody reaches the project meanwhile.
+    deleting = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["name", "created"]

@@ -77,17 +77,56 @@ def project_update(
     return project
 
 
+PURGE = "projects.tasks.project_purge"
+_PURGE_CHUNK = 2000
+
+
 def project_delete(*, project: Project, confirmation: str) -> None:
+    """Mark the project as being deleted (nobody reaches it from now on) and remove its rows and
+    files in the background: a million samples cannot go in one request."""
     if (confirmation or "").strip() != project.name:
         raise ValidationError({"confirmation": "Type the project's name exactly to delete it."})
-    from projects.signals import project_deleted
+    from config.dispatch import enqueue
 
     project_id = project.pk
     with transaction.atomic():
-        project.delete()
-        # Stored files go once the rows are surely gone (after commit, even inside an outer
-        # transaction), so a failure leaves orphaned files, never rows pointing at nothing.
+        Project.objects.filter(pk=project_id).update(deleting=True)
+        project.deleting = True
+        transaction.on_commit(lambda: enqueue(PURGE, args=[str(project_id)]))
+
+
+def project_purge(*, project_id) -> int:
+    """Delete a project marked ``deleting``, its samples a chunk per transaction (each commit small,
+    so other writers never wait long), then the project row, then its files. Safe to run twice and
+    to resume after a crash. Returns the samples deleted."""
+    from projects.signals import PURGE_STEPS, project_deleted
+
+    if not Project.objects.filter(pk=project_id, deleting=True).exists():
+        return 0
+    deleted = 0
+    for step in PURGE_STEPS:
+        while True:
+            with transaction.atomic():
+                n = step(project_id, _PURGE_CHUNK)
+            if not n:
+                break
+            deleted += n
+    with transaction.atomic():
+        Project.objects.filter(pk=project_id, deleting=True).delete()
+        # Stored files go once the rows are surely gone (after commit), so a failure leaves orphaned
+        # files, never rows pointing at nothing.
         transaction.on_commit(lambda: project_deleted.send(sender=Project, project_id=project_id))
+    return deleted
+
+
+def projects_purge_sweep() -> int:
+    """Re-send the purge of projects still marked deleting (the broker was down, a worker died)."""
+    from config.dispatch import enqueue
+
+    ids = list(Project.objects.filter(deleting=True).values_list("pk", flat=True)[:100])
+    for pid in ids:
+        enqueue(PURGE, args=[str(pid)])
+    return len(ids)
 
 
 def _owners_locked(project: Project) -> list[Membership]:

@@ -109,7 +109,7 @@ def project_delete(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
         except ValidationError as exc:
             form.add_error("confirmation", error_text(exc))
         else:
-            messages.success(request, f"Project “{access.project.name}” deleted.")
+            messages.success(request, f"Project “{access.project.name}” is being deleted in the background.")
             return redirect("dashboard")
     return render(request, "projects/project_delete.html", {"access": access, "form": form})
 

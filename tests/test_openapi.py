@@ -199,7 +199,8 @@ def test_statuses_and_parameters_of_the_contract(schema):
     assert "202" in ops["post", "/projects/{}/trainings/{}/cancel"]["responses"]
     assert "409" in ops["post", "/projects/{}/labels"]["responses"]
     assert "204" in ops["delete", "/projects/{}/samples/{}"]["responses"]
-    assert params(("get", "/projects/{}/samples")) == {"labeled", "label", "video", "page", "page_size"}
+    # cursor: an addition (keyset pages, issue #15); video: a video's frames (issue #16)
+    assert params(("get", "/projects/{}/samples")) == {"labeled", "label", "video", "page", "page_size", "cursor"}
     assert params(("get", "/projects/{}/samples/next")) == {"count"}
     assert params(("post", "/projects/{}/invoke")) == {
         "top_k",

@@ -231,7 +231,7 @@ def test_full_training_runs_end_to_end_in_a_real_worker(rig):
     # The worker had vectors for PICTOR_BACKBONES=lite0, so the like-for-like baseline was computed.
     assert m["baseline_quick"] is not None and m["baseline_quick"]["features"] == "lite0"
     assert isinstance(m["better_than_quick"], bool)
-    assert len(model.predictions) == m["split"]["test"]
+    assert model.held_out.count() == m["split"]["test"]
 
     # The artifact is in the shared storage and serves probabilities through onnxruntime.
     assert model.artifact_name.endswith(".onnx") and default_storage.exists(model.artifact_name)

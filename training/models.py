@@ -21,7 +21,11 @@ class Embedding(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["sample", "backbone"], name="one_embedding_per_backbone")]
-        indexes = [models.Index(fields=["project_id", "backbone"])]
+        indexes = [
+            models.Index(fields=["project_id", "backbone"]),
+            # A feature store catches up from its watermark: rows of one project and backbone by id.
+            models.Index(fields=["project_id", "backbone", "id"], name="embedding_sync"),
+        ]
 
 
 class ModelVersion(models.Model):
@@ -42,10 +46,9 @@ class ModelVersion(models.Model):
     features = models.CharField(max_length=40)
     label_names = models.JSONField(default=list)
     thresholds = models.JSONField(null=True, blank=True)
-    # Held-out evaluation: metrics (accuracy, macro_f1, per_label, confusion_matrix, pr_curves...)
-    # and the per-sample predictions they came from, for the confusion-matrix drill-down.
+    # Held-out evaluation: metrics (accuracy, macro_f1, per_label, confusion_matrix, pr_curves...);
+    # the per-sample predictions they came from are HeldOutPrediction rows.
     metrics = models.JSONField(default=dict)
-    predictions = models.JSONField(default=list)
     n_train = models.PositiveIntegerField(default=0)
     artifact_name = models.CharField(max_length=300)  # head .npz (quick) or classifier .onnx (full)
     deployed = models.BooleanField(default=False)
@@ -64,6 +67,22 @@ class ModelVersion(models.Model):
 
     def __str__(self) -> str:
         return f"v{self.version} ({self.mode})"
+
+
+class HeldOutPrediction(models.Model):
+    """One sample's held-out prediction by a model version (out-of-fold for quick models, the test
+    split for full ones): the rows behind its metrics, for the confusion-matrix drill-down."""
+
+    model = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="held_out")
+    # Not a foreign key: the evaluation stays what it was when a sample is deleted later.
+    sample_id = models.UUIDField()
+    # Label names: one (single-label) or several (multi-label), as JSON lists.
+    true = models.JSONField(default=list)
+    predicted = models.JSONField(default=list)
+    confidence = models.FloatField()
+
+    class Meta:
+        indexes = [models.Index(fields=["model", "id"])]
 
 
 class TrainingJob(models.Model):

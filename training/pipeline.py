@@ -96,7 +96,25 @@ def sweep_embeddings() -> int:
     """Projects with samples still lacking vectors (a worker crashed, the broker was down)."""
     from training import selectors
 
-    return sum(samples_added(project_id=pid) for pid in selectors.projects_missing_features())
+    queued = sum(samples_added(project_id=pid) for pid in selectors.projects_missing_features())
+    sweep_feature_stores()
+    return queued
+
+
+def sweep_feature_stores() -> int:
+    """Stores lost on this machine (a new machine, a wiped disk) are rebuilt from the database, the
+    rest checked for gaps and caught up (training/services/features.py)."""
+    from django.conf import settings
+
+    from training import services
+    from training.models import Embedding
+
+    done = 0
+    project_ids = Embedding.objects.order_by().values_list("project_id", flat=True).distinct()[:1000]
+    for pid in project_ids:
+        for backbone in settings.PICTOR_BACKBONES:
+            done += services.feature_store_check(project_id=pid, backbone=backbone) == "rebuilt"
+    return done
 
 
 def sweep_trainings() -> int:

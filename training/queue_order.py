@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 from django.conf import settings
 from django.utils import timezone
@@ -9,6 +11,7 @@ from django.utils import timezone
 from labeling.models import Lease, QueueBatch, Sample
 from projects.models import Project
 from training.data import aligned_features, labeled_set
+from training.selectors import feature_snapshot, uuid_keys
 from training.ml import active, heads
 from training.models import ModelVersion
 from training.quick import NotEnoughLabels, _check, _feature_parts, latest_quick_model, quick_predict
@@ -16,6 +19,19 @@ from training.quick import NotEnoughLabels, _check, _feature_parts, latest_quick
 #: One batch of the active learner: what a labeler takes at once (the bench measures batches of 10);
 #: the queue refreshes it at claim time once labels arrive, so it never needs to run ahead.
 QUEUE_BATCH = 10
+
+
+#: Past this many vectors the claim-time refresh runs in the background and batches are larger, so
+#: labelers never wait for the ranking (bench/scale.py: ~1 s at 100k vectors, several at 1M).
+SYNC_MAX_ROWS = 50_000
+QUEUE_BATCH_LARGE = 100
+#: Labeled samples the ranking refit (a model that missed the newest labels) uses at most.
+RANKING_REFIT_MAX = 5000
+
+
+def ranks_in_background(*, project_id) -> bool:
+    snap = feature_snapshot(project_id=project_id, backbone=settings.PICTOR_BACKBONES[0])
+    return snap is not None and snap.n > SYNC_MAX_ROWS
 
 
 def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
@@ -30,26 +46,20 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     if project is None or project.queue_strategy != Project.QueueStrategy.ACTIVE:
         return 0
     backbone = settings.PICTOR_BACKBONES[0]
-    ids, feats = aligned_features(project_id=project.pk, backbones=[backbone])
+    snap = feature_snapshot(project_id=project.pk, backbone=backbone)
+    if snap is None:
+        return 0
+    ids, X, mask, n_labeled = _ranking_pool(project=project, snap=snap)
     if not ids:
         return 0
-
-    labeled = set(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
-    # Leased samples are someone's already: the batch should hold only what nobody is looking at.
-    taken = labeled | set(
-        Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True)
-    )
-    mask = np.array([sid in taken for sid in ids])
-    labeled_mask = np.array([sid in labeled for sid in ids])
     if mask.all():
         QueueBatch.objects.update_or_create(project=project, defaults={"sample_ids": [], "scores": [], "phase": "done"})
         return 0
+    feats = {backbone: X}
     probs, thresholds, counts, version = None, None, None, None
     model = latest_quick_model(project)
     if model is not None:
-        probs, thresholds, counts = _ranking_probs(
-            project=project, model=model, ids=ids, n_labeled=int(labeled_mask.sum())
-        )
+        probs, thresholds, counts = _ranking_probs(project=project, model=model, ids=ids, n_labeled=n_labeled)
         version = model.version
     # Leased rows count as labeled for the ranking (nobody else may get them), but the phase and
     # the model only know real labels.
@@ -59,11 +69,11 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
         probs=probs,
         multi_label=project.is_multi_label,
         thresholds=thresholds,
-        batch_size=max(QUEUE_BATCH, batch_size or 0),
+        batch_size=max(QUEUE_BATCH if snap.n <= SYNC_MAX_ROWS else QUEUE_BATCH_LARGE, batch_size or 0),
         label_counts=counts,
     )
     phase = active.phase(
-        n_labeled=int(labeled_mask.sum()),
+        n_labeled=n_labeled,
         has_model=probs is not None,
         n_classes=probs.shape[1] if probs is not None else None,
         label_counts=counts,
@@ -80,11 +90,54 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     return len(chosen)
 
 
+def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
+    """(ids, float32 vectors, taken mask, labeled count) of what the learner ranks: the labeled and
+    leased samples (at most PICTOR_QUEUE_POOL labeled ones, for coverage and density) and
+    the unlabeled ones, all of them up to PICTOR_QUEUE_POOL, beyond that a uniform random
+    subsample of the store's rows (its density is the pool's density)."""
+    cap = settings.PICTOR_QUEUE_POOL
+    rng = np.random.default_rng(0)
+    labeled = list(Sample.objects.filter(project=project, labeled_at__isnull=False).values_list("pk", flat=True))
+    n_labeled = len(labeled)
+    excluded = set(labeled)
+    lab_cap = settings.PICTOR_QUEUE_POOL
+    if len(labeled) > lab_cap:
+        labeled = [labeled[i] for i in np.sort(rng.choice(len(labeled), lab_cap, replace=False))]
+    leased = list(
+        Lease.objects.filter(project=project, expires__gt=timezone.now()).values_list("sample_id", flat=True)[:10_000]
+    )
+    taken_ids = list(dict.fromkeys(labeled + leased))
+    # Candidate rows: a random draw with room for the labeled, deleted and duplicate rows it hits.
+    want = cap + n_labeled + len(leased)
+    cand = np.arange(snap.n) if snap.n <= want else np.sort(rng.choice(snap.n, min(snap.n, want), replace=False))
+    cand_ids = [uuid.UUID(bytes=bytes(k).ljust(16, b"\0")) for k in snap.keys[cand]]
+    # No liveness query for the candidates: a deleted sample's row (rare; compaction removes them)
+    # costs a slot in the batch at most, and the claim only leases samples that exist.
+    excluded.update(leased)
+    unl_rows: dict = {}
+    for r, sid in zip(cand.tolist(), cand_ids):
+        if sid not in excluded:
+            unl_rows[sid] = r  # the last row of a sample wins
+    if len(unl_rows) > cap:
+        keep = set(rng.choice(len(unl_rows), cap, replace=False).tolist())
+        unl_rows = {sid: r for n, (sid, r) in enumerate(unl_rows.items()) if n in keep}
+    taken_rows = snap.rows_for(uuid_keys(taken_ids))
+    found = taken_rows >= 0
+    ids = [sid for sid, ok in zip(taken_ids, found) if ok] + list(unl_rows)
+    rows = np.concatenate([taken_rows[found], np.fromiter(unl_rows.values(), np.int64, len(unl_rows))])
+    mask = np.zeros(len(ids), bool)
+    mask[: int(found.sum())] = True
+    return ids, snap.matrix(rows), mask, n_labeled
+
+
 def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
     """(probs aligned to ids, thresholds, label counts) from a model that knows every label."""
     thresholds = np.asarray(model.thresholds) if model.thresholds else None
-    if model.n_train < n_labeled:
-        data = labeled_set(project=project, backbones=_feature_parts(model.features))
+    # A model fitted on a subsample knew every label it was drawn from (metrics "subsample").
+    known = ((model.metrics or {}).get("subsample") or {}).get("of") or model.n_train
+    if known < n_labeled:
+        # only for ranking: a smaller stratified subsample keeps this refit around a second
+        data = labeled_set(project=project, backbones=_feature_parts(model.features), max_samples=RANKING_REFIT_MAX)
         try:
             _check(data)
         except NotEnoughLabels:

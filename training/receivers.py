@@ -4,7 +4,15 @@ from django.dispatch import receiver
 
 from labeling.hooks import LABEL_NOTES, QUEUE_REFRESHERS, SUGGESTERS
 from labeling.signals import label_set_changed, labels_changed, queue_exhausted, samples_added
+from projects.signals import project_deleted
 from training import pipeline
+
+
+@receiver(project_deleted)
+def _on_project_deleted(sender, project_id, **kwargs):
+    from training.services import feature_stores_delete
+
+    feature_stores_delete(project_id=project_id)
 
 
 @receiver(samples_added)
@@ -37,8 +45,13 @@ SUGGESTERS.append(_suggest)
 
 
 def _queue_refresh_now(project, want: int) -> None:
-    from training.queue_order import queue_refresh
+    from training.queue_order import queue_refresh, ranks_in_background
 
+    # A large project's re-rank takes seconds: it runs in the background while the labeler gets
+    # the rest of the current (larger) batch, so the next item stays a few milliseconds.
+    if ranks_in_background(project_id=project.pk):
+        pipeline.queue_exhausted(project_id=project.pk)
+        return
     queue_refresh(project_id=project.pk, batch_size=want)
 
 

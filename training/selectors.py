@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
+import uuid
 
 import numpy as np
 from django.conf import settings
@@ -11,11 +10,8 @@ from django.db.models import Count, Max
 
 from labeling.models import LabelEvent, Sample
 from projects.access import parse_uuid
+from training.ml.store import FeatureStore, Snapshot
 from training.models import Embedding, LearningPoint, ModelVersion, TrainingJob
-
-_matrix_lock = threading.Lock()
-_matrices: OrderedDict = OrderedDict()
-_MAX_CACHED = 8
 
 
 def embedding_progress(*, project_id) -> dict:
@@ -37,56 +33,66 @@ def embedding_progress(*, project_id) -> dict:
     }
 
 
+def feature_store(*, project_id, backbone: str) -> FeatureStore:
+    """The memory-mapped store of one project's vectors of one backbone (training/ml/store.py)."""
+    return FeatureStore(settings.PICTOR_FEATURES_DIR / str(uuid.UUID(str(project_id))) / backbone)
+
+
+def feature_snapshot(*, project_id, backbone: str) -> Snapshot | None:
+    """The store's committed rows, mapped (shared page cache, cached per process); None when empty."""
+    return feature_store(project_id=project_id, backbone=backbone).snapshot()
+
+
+def uuid_keys(ids) -> np.ndarray:
+    return np.array([uuid.UUID(str(i)).bytes for i in ids], dtype="S16")
+
+
 def embedding_matrix(*, project_id, backbone: str) -> tuple[list, np.ndarray]:
-    """(sample ids, float32 matrix) of a project's vectors, cached per process until they change."""
-    stamp = Embedding.objects.filter(project_id=project_id, backbone=backbone).aggregate(n=Count("id"), last=Max("id"))
-    key = (str(project_id), backbone)
-    with _matrix_lock:
-        hit = _matrices.get(key)
-        if hit is not None and hit[0] == (stamp["n"], stamp["last"]):
-            _matrices.move_to_end(key)
-            return hit[1], hit[2]
-    rows = (
-        Embedding.objects.filter(project_id=project_id, backbone=backbone)
-        .exclude(vector=b"")
-        .order_by("id")
-        .values_list("sample_id", "vector")
-    )
-    ids, vectors = [], []
-    for sample_id, vector in rows.iterator(chunk_size=2000):
-        ids.append(sample_id)
-        vectors.append(np.frombuffer(bytes(vector), dtype=np.float16))
-    matrix = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, 1280), np.float32)
-    with _matrix_lock:
-        _matrices[key] = ((stamp["n"], stamp["last"]), ids, matrix)
-        while len(_matrices) > _MAX_CACHED:
-            _matrices.popitem(last=False)
-    return ids, matrix
+    """(sample ids, float32 matrix) of every live sample's vector: the whole project in memory, so
+    only for small projects, tests and benchmarks; product code reads the store's rows it needs."""
+    snap = feature_snapshot(project_id=project_id, backbone=backbone)
+    if snap is None:
+        return [], np.zeros((0, 1280), np.float32)
+    live = set(Sample.objects.filter(project_id=project_id).values_list("pk", flat=True))
+    rows = {}
+    for r, key in enumerate(snap.keys):
+        sid = uuid.UUID(bytes=bytes(key).ljust(16, b"\0"))
+        if sid in live:
+            rows[sid] = r  # the last row of a sample wins
+    ids = list(rows)
+    return ids, snap.matrix(np.array(list(rows.values()), np.int64))
 
 
-def sample_similar(*, sample: Sample, k: int = 12, backbone: str | None = None) -> list[tuple[Sample, float]] | None:
-    """Nearest neighbours by cosine similarity; None when the sample has no embedding yet."""
+def sample_similar(
+    *, sample: Sample, k: int = 12, backbone: str | None = None, exact: bool = False
+) -> list[tuple[Sample, float]] | None:
+    """Nearest neighbours by cosine similarity (approximate on large projects: the store's IVF
+    index, re-ranked exactly); None when the sample has no vector yet."""
     backbone = backbone or settings.PICTOR_BACKBONES[0]
-    ids, matrix = embedding_matrix(project_id=sample.project_id, backbone=backbone)
-    try:
-        row = ids.index(sample.pk)
-    except ValueError:
+    snap = feature_snapshot(project_id=sample.project_id, backbone=backbone)
+    key = sample.pk.bytes
+    row = snap.row_for(key) if snap is not None else -1
+    if row < 0:
         return None
-    scores = matrix @ matrix[row]
-    scores[row] = -np.inf
-    k = min(k, len(ids) - 1)
-    if k <= 0:
-        return []
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top])]
-    by_id = Sample.objects.prefetch_related("labels").in_bulk([ids[i] for i in top])
-    return [(by_id[ids[i]], float(scores[i])) for i in top if ids[i] in by_id]
+    # a few extra: rows of deleted samples stay in the store until it is compacted
+    rows, scores = snap.search(np.asarray(snap.vectors[row], np.float32), k + 8, exclude_key=key, exact=exact)
+    ids = [uuid.UUID(bytes=bytes(snap.keys[r]).ljust(16, b"\0")) for r in rows]
+    by_id = Sample.objects.filter(project_id=sample.project_id).prefetch_related("labels").in_bulk(ids)
+    out = [(by_id[i], float(s)) for i, s in zip(ids, scores) if i in by_id]
+    return out[:k]
+
+
+def sample_near_duplicates(*, sample: Sample, threshold: float = 0.97, k: int = 20) -> list[tuple[Sample, float]]:
+    """Other samples whose vector is almost the same (resized, re-encoded or lightly cropped copies)."""
+    similar = sample_similar(sample=sample, k=k) or []
+    return [(s, score) for s, score in similar if score >= threshold]
 
 
 def sample_similar_context(sample: Sample) -> dict:
     similar = sample_similar(sample=sample)
+    duplicates = [(s, score) for s, score in similar or [] if score >= 0.97]
     status = "computed" if similar is not None else "waiting for the background worker"
-    return {"similar": similar or [], "embedding_status": status}
+    return {"similar": similar or [], "near_duplicates": duplicates, "embedding_status": status}
 
 
 def training_job_list(*, project):
@@ -129,17 +135,30 @@ def project_training_figures(project_ids: list) -> dict:
     return out
 
 
+def model_predictions(*, model) -> list[list]:
+    """A model's held-out predictions as ``[sample id, true, predicted, confidence]`` (single-label:
+    names, multi-label: name lists), in the order they were stored."""
+    multi = model.project.is_multi_label
+    out = []
+    for sid, t, p, c in model.held_out.order_by("id").values_list("sample_id", "true", "predicted", "confidence"):
+        if multi:
+            out.append([str(sid), t, p, c])
+        else:
+            out.append([str(sid), t[0], p[0], c])
+    return out
+
+
 def model_cell_samples(*, model, true: str, predicted: str, limit: int = 60) -> list:
     """Samples behind one confusion-matrix cell (held-out predictions of that model)."""
     ids = []
-    for sid, t, p, _conf in model.predictions:
-        t_has = true in t if isinstance(t, list) else t == true
-        p_has = predicted in p if isinstance(p, list) else p == predicted
-        if t_has and p_has:
+    rows = model.held_out.order_by("id").values_list("sample_id", "true", "predicted")
+    for sid, t, p in rows.iterator(chunk_size=2000):
+        if true in t and predicted in p:
             ids.append(sid)
-    keys = [parse_uuid(i) for i in ids[:limit]]
-    by_id = Sample.objects.prefetch_related("labels").in_bulk(keys)
-    return [by_id[k] for k in keys if k in by_id]
+            if len(ids) >= limit:
+                break
+    by_id = Sample.objects.prefetch_related("labels").in_bulk(ids)
+    return [by_id[k] for k in ids if k in by_id]
 
 
 def model_confusion_rows(*, model) -> list[dict]:

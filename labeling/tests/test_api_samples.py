@@ -310,3 +310,43 @@ def test_control_characters_are_refused_or_stripped_never_a_500(team):
     )
     assert r.status_code == 201 and Sample.objects.get(pk=r.json()["samples"][0]["id"]).filename == "xy.jpg"
     assert c.get(url(team, "/samples?label=a%00b")).status_code == 200
+
+
+def test_it_pages_samples_by_keyset_through_next_and_previous_links(team):
+    from labeling.tests.factories import make_sample
+
+    made = [make_sample(team.project, seed=i) for i in range(7)]
+    c = api(team.user("viewer"))
+    seen, link, pages = [], url(team, "/samples?page_size=3"), []
+    while link:
+        body = c.get(link).json()
+        assert body["count"] == 7
+        seen += [r["id"] for r in body["results"]]
+        pages.append(body)
+        link = body["next"]
+    newest_first = [str(s.pk) for s in sorted(made, key=lambda s: (-s.created.timestamp(), str(s.pk)))]
+    assert seen == newest_first and len(pages) == 3
+    assert pages[0]["previous"] is None and pages[1]["previous"] is not None
+    back = c.get(pages[2]["previous"]).json()
+    assert [r["id"] for r in back["results"]] == newest_first[3:6]
+    # the contract's page numbers still work
+    assert [r["id"] for r in c.get(url(team, "/samples?page=2&page_size=3")).json()["results"]] == newest_first[3:6]
+    bad = c.get(url(team, "/samples?cursor=garbage"))
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid"
+
+
+def test_it_writes_the_export_directory_to_disk_a_batch_at_a_time(team, monkeypatch):
+    from labeling import services
+    from labeling.tests.factories import make_sample
+    from labeling.zips import DirectoryOnDiskZipFile
+
+    monkeypatch.setattr(DirectoryOnDiskZipFile, "BATCH", 2)  # several batches for five entries
+    made = [make_sample(team.project, seed=i, labels=["ants"] if i % 2 else []) for i in range(5)]
+    buf = io.BytesIO()
+    assert services.project_export_zip(project=team.project, fileobj=buf) == 5
+    z = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    assert z.testzip() is None
+    names = z.namelist()
+    assert len(names) == 6 and "samples.csv" in names
+    assert {n.split("/")[-1].split(".")[0] for n in names if n != "samples.csv"} == {str(s.pk) for s in made}
+    assert z.read("samples.csv").decode().count("\n") == 6

@@ -49,3 +49,19 @@ def test_upload_page_offers_files_folders_and_zip(team, client_for):
     )
     assert 'id="file-input"' in page and "webkitdirectory" in page and ".zip" in page
     assert f"/api/v1/projects/{team.project.pk}/samples" in page
+
+
+def test_it_pages_the_browser_by_keyset_links(team, client_for, monkeypatch):
+    from labeling import views
+
+    monkeypatch.setattr(views, "PAGE_SIZE", 2)
+    made = [make_sample(team.project, seed=i) for i in range(3)]
+    c = client_for(team.user("viewer"))
+    url = reverse("sample_browser", kwargs={"project_id": team.project.pk})
+    first = c.get(url).content.decode()
+    assert "3 samples" in first and 'id="page-next"' in first and 'id="page-previous"' not in first
+    href = first.split('id="page-next" href="', 1)[1].split('"', 1)[0].replace("&amp;", "&")
+    second = c.get(url + href).content.decode()
+    oldest = min(made, key=lambda s: (s.created, -int(s.pk.hex, 16)))
+    assert str(oldest.pk) in second and 'id="page-previous"' in second and 'id="page-next"' not in second
+    assert c.get(url + "?cursor=not-a-cursor").status_code == 200  # a bad cursor is the first page

@@ -32,7 +32,37 @@ def test_project_delete_needs_the_exact_name(owner):
     with pytest.raises(ValidationError):
         services.project_delete(project=project, confirmation="birds")
     services.project_delete(project=project, confirmation="Birds")
+    assert Project.objects.get().deleting  # the rows go in the background
+    assert services.project_purge(project_id=project.pk) == 0
     assert not Project.objects.exists() and not Membership.objects.exists()
+
+
+def test_it_deletes_a_project_in_the_background_in_chunks_and_hides_it_meanwhile(
+    team, monkeypatch, django_capture_on_commit_callbacks
+):
+    from unittest import mock
+
+    from django.http import Http404
+
+    from labeling.models import Sample
+    from labeling.tests.factories import make_sample
+    from projects.access import project_access_get
+
+    project = team.project
+    for i in range(5):
+        make_sample(project, seed=i)
+    monkeypatch.setattr(services, "_PURGE_CHUNK", 2)
+    with mock.patch("config.dispatch.enqueue") as enqueue:
+        with django_capture_on_commit_callbacks(execute=True):
+            services.project_delete(project=project, confirmation=project.name)
+    enqueue.assert_called_once_with(services.PURGE, args=[str(project.pk)])
+    assert Sample.objects.filter(project=project).count() == 5  # nothing deleted in the request
+    with pytest.raises(Http404):
+        project_access_get(user=team.user("owner"), project_id=project.pk)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.project_purge(project_id=project.pk) == 5
+    assert not Project.objects.filter(pk=project.pk).exists() and not Sample.objects.exists()
+    assert services.project_purge(project_id=project.pk) == 0  # safe to run twice
 
 
 def test_member_add_by_username_or_email(owner):

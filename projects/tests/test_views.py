@@ -71,7 +71,10 @@ def test_delete_needs_typed_confirmation(team, client_for):
     assert c.post(url, {"confirmation": "nope"}).status_code == 200
     assert Project.objects.filter(pk=team.project.pk).exists()
     assert c.post(url, {"confirmation": team.project.name}).status_code == 302
-    assert not Project.objects.filter(pk=team.project.pk).exists()
+    assert Project.objects.get(pk=team.project.pk).deleting
+    page = c.get(reverse("dashboard")).content.decode()
+    assert "being deleted" in page  # the list says so, without a link into it
+    assert c.get(reverse("project_detail", kwargs={"project_id": team.project.pk})).status_code == 404
 
 
 def test_signup_is_off_by_default_and_works_when_on(client, db, settings):

@@ -6,6 +6,12 @@
 """
 
 from training.services.embeddings import embeddings_compute
+from training.services.features import (
+    feature_store_check,
+    feature_store_rebuild,
+    feature_store_sync,
+    feature_stores_delete,
+)
 from training.services.jobs import (
     JobGone,
     TrainingConflict,
@@ -36,6 +42,10 @@ __all__ = [
     "TrainingConflict",
     "WorseThanQuick",
     "embeddings_compute",
+    "feature_store_check",
+    "feature_store_rebuild",
+    "feature_store_sync",
+    "feature_stores_delete",
     "model_delete",
     "learning_point_record",
     "model_deploy",

@@ -11,6 +11,8 @@ from django.db import IntegrityError, transaction
 
 from labeling.models import Sample
 from training.models import Embedding
+from training.selectors import feature_store
+from training.services.features import feature_store_catch_up
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,7 @@ def embeddings_compute(*, project_id, backbones: list[str] | None = None, batch_
         if not missing:
             continue
         embedder = embedder_get(backbone)
+        store = feature_store(project_id=project_id, backbone=backbone)
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
             by_id = Sample.objects.in_bulk(chunk)
@@ -109,5 +112,18 @@ def embeddings_compute(*, project_id, backbones: list[str] | None = None, batch_
                 rows += _embed_batch(
                     embedder, ok, images, project_id=project_id, backbone=backbone, batch_size=batch_size
                 )
-            written += _store(rows)
+            written += embeddings_store(project_id=project_id, backbone=backbone, rows=rows, store=store)
+        with store.locked():
+            store.ann_update()
+    return written
+
+
+def embeddings_store(*, project_id, backbone: str, rows: list[Embedding], store=None) -> int:
+    """Write a batch of one backbone's rows and copy them into the feature store. Insert, commit
+    and copy happen under the store's lock: no lower id commits after a copy passed it (the
+    store's watermark only moves forward). Returns the rows written."""
+    store = store or feature_store(project_id=project_id, backbone=backbone)
+    with store.locked():
+        written = _store(rows)
+        feature_store_catch_up(store=store, project_id=project_id, backbone=backbone)
     return written

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from projects.models import Project
-from training.models import LearningPoint, ModelVersion, TrainingJob
+from training.models import HeldOutPrediction, LearningPoint, ModelVersion, TrainingJob
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +52,29 @@ def model_version_create(
                 label_names=label_names,
                 thresholds=thresholds,
                 metrics=metrics,
-                predictions=predictions,
                 n_train=n_train,
                 artifact_name=name,
             )
             learning_point_record(model=model)
+            held_out_store(model=model, predictions=predictions)
             return model
     except BaseException:
         files_delete([name])
         raise
+
+
+def _names(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def held_out_store(*, model: ModelVersion, predictions: list) -> int:
+    """Store ``[sample id, true, predicted, confidence]`` rows (names or name lists) of a model."""
+    rows = [
+        HeldOutPrediction(model=model, sample_id=uuid.UUID(str(sid)), true=_names(t), predicted=_names(p), confidence=c)
+        for sid, t, p, c in predictions
+    ]
+    HeldOutPrediction.objects.bulk_create(rows, batch_size=2000)
+    return len(rows)
 
 
 def worse_than_quick(*, model: ModelVersion) -> bool:

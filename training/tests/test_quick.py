@@ -12,7 +12,7 @@ from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
 from django.core.files.base import ContentFile
 
-from training import quick, runner, services
+from training import quick, runner, selectors, services
 from training.ml import heads
 from training.models import ModelVersion, TrainingJob
 
@@ -47,8 +47,10 @@ def test_quick_retrain_fits_evaluates_out_of_fold_and_deploys(hym_project):
     assert "cross-validation" in model.metrics["evaluation_detail"]
     assert model.metrics["accuracy"] >= 0.75  # lite0 features separate ants from bees well
     # The stored metrics are exactly scikit-learn's on the stored out-of-fold predictions.
-    y = np.array([["ants", "bees"].index(t) for _, t, _, _ in model.predictions])
-    pred = np.array([["ants", "bees"].index(p) for _, _, p, _ in model.predictions])
+    held_out = selectors.model_predictions(model=model)
+    assert len(held_out) == model.n_train  # one out-of-fold row per labeled sample, in its own table
+    y = np.array([["ants", "bees"].index(t) for _, t, _, _ in held_out])
+    pred = np.array([["ants", "bees"].index(p) for _, _, p, _ in held_out])
     from sklearn.metrics import accuracy_score, f1_score
 
     assert model.metrics["accuracy"] == pytest.approx(accuracy_score(y, pred))

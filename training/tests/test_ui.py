@@ -25,8 +25,9 @@ def test_models_page_lists_versions_side_by_side_and_deploys(team, client_for):
 def test_evaluation_page_has_per_label_table_clickable_confusion_and_plots(team, client_for):
     s = make_sample(team.project, seed=1)
     model = make_model(team.project)
-    model.predictions = [[str(s.pk), "bees", "ants", 0.6]]
-    model.save()
+    from training.services.models import held_out_store
+
+    held_out_store(model=model, predictions=[[str(s.pk), "bees", "ants", 0.6]])
     c = client_for(team.user("viewer"))
     url = reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
     page = c.get(url).content.decode()
