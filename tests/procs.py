@@ -129,6 +129,7 @@ def shared_data_dir(settings, data_dir: Path) -> dict:
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(media)}},
     }
     settings.MODEL_CACHE_DIR = data_dir / "model-cache"
+    settings.PICTOR_FEATURES_DIR = data_dir / "features"  # the workers' feature stores, mapped here
     return {
         "PICTOR_DATA_DIR": str(data_dir),
         "DATABASE_URL": worker_database_url(),

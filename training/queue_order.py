@@ -34,7 +34,7 @@ def ranks_in_background(*, project_id) -> bool:
     return snap is not None and snap.n > SYNC_MAX_ROWS
 
 
-def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
+def queue_refresh(*, project_id, batch_size: int | None = None, in_request: bool = False) -> int:
     """Have the active learner pick the next batch to label; returns its size.
 
     Called after every quick retrain and, synchronously, by the queue at claim time when labels
@@ -46,6 +46,10 @@ def queue_refresh(*, project_id, batch_size: int | None = None) -> int:
     if project is None or project.queue_strategy != Project.QueueStrategy.ACTIVE:
         return 0
     backbone = settings.PICTOR_BACKBONES[0]
+    if not in_request:  # a worker: catch up with vectors embedded elsewhere first
+        from training.services import feature_stores_catch_up
+
+        feature_stores_catch_up(project_id=project.pk, backbones=settings.PICTOR_BACKBONES)
     snap = feature_snapshot(project_id=project.pk, backbone=backbone)
     if snap is None:
         return 0

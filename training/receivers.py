@@ -52,7 +52,7 @@ def _queue_refresh_now(project, want: int) -> None:
     if ranks_in_background(project_id=project.pk):
         pipeline.queue_exhausted(project_id=project.pk)
         return
-    queue_refresh(project_id=project.pk, batch_size=want)
+    queue_refresh(project_id=project.pk, batch_size=want, in_request=True)
 
 
 QUEUE_REFRESHERS.append(_queue_refresh_now)

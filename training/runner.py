@@ -57,6 +57,9 @@ def training_job_run(*, job_id, wait_for_features: bool = True) -> str | None:
     from training import full, queue_order, quick
     from training.ml.finetune import Cancelled
 
+    # this worker's feature stores may lag the database (vectors embedded on another machine)
+    services.feature_stores_catch_up(project_id=job.project_id, backbones=settings.PICTOR_BACKBONES)
+
     if job.mode == ModelVersion.Mode.QUICK and wait_for_features:
         waiting = _wait_for_features(job)
         if waiting is not None:
@@ -103,6 +106,7 @@ def quick_retrain_run(*, project_id) -> str | None:
     project = Project.objects.filter(pk=project_id).first()
     if project is None:
         return None
+    services.feature_stores_catch_up(project_id=project.pk, backbones=settings.PICTOR_BACKBONES)
     try:
         quick.check_trainable(project=project)
     except quick.NotEnoughLabels:

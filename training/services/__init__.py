@@ -10,6 +10,7 @@ from training.services.features import (
     feature_store_check,
     feature_store_rebuild,
     feature_store_sync,
+    feature_stores_catch_up,
     feature_stores_delete,
 )
 from training.services.jobs import (
@@ -45,6 +46,7 @@ __all__ = [
     "feature_store_check",
     "feature_store_rebuild",
     "feature_store_sync",
+    "feature_stores_catch_up",
     "feature_stores_delete",
     "model_delete",
     "learning_point_record",

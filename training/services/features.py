@@ -74,6 +74,19 @@ def feature_store_sync(*, project_id, backbone: str, ann: bool = True) -> int:
     return copied
 
 
+def feature_stores_catch_up(*, project_id, backbones: list[str]) -> int:
+    """Before a worker reads a project's vectors: copy what the database has beyond this machine's
+    stores (vectors embedded on another machine, a store lost here). One indexed query per
+    backbone when nothing is missing. Returns the rows copied."""
+    copied = 0
+    for backbone in backbones:
+        snap = feature_store(project_id=project_id, backbone=backbone).snapshot()
+        newer = Embedding.objects.filter(project_id=project_id, backbone=backbone, id__gt=snap.last_seq if snap else 0)
+        if newer.exclude(vector=b"").exists():
+            copied += feature_store_sync(project_id=project_id, backbone=backbone)
+    return copied
+
+
 def feature_store_rebuild(*, project_id, backbone: str) -> int:
     """Write the store afresh from the database (lost, damaged, or full of deleted samples' rows)
     and swap it in; readers still holding the old files finish on them. Returns the row count."""

@@ -217,3 +217,13 @@ def test_it_re_ranks_a_large_project_in_the_background_at_claim_time(team, monke
     with mock.patch.object(queue_order, "queue_refresh") as now:
         queue.queue_claim(project=project, holder="user:2", count=1)
     assert now.called  # small: ranked right there, as before
+
+
+def test_it_catches_a_machines_store_up_with_vectors_embedded_elsewhere(team):
+    project = team.project
+    samples = [make_sample(project, seed=i) for i in range(3)]
+    _embed(samples)  # rows in the database, no store on this machine yet
+    assert selectors.feature_snapshot(project_id=project.pk, backbone="lite0") is None
+    assert services.feature_stores_catch_up(project_id=project.pk, backbones=["lite0"]) == 3
+    assert selectors.feature_snapshot(project_id=project.pk, backbone="lite0").n == 3
+    assert services.feature_stores_catch_up(project_id=project.pk, backbones=["lite0"]) == 0
