@@ -79,6 +79,7 @@ class BatchListView(APIView):
                 source=data["source"],
                 model_id=str(data["model"]) if data.get("model") else None,
                 top_k=data.get("top_k"),
+                fps=data["fps"],
                 user=access.user,
             )
         except NoModel:
@@ -171,17 +172,30 @@ def results_stream(*, batch: Batch, qs, fmt: str):
 
     records = selectors.result_records(batch=batch, qs=qs)
     if fmt == "csv":
-        yield _csv_line(["key", "sha256", "label", "confidence", "labels", "error_code", "error_message"])
+        head = ["key", "sha256", "label", "confidence", "labels", "error_code", "error_message", "segments"]
+        yield _csv_line(head)
         for r in records:
             if "error" in r:
                 yield _csv_line(
-                    [csv_cell(r["key"]), "", "", "", "", r["error"]["code"], csv_cell(r["error"]["message"])]
+                    [csv_cell(r["key"]), "", "", "", "", r["error"]["code"], csv_cell(r["error"]["message"]), ""]
                 )
                 continue
             label = r["label"] if "label" in r else ";".join(r["present"])
             pairs = ";".join(f"{x['label']}:{x['confidence']}" for x in r["labels"])
+            spans = ";".join(
+                f"{x['label']}@{x['startTimeMs']}-{x['stopTimeMs']}:{x['confidence']}" for x in r.get("segments", [])
+            )
             yield _csv_line(
-                [csv_cell(r["key"]), r["sha256"], csv_cell(label), r["confidence"], csv_cell(pairs), "", ""]
+                [
+                    csv_cell(r["key"]),
+                    r["sha256"],
+                    csv_cell(label),
+                    r["confidence"],
+                    csv_cell(pairs),
+                    "",
+                    "",
+                    csv_cell(spans),
+                ]
             )
     elif fmt == "jsonl":
         for r in records:
@@ -214,7 +228,9 @@ class BatchResultsView(APIView):
             ),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description="CSV with a header row."),
             (200, "application/json"): OpenApiResponse(
-                io_.BatchSeriesSerializer, description="format=series: whole-image entries of the engine format."
+                io_.BatchSeriesSerializer,
+                description="format=series: whole-image entries of the engine format (videos: one per label "
+                "segment, with its real start and stop times).",
             ),
             **doc.errors(400),
         },
