@@ -57,7 +57,8 @@ class BatchListView(APIView):
         tag="batches",
         parameters=[doc.PROJECT],
         summary="Run a model over an archive, a folder under an import root, or an S3 prefix (admin)",
-        description="The model is the deployed one unless named, fixed for the batch's life. A bad source "
+        description="The model is the deployed one unless named, fixed for the batch's life, as is `fps` (the "
+        "sampling rate of videos in the source, default 1). A bad source "
         "(missing, unreadable, outside PICTOR_IMPORT_ROOTS, no S3 credentials) answers 400 `invalid` and "
         "creates nothing.",
         request=io_.BatchCreateSerializer,
@@ -219,8 +220,8 @@ class BatchResultsView(APIView):
         tag="batches",
         parameters=[doc.PROJECT, BATCH, io_.ResultsFilterSerializer],
         summary="The batch's results, streamed: CSV, JSON lines (default) or the series format",
-        description="One record per item: `{key, sha256, label|present, confidence, labels}` or `{key, error}` "
-        "for an unreadable item. Filters by predicted label and confidence range; `page` cuts pages of "
+        description="One record per item: `{key, sha256, label|present, confidence, labels}` (a video adds its "
+        "label `segments`) or `{key, error}` for an unreadable item. Filters by predicted label and confidence range; `page` cuts pages of "
         f"{selectors.RESULTS_PAGE} items in listing order.",
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(

@@ -646,12 +646,14 @@ def to_samples_run(*, batch_id, keys: list[str] | None, max_confidence: float | 
                 if pos >= len(refs):
                     continue
                 try:
-                    data = reader.read(refs[pos])
+                    data = _read(reader, refs[pos])
                 except images.UploadError:
                     continue
+                if videos.is_video(data[:64], filename=result.key):  # its frames, at the batch's fps
+                    data = videos.VideoSource.from_bytes(data, filename=result.key[-255:])
                 items.append(labeling_services.IngestItem(filename=result.key[-255:], data=data))
             report = labeling_services.samples_ingest(
-                project=batch.project, items=items, user=user, source=Sample.Source.BATCH
+                project=batch.project, items=items, user=user, source=Sample.Source.BATCH, fps=batch.fps
             )
             added += report.accepted
     return added

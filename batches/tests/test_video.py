@@ -138,3 +138,17 @@ def test_a_listing_takes_video_files_as_candidates():
 
     assert all(is_candidate(f"x/clip.{ext}") for ext in ("mp4", "webm", "mov", "mkv", "MP4"))
     assert not is_candidate("x/notes.txt") and not is_candidate("__MACOSX/clip.mp4")
+
+
+def test_a_video_sent_to_labeling_becomes_its_frames_at_the_batch_fps(deployed, clip):  # noqa: F811
+    from batches import services
+    from labeling.models import Sample
+
+    batch_id = _run(deployed, [("v/clip.mp4", clip)], fps=1)
+    assert services.to_samples_run(batch_id=batch_id, keys=["v/clip.mp4"], max_confidence=None) > 0
+    sha = BatchResult.objects.get(batch_id=batch_id).sha256
+    frames = Sample.objects.filter(project=deployed.project, video_sha256=sha)
+    # 6 s at 1 fps: six frames (labeling keeps them as frames of a video, with their times).
+    assert frames.count() == 6 and set(frames.values_list("source", flat=True)) == {Sample.Source.VIDEO}
+    assert sorted(frames.values_list("video_time_ms", flat=True)) == [0, 1000, 2000, 3000, 4000, 5000]
+    assert services.to_samples_run(batch_id=batch_id, keys=["v/clip.mp4"], max_confidence=None) == 0
