@@ -152,3 +152,32 @@ def test_a_video_sent_to_labeling_becomes_its_frames_at_the_batch_fps(deployed, 
     assert frames.count() == 6 and set(frames.values_list("source", flat=True)) == {Sample.Source.VIDEO}
     assert sorted(frames.values_list("video_time_ms", flat=True)) == [0, 1000, 2000, 3000, 4000, 5000]
     assert services.to_samples_run(batch_id=batch_id, keys=["v/clip.mp4"], max_confidence=None) == 0
+
+
+def test_the_page_starts_a_batch_at_a_chosen_fps_for_owner_and_admin_only(team, client_for, tmp_path, settings):
+    from batches.tests.conftest import write_folder
+
+    settings.PICTOR_IMPORT_ROOTS = [str(tmp_path)]
+    write_folder(tmp_path, [("v/clip.mp4", b"not yet read")])
+    page = f"/projects/{team.project.pk}/batches/"
+    start = f"/projects/{team.project.pk}/batches/start/"
+    body = {"kind": "folder", "path": str(tmp_path), "fps": "2.5"}
+    assert 'name="fps"' in client_for(team.user("admin")).get(page).content.decode()
+    assert client_for(team.user("labeler")).post(start, body).status_code == 403
+    assert client_for(team.user("outsider")).post(start, body).status_code == 404
+    r = client_for(team.user("admin")).post(start, {**body, "fps": "0"}, follow=True)
+    assert "frames per second" in r.content.decode() and not Batch.objects.exists()
+    settings.PICTOR_VIDEO_MAX_FPS = 2
+    r = client_for(team.user("owner")).post(start, body, follow=True)
+    assert "at most 2 fps" in r.content.decode() and not Batch.objects.exists()
+
+
+def test_the_page_pins_the_chosen_fps(deployed, client_for, tmp_path, settings):  # noqa: F811
+    from batches.tests.conftest import write_folder
+
+    settings.PICTOR_IMPORT_ROOTS = [str(tmp_path)]
+    write_folder(tmp_path, [("v/clip.mp4", b"not yet read")])
+    r = client_for(deployed.user("owner")).post(
+        f"/projects/{deployed.project.pk}/batches/start/", {"kind": "folder", "path": str(tmp_path), "fps": "2.5"}
+    )
+    assert r.status_code == 302 and Batch.objects.get().fps == 2.5
