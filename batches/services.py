@@ -595,9 +595,30 @@ def result_bytes(*, batch: Batch, result: BatchResult) -> bytes | None:
         return None
     try:
         with batch_reader(batch) as reader:
-            return reader.read(item)
+            return _read(reader, item)
     except (images.UploadError, sources.SourceError, sources.TransientSourceError):
         return None
+
+
+def video_poster(*, data: bytes, filename: str = ""):
+    """A video item's first sampled frame (a PIL image, at most 448 px on its short side), or None if
+    the bytes are no video within invoke's limits."""
+    from labeling.services import video_limits
+
+    if not videos.is_video(data[:64], filename=filename):
+        return None
+    limits = video_limits()
+    source = videos.VideoSource.from_bytes(data, filename=filename)
+    try:
+        info = videos.video_probe(source, fps=min(1.0, limits.max_fps), limits=limits)
+        frames = videos.video_frames(source, info=info, limits=limits, short_side=_VIDEO_SHORT_SIDE)
+        try:
+            first = next(frames, None)
+        finally:
+            frames.close()
+    except videos.VideoError:
+        return None
+    return first.image if first is not None else None
 
 
 def to_samples_start(*, batch: Batch, keys: list[str] | None, max_confidence: float | None, user=None) -> int:

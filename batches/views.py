@@ -151,11 +151,13 @@ def batch_thumbnail(request: HttpRequest, access: ProjectAccess, batch_id) -> Ht
     data = services.result_bytes(batch=batch, result=result) if result is not None else None
     if data is None:
         raise Http404("No such item.")
-    try:
-        image = images.validate_image(data, limits=image_limits(), filename=result.key)
-    except images.UploadError:
-        raise Http404("The item is not a readable image.") from None
-    response = HttpResponse(images.make_thumbnail(image.image, size=THUMB_SIDE), content_type="image/webp")
+    picture = services.video_poster(data=data, filename=result.key)  # a video: its first frame
+    if picture is None:
+        try:
+            picture = images.validate_image(data, limits=image_limits(), filename=result.key).image
+        except images.UploadError:
+            raise Http404("The item is not a readable image.") from None
+    response = HttpResponse(images.make_thumbnail(picture, size=THUMB_SIDE), content_type="image/webp")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

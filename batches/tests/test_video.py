@@ -35,7 +35,7 @@ def _run(team, items, **extra) -> str:
     return r.json()["id"]
 
 
-def test_it_runs_a_zip_with_two_images_and_a_video_to_completion(deployed, clip):  # noqa: F811
+def test_it_runs_a_zip_with_two_images_and_a_video_to_completion(deployed, clip, client_for):  # noqa: F811
     ant, bee = hym_files("train", "ants", 1)[0], hym_files("train", "bees", 1)[0]
     items = [("a/ant.jpg", ant.read_bytes()), ("a/bee.jpg", bee.read_bytes()), ("v/clip.mp4", clip)]
     batch_id = _run(deployed, items, fps=5)
@@ -83,8 +83,14 @@ def test_it_runs_a_zip_with_two_images_and_a_video_to_completion(deployed, clip)
     )
     assert table["a/ant.jpg"]["segments"] == ""
 
+    # The page's thumbnail of a video is its first frame; an outsider sees nothing.
+    thumb = f"/projects/{deployed.project.pk}/batches/{batch_id}/thumb/"
+    r = client_for(deployed.user("viewer")).get(thumb, {"key": "v/clip.mp4"})
+    assert r.status_code == 200 and r["Content-Type"] == "image/webp" and r.content[8:12] == b"WEBP"
+    assert client_for(deployed.user("outsider")).get(thumb, {"key": "v/clip.mp4"}).status_code == 404
 
-def test_default_fps_is_1_and_a_corrupt_video_is_a_per_item_error(deployed, clip):  # noqa: F811
+
+def test_default_fps_is_1_and_a_corrupt_video_is_a_per_item_error(deployed, clip, client_for):  # noqa: F811
     ant = hym_files("train", "ants", 1)[0]
     items = [
         ("ant.jpg", ant.read_bytes()),
@@ -99,6 +105,8 @@ def test_default_fps_is_1_and_a_corrupt_video_is_a_per_item_error(deployed, clip
     by_key = {r["key"]: r for r in results(c, deployed.project, batch_id)}
     assert by_key["cut.mp4"]["error"]["code"] == "invalid_video"
     assert by_key["junk.mp4"]["error"]["code"] == "invalid_video"
+    thumb = f"/projects/{deployed.project.pk}/batches/{batch_id}/thumb/"
+    assert client_for(deployed.user("viewer")).get(thumb, {"key": "cut.mp4"}).status_code == 404
     # 1 fps: six frames, segments on whole seconds, covering the whole 6 s.
     segments = by_key["clip.mkv"]["segments"]
     assert segments[0]["startTimeMs"] == 0 and segments[-1]["stopTimeMs"] == 6000
