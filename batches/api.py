@@ -57,7 +57,8 @@ class BatchListView(APIView):
         tag="batches",
         parameters=[doc.PROJECT],
         summary="Run a model over an archive, a folder under an import root, or an S3 prefix (admin)",
-        description="The model is the deployed one unless named, fixed for the batch's life. A bad source "
+        description="The model is the deployed one unless named, fixed for the batch's life, as is `fps` (the "
+        "sampling rate of videos in the source, default 1). A bad source "
         "(missing, unreadable, outside PICTOR_IMPORT_ROOTS, no S3 credentials) answers 400 `invalid` and "
         "creates nothing.",
         request=io_.BatchCreateSerializer,
@@ -79,6 +80,7 @@ class BatchListView(APIView):
                 source=data["source"],
                 model_id=str(data["model"]) if data.get("model") else None,
                 top_k=data.get("top_k"),
+                fps=data["fps"],
                 user=access.user,
             )
         except NoModel:
@@ -171,17 +173,30 @@ def results_stream(*, batch: Batch, qs, fmt: str):
 
     records = selectors.result_records(batch=batch, qs=qs)
     if fmt == "csv":
-        yield _csv_line(["key", "sha256", "label", "confidence", "labels", "error_code", "error_message"])
+        head = ["key", "sha256", "label", "confidence", "labels", "error_code", "error_message", "segments"]
+        yield _csv_line(head)
         for r in records:
             if "error" in r:
                 yield _csv_line(
-                    [csv_cell(r["key"]), "", "", "", "", r["error"]["code"], csv_cell(r["error"]["message"])]
+                    [csv_cell(r["key"]), "", "", "", "", r["error"]["code"], csv_cell(r["error"]["message"]), ""]
                 )
                 continue
             label = r["label"] if "label" in r else ";".join(r["present"])
             pairs = ";".join(f"{x['label']}:{x['confidence']}" for x in r["labels"])
+            spans = ";".join(
+                f"{x['label']}@{x['startTimeMs']}-{x['stopTimeMs']}:{x['confidence']}" for x in r.get("segments", [])
+            )
             yield _csv_line(
-                [csv_cell(r["key"]), r["sha256"], csv_cell(label), r["confidence"], csv_cell(pairs), "", ""]
+                [
+                    csv_cell(r["key"]),
+                    r["sha256"],
+                    csv_cell(label),
+                    r["confidence"],
+                    csv_cell(pairs),
+                    "",
+                    "",
+                    csv_cell(spans),
+                ]
             )
     elif fmt == "jsonl":
         for r in records:
@@ -205,8 +220,8 @@ class BatchResultsView(APIView):
         tag="batches",
         parameters=[doc.PROJECT, BATCH, io_.ResultsFilterSerializer],
         summary="The batch's results, streamed: CSV, JSON lines (default) or the series format",
-        description="One record per item: `{key, sha256, label|present, confidence, labels}` or `{key, error}` "
-        "for an unreadable item. Filters by predicted label and confidence range; `page` cuts pages of "
+        description="One record per item: `{key, sha256, label|present, confidence, labels}` (a video adds its "
+        "label `segments`) or `{key, error}` for an unreadable item. Filters by predicted label and confidence range; `page` cuts pages of "
         f"{selectors.RESULTS_PAGE} items in listing order.",
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(
@@ -214,7 +229,9 @@ class BatchResultsView(APIView):
             ),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description="CSV with a header row."),
             (200, "application/json"): OpenApiResponse(
-                io_.BatchSeriesSerializer, description="format=series: whole-image entries of the engine format."
+                io_.BatchSeriesSerializer,
+                description="format=series: whole-image entries of the engine format (videos: one per label "
+                "segment, with its real start and stop times).",
             ),
             **doc.errors(400),
         },

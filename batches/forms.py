@@ -10,6 +10,8 @@ class BatchStartForm(forms.Form):
     file = forms.FileField(required=False, help_text="A zip or tar.")
     path = forms.CharField(required=False, max_length=1000)
     uri = forms.CharField(required=False, max_length=1100)
+    # Videos in the source: frames sampled per second (the service checks PICTOR_VIDEO_MAX_FPS).
+    fps = forms.FloatField(required=False, min_value=0.01)
 
 
 class ResultsFilterForm(forms.Form):

@@ -58,6 +58,7 @@ class Batch(models.Model):
     model = models.ForeignKey(ModelVersion, on_delete=models.RESTRICT, related_name="+")
     model_version = models.PositiveIntegerField()
     top_k = models.PositiveIntegerField(null=True, blank=True)
+    fps = models.FloatField(default=1.0)  # videos in the source: frames sampled per second, pinned
     chunk_size = models.PositiveIntegerField(default=256)  # items per chunk, fixed at the start
     listed = models.BooleanField(default=False)  # every chunk row exists; total is final
     chunks = models.PositiveIntegerField(default=0)
@@ -122,6 +123,8 @@ class BatchResult(models.Model):
     # Compact top-k: [[label index, confidence], ...] into the model's label_names.
     top = models.JSONField(default=list)
     error = models.JSONField(null=True, blank=True)  # {"code", "message"}
+    # Videos only: label segments, compact [[label index, start ms, stop ms, confidence], ...].
+    segments = models.JSONField(null=True, blank=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["batch", "key"], name="unique_batch_item")]

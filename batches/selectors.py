@@ -97,6 +97,12 @@ def result_record(*, batch: Batch, result: BatchResult) -> dict:
     def name(i: int) -> str:
         return names[i] if 0 <= i < len(names) else str(i)
 
+    extra = {}
+    if result.segments is not None:
+        extra["segments"] = [
+            {"label": name(i), "startTimeMs": start, "stopTimeMs": stop, "confidence": c}
+            for i, start, stop, c in result.segments
+        ]
     if batch.project.is_multi_label:
         thresholds = (batch.model.thresholds if batch.model else None) or [0.5] * len(names)
         labels = [
@@ -115,6 +121,7 @@ def result_record(*, batch: Batch, result: BatchResult) -> dict:
             "present": present,
             "confidence": result.confidence,
             "labels": labels,
+            **extra,
         }
     return {
         "key": result.key,
@@ -122,6 +129,7 @@ def result_record(*, batch: Batch, result: BatchResult) -> dict:
         "label": result.label,
         "confidence": result.confidence,
         "labels": [{"label": name(i), "confidence": c} for i, c in result.top],
+        **extra,
     }
 
 
@@ -131,7 +139,8 @@ def result_records(*, batch: Batch, qs: QuerySet[BatchResult]) -> Iterator[dict]
 
 
 def series_entries(*, batch: Batch, record: dict) -> list[dict]:
-    """The engine output format (shared/API.md ?format=series): one whole-frame entry per label."""
+    """The engine output format (shared/API.md ?format=series): one whole-frame entry per label of an
+    image (at 0/0), one per label segment of a video (at its real times)."""
     if "error" in record:
         return []
     from inference.services import FULL_FRAME
@@ -139,13 +148,15 @@ def series_entries(*, batch: Batch, record: dict) -> list[dict]:
     pid = str(batch.project_id)
     uri = sources.item_uri(kind=_reader_kind(batch), ref=batch.source_ref, key=record["key"])
     out = []
-    for x in record["labels"]:
+    spans = record.get("segments")
+    for x in record["labels"] if spans is None else spans:
         obj = {"type": "object", "label": x["label"], "confidence": x["confidence"], "libraryId": pid}
         obj["boundingPoly"] = FULL_FRAME
         obj["key"] = record["key"]
         if uri:
             obj["uri"] = uri
-        out.append({"startTimeMs": 0, "stopTimeMs": 0, "libraryId": pid, "object": obj})
+        start, stop = (x["startTimeMs"], x["stopTimeMs"]) if spans is not None else (0, 0)
+        out.append({"startTimeMs": start, "stopTimeMs": stop, "libraryId": pid, "object": obj})
     return out
 
 

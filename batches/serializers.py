@@ -9,6 +9,7 @@ from rest_framework import serializers as s
 from batches import selectors
 from batches.models import Batch
 from config.schema import ErrorDetailSerializer
+from labeling.serializers import fps_field
 
 MAX_KEYS = 10_000
 
@@ -66,6 +67,7 @@ class BatchCreateSerializer(s.Serializer):
     top_k = s.IntegerField(
         required=False, allow_null=True, min_value=1, max_value=100, help_text="Labels kept per item (default 10)."
     )
+    fps = fps_field()
 
 
 class BatchUploadFormSerializer(s.Serializer):
@@ -123,6 +125,7 @@ class BatchSerializer(s.Serializer):
     failed = s.IntegerField()
     items_per_second = s.SerializerMethodField()
     eta_seconds = s.SerializerMethodField()
+    fps = s.FloatField(help_text="Videos in the source: frames sampled per second (fixed for the batch's life).")
     error = s.CharField()
     created = s.DateTimeField()
     finished = s.DateTimeField(allow_null=True)
@@ -155,8 +158,16 @@ class _ScoreSerializer(s.Serializer):
     present = s.BooleanField(required=False)
 
 
+class _SegmentSerializer(s.Serializer):
+    label = s.CharField()
+    startTimeMs = s.IntegerField()  # noqa: N815 (the engine format's spelling)
+    stopTimeMs = s.IntegerField()  # noqa: N815
+    confidence = s.FloatField(help_text="The label's mean confidence over the segment's frames.")
+
+
 class ResultRecordSerializer(s.Serializer):
-    """One JSONL line (the CSV has the same columns, `labels` as label:confidence pairs)."""
+    """One JSONL line (the CSV has the same columns, `labels` as label:confidence pairs and `segments`
+    as label@startMs-stopMs:confidence items joined by `;`)."""
 
     key = s.CharField()
     sha256 = s.CharField(required=False)
@@ -164,6 +175,12 @@ class ResultRecordSerializer(s.Serializer):
     present = s.ListField(child=s.CharField(), required=False)
     confidence = s.FloatField(required=False)
     labels = _ScoreSerializer(many=True, required=False)
+    segments = _SegmentSerializer(
+        many=True,
+        required=False,
+        help_text="Videos only: runs of sampled frames holding the same label. The whole-video `label` is "
+        "the one covering the most time, `confidence` its time-weighted mean, `labels` the frames' mean.",
+    )
     error = ErrorDetailSerializer(required=False)
 
 

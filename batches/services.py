@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from batches import pipeline, sources
 from batches.models import Batch, BatchChunk, BatchResult, BatchUpload
-from labeling import images
+from labeling import images, videos
 from projects.access import parse_uuid
 from projects.models import Project
 
@@ -151,12 +151,23 @@ def _source_ref(*, project: Project, source: dict) -> tuple[str, str, BatchUploa
 
 
 def batch_start(
-    *, project: Project, source: dict, model_id: str | None = None, top_k: int | None = None, user=None
+    *,
+    project: Project,
+    source: dict,
+    model_id: str | None = None,
+    top_k: int | None = None,
+    fps: float = 1.0,
+    user=None,
 ) -> Batch:
-    """Check the source, pin the model (the deployed one unless named) and queue the listing.
-    Raises inference.services.NoModel / UnknownModel, or BatchInvalid with nothing created."""
+    """Check the source, pin the model (the deployed one unless named) and the videos' sampling rate,
+    and queue the listing. Raises inference.services.NoModel / UnknownModel, or BatchInvalid with
+    nothing created."""
     from inference.services import model_for_invoke
 
+    if not 0 < fps <= settings.PICTOR_VIDEO_MAX_FPS:
+        raise BatchInvalid(
+            f"The sampling rate must be above 0 and at most {settings.PICTOR_VIDEO_MAX_FPS:g} fps.", field="fps"
+        )
     model = model_for_invoke(project=project, model_id=model_id)
     kind, ref, upload = _source_ref(project=project, source=source)
     with transaction.atomic():
@@ -168,6 +179,7 @@ def batch_start(
             model=model,
             model_version=model.version,
             top_k=top_k,
+            fps=fps,
             chunk_size=max(1, settings.PICTOR_BATCH_CHUNK),
             created_by=user,
         )
@@ -301,9 +313,13 @@ def _classify(batch: Batch, chunk: BatchChunk, group: list[tuple[int, list]], re
     for pos, item in group:
         seq = chunk.index * batch.chunk_size + pos
         try:
-            data = reader.read(item)
+            data = _read(reader, item)
         except images.UploadError as exc:
             rows.append(BatchResult(batch=batch, seq=seq, key=item[0], error=_error(exc.code, exc.message)))
+            continue
+        if videos.is_video(data[:64], filename=item[0]):
+            # Written at once: a video is many forward passes, and a chunk cut short keeps it.
+            BatchResult.objects.bulk_create([_classify_video(batch, seq, item[0], data)], ignore_conflicts=True)
             continue
         pending.append((seq, item, InvokeItem(filename=item[0], data=data)))
     items_validate([p[2] for p in pending])
@@ -344,6 +360,97 @@ def _classify(batch: Batch, chunk: BatchChunk, group: list[tuple[int, list]], re
         )
         inv.image = None  # the pixels go as soon as the answer is known
     return rows
+
+
+def _read(reader: sources.Reader, item: list) -> bytes:
+    """An item's bytes; a video-named one may be as large as a video upload may (PICTOR_VIDEO_MAX_BYTES)."""
+    if not item[0].lower().endswith(videos.VIDEO_EXTENSIONS):
+        return reader.read(item)
+    limit = reader.max_bytes
+    reader.max_bytes = max(limit, settings.PICTOR_VIDEO_MAX_BYTES)
+    try:
+        return reader.read(item)
+    finally:
+        reader.max_bytes = limit
+
+
+# Frames for prediction are converted at most this short side, as in invoke (the predictors crop anyway).
+_VIDEO_SHORT_SIDE = 448
+
+
+def _classify_video(batch: Batch, seq: int, key: str, data: bytes) -> BatchResult:
+    """A video at the batch's fps, with invoke's limits: its frames in forward passes of
+    PICTOR_BATCH_INFER, merged into label segments. The whole-video answer is the label covering the
+    most time, its confidence the time-weighted mean of its segments; `top` is the frames' mean."""
+    from inference import video
+    from inference.predictors import predict
+    from labeling.services import video_limits
+
+    model = batch.model
+    names = list(model.label_names)
+    index = {name: i for i, name in enumerate(names)}
+    multi = batch.project.is_multi_label
+    thresholds = np.asarray(model.thresholds or [0.5] * len(names), dtype=np.float32)
+    limits = video_limits()
+    source = videos.VideoSource.from_bytes(data, filename=key)
+    step = max(1, settings.PICTOR_BATCH_INFER)
+    probs: list[np.ndarray] = []
+    times: list[int] = []
+
+    def run(frames: list[videos.Frame]) -> None:
+        fresh = [f for f in frames if not f.repeat]
+        out = iter(predict(model, [f.image for f in fresh]).probs if fresh else [])
+        for frame in frames:  # a repeated frame is the same picture: the same answer
+            probs.append(probs[-1] if frame.repeat and probs else next(out))
+            times.append(frame.time_ms)
+
+    try:
+        info = videos.video_probe(source, fps=batch.fps, limits=limits)
+        group: list[videos.Frame] = []
+        for frame in videos.video_frames(source, info=info, limits=limits, short_side=_VIDEO_SHORT_SIDE):
+            group.append(frame)
+            if len(group) >= step:
+                run(group)
+                group = []
+        run(group)
+    except videos.VideoError as exc:
+        return BatchResult(batch=batch, seq=seq, key=key, error=_error(exc.code, exc.message))
+    if not probs:
+        return BatchResult(batch=batch, seq=seq, key=key, error=_error("invalid_video", "No frame could be decoded."))
+    held = []
+    for p in probs:
+        if multi:
+            held.append({names[i]: float(p[i]) for i in range(len(names)) if p[i] >= thresholds[i]})
+        else:
+            best = int(np.argmax(p))
+            held.append({names[best]: float(p[best])})
+    segs = video.segments(held, times, interval_ms=info.interval_ms)
+    covered: dict[str, list[float]] = {}  # label -> [ms covered, confidence * ms]
+    for seg in segs:
+        span = max(1, seg.stop_ms - seg.start_ms)
+        acc = covered.setdefault(seg.label, [0.0, 0.0])
+        acc[0] += span
+        acc[1] += seg.confidence * span
+    mean = np.mean(np.stack(probs), axis=0)
+    order = np.argsort(-mean)
+    if covered:
+        label = max(covered, key=lambda name: (covered[name][0], covered[name][1]))
+        confidence = covered[label][1] / covered[label][0]
+    else:  # multi-label, nothing present in any frame: the most confident label on average
+        label, confidence = names[int(order[0])], float(mean[order[0]])
+    by_time = sorted(covered, key=lambda name: -covered[name][0])
+    k = min(len(names), batch.top_k or DEFAULT_TOP_K)
+    return BatchResult(
+        batch=batch,
+        seq=seq,
+        key=key,
+        sha256=info.sha256,
+        label=label,
+        confidence=round(confidence, 6),
+        present=("|" + "|".join(by_time) + "|")[:2000] if multi and by_time else "",
+        top=[[int(i), round(float(mean[i]), 6)] for i in order[:k]],
+        segments=[[index[seg.label], seg.start_ms, seg.stop_ms, seg.confidence] for seg in segs],
+    )
 
 
 def batch_chunk_run(*, chunk_id: int) -> str:
@@ -488,9 +595,30 @@ def result_bytes(*, batch: Batch, result: BatchResult) -> bytes | None:
         return None
     try:
         with batch_reader(batch) as reader:
-            return reader.read(item)
+            return _read(reader, item)
     except (images.UploadError, sources.SourceError, sources.TransientSourceError):
         return None
+
+
+def video_poster(*, data: bytes, filename: str = ""):
+    """A video item's first sampled frame (a PIL image, at most 448 px on its short side), or None if
+    the bytes are no video within invoke's limits."""
+    from labeling.services import video_limits
+
+    if not videos.is_video(data[:64], filename=filename):
+        return None
+    limits = video_limits()
+    source = videos.VideoSource.from_bytes(data, filename=filename)
+    try:
+        info = videos.video_probe(source, fps=min(1.0, limits.max_fps), limits=limits)
+        frames = videos.video_frames(source, info=info, limits=limits, short_side=_VIDEO_SHORT_SIDE)
+        try:
+            first = next(frames, None)
+        finally:
+            frames.close()
+    except videos.VideoError:
+        return None
+    return first.image if first is not None else None
 
 
 def to_samples_start(*, batch: Batch, keys: list[str] | None, max_confidence: float | None, user=None) -> int:
@@ -539,12 +667,14 @@ def to_samples_run(*, batch_id, keys: list[str] | None, max_confidence: float | 
                 if pos >= len(refs):
                     continue
                 try:
-                    data = reader.read(refs[pos])
+                    data = _read(reader, refs[pos])
                 except images.UploadError:
                     continue
+                if videos.is_video(data[:64], filename=result.key):  # its frames, at the batch's fps
+                    data = videos.VideoSource.from_bytes(data, filename=result.key[-255:])
                 items.append(labeling_services.IngestItem(filename=result.key[-255:], data=data))
             report = labeling_services.samples_ingest(
-                project=batch.project, items=items, user=user, source=Sample.Source.BATCH
+                project=batch.project, items=items, user=user, source=Sample.Source.BATCH, fps=batch.fps
             )
             added += report.accepted
     return added

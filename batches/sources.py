@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labeling.images import ImageError
+from labeling.videos import VIDEO_EXTENSIONS
 from labeling.zips import IMAGE_EXTENSIONS
 
 
@@ -40,11 +41,12 @@ class TransientSourceError(Exception):
 
 
 def is_candidate(name: str) -> bool:
-    """An image-looking file that is not OS or VCS litter (hidden files, __MACOSX)."""
+    """An image- or video-looking file that is not OS or VCS litter (hidden files, __MACOSX)."""
     parts = [p for p in name.replace("\\", "/").split("/") if p]
     if not parts or parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts):
         return False
-    return parts[-1].rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+    name = parts[-1].lower()
+    return name.rpartition(".")[2] in IMAGE_EXTENSIONS or name.endswith(VIDEO_EXTENSIONS)
 
 
 # --------------------------------------------------------------------------- archives

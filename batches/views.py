@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
@@ -44,7 +45,11 @@ def _context(access: ProjectAccess, **extra) -> dict:
 @project_view()
 def batches_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     batches = [_shown(b) for b in selectors.batch_list(project=access.project)[:50]]
-    return render(request, "batches/batches.html", _context(access, batches=batches, form=forms.BatchStartForm()))
+    return render(
+        request,
+        "batches/batches.html",
+        _context(access, batches=batches, form=forms.BatchStartForm(), max_fps=f"{settings.PICTOR_VIDEO_MAX_FPS:g}"),
+    )
 
 
 @project_view(Role.ADMIN, methods=("POST",))
@@ -53,7 +58,9 @@ def batch_start(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
 
     form = forms.BatchStartForm(request.POST, request.FILES)
     if not form.is_valid():
-        messages.error(request, "Choose a source.")
+        messages.error(
+            request, "Video frames per second: a number above 0." if "fps" in form.errors else "Choose a source."
+        )
         return redirect("batches_page", project_id=access.project.pk)
     data = form.cleaned_data
     try:
@@ -66,7 +73,7 @@ def batch_start(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
             source = {"kind": "folder", "path": data["path"]}
         else:
             source = {"kind": "s3", "uri": data["uri"]}
-        batch = services.batch_start(project=access.project, source=source, user=request.user)
+        batch = services.batch_start(project=access.project, source=source, fps=data["fps"] or 1.0, user=request.user)
     except NoModel:
         messages.error(request, "No model is deployed yet: train and deploy one first.")
     except services.BatchInvalid as exc:
@@ -144,11 +151,13 @@ def batch_thumbnail(request: HttpRequest, access: ProjectAccess, batch_id) -> Ht
     data = services.result_bytes(batch=batch, result=result) if result is not None else None
     if data is None:
         raise Http404("No such item.")
-    try:
-        image = images.validate_image(data, limits=image_limits(), filename=result.key)
-    except images.UploadError:
-        raise Http404("The item is not a readable image.") from None
-    response = HttpResponse(images.make_thumbnail(image.image, size=THUMB_SIDE), content_type="image/webp")
+    picture = services.video_poster(data=data, filename=result.key)  # a video: its first frame
+    if picture is None:
+        try:
+            picture = images.validate_image(data, limits=image_limits(), filename=result.key).image
+        except images.UploadError:
+            raise Http404("The item is not a readable image.") from None
+    response = HttpResponse(images.make_thumbnail(picture, size=THUMB_SIDE), content_type="image/webp")
     response["Cache-Control"] = "private, max-age=3600"
     return response
 

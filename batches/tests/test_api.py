@@ -122,7 +122,16 @@ def test_results_download_in_three_formats_with_filters(team, model, tmp_path, s
     assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
     table = list(csv.DictReader(io.StringIO(b"".join(r.streaming_content).decode())))
     assert len(table) == 40 - len(bright) and {row["label"] for row in table} == {"dark"}
-    assert set(table[0]) == {"key", "sha256", "label", "confidence", "labels", "error_code", "error_message"}
+    assert set(table[0]) == {
+        "key",
+        "sha256",
+        "label",
+        "confidence",
+        "labels",
+        "error_code",
+        "error_message",
+        "segments",
+    }
 
     r = viewer.get(f"{base(team.project)}/{batch_id}/results", {"format": "series"})
     assert r.status_code == 200 and r["Content-Type"] == "application/json"
