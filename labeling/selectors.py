@@ -76,15 +76,22 @@ class BadCursor(ValueError):
     pass
 
 
-def _cursor(direction: str, sample: Sample) -> str:
-    raw = f"{direction}|{sample.created.isoformat()}|{sample.pk}"
+def _encode(raw: str) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> str:
+    """The text inside a cursor (ValueError or UnicodeDecodeError when it is not one of ours)."""
+    return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+
+
+def _cursor(direction: str, sample: Sample) -> str:
+    return _encode(f"{direction}|{sample.created.isoformat()}|{sample.pk}")
 
 
 def _parse_cursor(cursor: str) -> tuple[str, datetime, uuid.UUID]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        direction, created, pk = raw.split("|")
+        direction, created, pk = _decode(cursor).split("|")
         if direction not in ("a", "b"):
             raise ValueError(direction)
         return direction, datetime.fromisoformat(created), uuid.UUID(pk)
@@ -116,24 +123,20 @@ def _video_page(qs, *, cursor: str | None, size: int) -> SamplePage:
     offset = 0
     if cursor:
         try:
-            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-            kind, value = raw.split("|")
+            kind, value = _decode(cursor).split("|")
             offset = int(value)
             if kind != "v" or offset < 0:
                 raise ValueError(kind)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadCursor("The cursor is not one this API handed out.") from exc
 
-    def at(n: int) -> str:
-        return base64.urlsafe_b64encode(f"v|{n}".encode()).decode().rstrip("=")
-
     count = qs.count()
     rows = list(qs[offset : offset + size])
     return SamplePage(
         items=rows,
         count=count,
-        next_cursor=at(offset + size) if offset + size < count else None,
-        previous_cursor=at(max(0, offset - size)) if offset > 0 else None,
+        next_cursor=_encode(f"v|{offset + size}") if offset + size < count else None,
+        previous_cursor=_encode(f"v|{max(0, offset - size)}") if offset > 0 else None,
     )
 
 

@@ -212,3 +212,24 @@ def test_the_api_lists_one_videos_frames_in_time_order(team, clip):
     r = api(team.user("viewer")).get(url(team, "?video=nothex"))
     assert r.status_code == 400 and "video" in r.json()["error"]["fields"]
     assert api(team.user("outsider")).get(url(team, f"?video={sha}")).status_code == 404
+
+
+def test_it_pages_one_videos_frames_in_time_order_by_cursor(team):
+    from labeling import selectors
+    from labeling.tests.factories import make_sample
+
+    video = "a" * 64
+    made = [make_sample(team.project, seed=i) for i in range(5)]
+    for t, sample in zip((400, 0, 300, 100, 200), made):
+        Sample.objects.filter(pk=sample.pk).update(video_sha256=video, video_time_ms=t)
+    first = selectors.sample_page(project=team.project, video=video, size=2)
+    assert [s.video_time_ms for s in first.items] == [0, 100] and first.count == 5
+    assert first.previous_cursor is None
+    second = selectors.sample_page(project=team.project, video=video, cursor=first.next_cursor, size=2)
+    assert [s.video_time_ms for s in second.items] == [200, 300]
+    last = selectors.sample_page(project=team.project, video=video, cursor=second.next_cursor, size=2)
+    assert [s.video_time_ms for s in last.items] == [400] and last.next_cursor is None
+    back = selectors.sample_page(project=team.project, video=video, cursor=last.previous_cursor, size=2)
+    assert [s.video_time_ms for s in back.items] == [200, 300]
+    with pytest.raises(selectors.BadCursor):
+        selectors.sample_page(project=team.project, video=video, cursor=first.next_cursor[:-2] + "!!", size=2)
