@@ -365,7 +365,7 @@ def learning_curve(*, project, width: int = 640, height: int = 260) -> dict | No
         latest[(mode, n)] = (acc, version)
     if len(latest) < 2:
         return None
-    left, right, top, bottom = 48, 16, 12, 36
+    left, right, top, bottom = 48, 16, 26, 36  # top: room for the axis title above the 1.0 tick
     ns = [n for _, n in latest]
     lo, hi = math.log10(max(1, min(ns))), math.log10(max(ns))
     if hi - lo < 0.3:  # fewer than a doubling of labels: still a readable axis
