@@ -1,8 +1,8 @@
 """Writes of batch jobs: uploads, start (the model is pinned), listing into chunks, chunks classified
 into results, pause / resume / cancel, and results sent to labeling.
 
-Concurrency is held by the database: results are unique per (batch, key) and written with
-ON CONFLICT DO NOTHING, a chunk's pending → done is a conditional UPDATE and only the worker that
+Concurrency is held by the database: results are unique per (batch, key), one per listing position
+(seq), and written with ON CONFLICT DO NOTHING, a chunk's pending → done is a conditional UPDATE and only the worker that
 made it adds the chunk's counts (computed from the rows, not from its own work), so a redelivered
 or duplicated chunk changes nothing. State changes of a batch lock its row.
 """
@@ -319,7 +319,7 @@ def _classify(batch: Batch, chunk: BatchChunk, group: list[tuple[int, list]], re
             continue
         if videos.is_video(data[:64], filename=item[0]):
             # Written at once: a video is many forward passes, and a chunk cut short keeps it.
-            BatchResult.objects.bulk_create([_classify_video(batch, seq, item[0], data)], ignore_conflicts=True)
+            _results_write([_classify_video(batch, seq, item[0], data)])
             continue
         pending.append((seq, item, InvokeItem(filename=item[0], data=data)))
     items_validate([p[2] for p in pending])
@@ -360,6 +360,44 @@ def _classify(batch: Batch, chunk: BatchChunk, group: list[tuple[int, list]], re
         )
         inv.image = None  # the pixels go as soon as the answer is known
     return rows
+
+
+# BatchResult.key's length; longer names are shortened (and marked with their position, to stay unique).
+_KEY_MAX = BatchResult._meta.get_field("key").max_length
+
+
+def _result_key(name: str, seq: int, *, marked: bool) -> str:
+    """The key of the item at listing position seq + 1: its name or, if a twin took it or it is too long
+    for a key, the name marked "#<position>". Marked keys never meet a listed name (those end in an
+    image or video extension) nor each other (positions differ)."""
+    if not marked and len(name) <= _KEY_MAX:
+        return name
+    mark = f"#{seq + 1}"
+    if len(name) + len(mark) > _KEY_MAX:
+        name, mark = name[: _KEY_MAX - len(mark) - 1], "…" + mark
+    return name + mark
+
+
+def _results_write(rows: list[BatchResult]) -> None:
+    """Insert one row per listing position. ON CONFLICT DO NOTHING keeps a redelivered item from being
+    written twice; a row whose position still has no result afterwards lost its key to another item
+    of the same name (an archive may hold two members "a.png": a zip written twice, a tar appended
+    to), so it is written again under its position-marked key: both are classified, neither silently
+    collapses into the other, and total == done + failed == the rows."""
+    if not rows:
+        return
+    batch_id, names = rows[0].batch_id, {row.seq: row.key for row in rows}
+    for marked in (False, True):
+        for row in rows:
+            row.key = _result_key(names[row.seq], row.seq, marked=marked)
+        BatchResult.objects.bulk_create(rows, ignore_conflicts=True)
+        written = BatchResult.objects.filter(batch_id=batch_id, seq__in=[row.seq for row in rows])
+        done = set(written.values_list("seq", flat=True))
+        rows = [row for row in rows if row.seq not in done]
+        if not rows:
+            return
+    # Not a twin's conflict: never drop items without a word.
+    raise RuntimeError(f"batch {batch_id}: results at positions {[row.seq for row in rows][:10]} cannot be written")
 
 
 def _read(reader: sources.Reader, item: list) -> bytes:
@@ -466,9 +504,11 @@ def batch_chunk_run(*, chunk_id: int) -> str:
     if batch.status not in Batch.ACTIVE:
         return batch.status
     BatchChunk.objects.filter(pk=chunk.pk).update(claimed=timezone.now(), attempts=F("attempts") + 1)
-    keys = [item[0] for item in chunk.items]
-    have = set(BatchResult.objects.filter(batch=batch, key__in=keys).values_list("key", flat=True))
-    todo = [(pos, item) for pos, item in enumerate(chunk.items) if item[0] not in have]
+    # Results are found by listing position, not by name: two items may share a name (see _results_write).
+    first = chunk.index * batch.chunk_size
+    positions = BatchResult.objects.filter(batch=batch, seq__gte=first, seq__lt=first + len(chunk.items))
+    have = set(positions.values_list("seq", flat=True))
+    todo = [(pos, item) for pos, item in enumerate(chunk.items) if first + pos not in have]
     step = max(1, settings.PICTOR_BATCH_INFER)
     try:
         with batch_reader(batch) as reader:
@@ -477,8 +517,7 @@ def batch_chunk_run(*, chunk_id: int) -> str:
                     Batch.ACTIVE
                 ):
                     return "stopped"
-                rows = _classify(batch, chunk, todo[start : start + step], reader)
-                BatchResult.objects.bulk_create(rows, ignore_conflicts=True)
+                _results_write(_classify(batch, chunk, todo[start : start + step], reader))
     except sources.SourceError as exc:
         batch_fail(batch_id=batch.pk, error=exc.message)
         return "failed"
@@ -486,9 +525,7 @@ def batch_chunk_run(*, chunk_id: int) -> str:
         if BatchChunk.objects.filter(pk=chunk.pk, status=BatchChunk.Status.PENDING).update(
             status=BatchChunk.Status.DONE
         ):
-            counts = BatchResult.objects.filter(batch=batch, key__in=set(keys)).aggregate(
-                n=Count("pk"), bad=Count("pk", filter=Q(error__isnull=False))
-            )
+            counts = positions.aggregate(n=Count("pk"), bad=Count("pk", filter=Q(error__isnull=False)))
             Batch.objects.filter(pk=batch.pk).update(
                 done=F("done") + (counts["n"] - counts["bad"]),
                 failed=F("failed") + counts["bad"],
