@@ -218,23 +218,26 @@ def _reader_kind(batch: Batch) -> str:
     return batch.source_kind
 
 
-def _listing(batch: Batch):
+def _listing(batch: Batch, *, listed: int, after: str | None):
+    """The source's items from the listed-th on. A folder or an S3 prefix restarts after the last key
+    listed (it may have changed meanwhile); a stored archive never changes, so its first `listed`
+    entries are skipped."""
     kind = _reader_kind(batch)
     if kind == Batch.Kind.FOLDER:
-        return sources.folder_iter(batch.source_ref)
+        return sources.folder_iter(batch.source_ref, after=after)
     if kind == Batch.Kind.S3:
-        return sources.s3_iter(batch.source_ref)
+        return sources.s3_iter(batch.source_ref, after=after)
 
     def archive():
         with _upload_open(batch)() as fp:
             yield from (sources.zip_iter(fp) if kind == BatchUpload.Kind.ZIP else sources.tar_iter(fp))
 
-    return archive()
+    return itertools.islice(archive(), listed, None)
 
 
 def batch_listing_run(*, batch_id, listing=None) -> int:
     """List the source into chunk rows and queue each chunk once its rows committed. Resumable: a
-    second run (a redelivery, the sweep) skips the chunks that exist, since listings are stable.
+    second run (a redelivery, the sweep) goes on after the chunks that exist (see _listing).
     `listing` replaces the source's own (the benchmark's synthetic million keys)."""
     batch = Batch.objects.select_related("upload").filter(pk=batch_id).first()
     if batch is None or batch.listed or batch.status in Batch.FINAL:
@@ -244,10 +247,19 @@ def batch_listing_run(*, batch_id, listing=None) -> int:
         status=Batch.Status.LISTING, started=now, run_since=now, listing_beat=now
     )
     size = batch.chunk_size
+    # Chunks are committed in whole groups of consecutive indices: the count is the next index.
     index = BatchChunk.objects.filter(batch=batch).count()
+    last = (
+        BatchChunk.objects.filter(batch=batch, index=index - 1).values_list("items", flat=True).first()
+        if index
+        else None
+    )
     try:
-        items = listing if listing is not None else _listing(batch)
-        items = itertools.islice(iter(items), index * size, None)
+        if listing is not None:
+            items = itertools.islice(iter(listing), index * size, None)
+        else:
+            listed = BatchChunk.objects.filter(batch=batch).aggregate(n=Sum("size"))["n"] or 0
+            items = _listing(batch, listed=listed, after=last[-1][0] if last else None)
         group: list[BatchChunk] = []
         while True:
             part = list(itertools.islice(items, size))
@@ -367,9 +379,9 @@ _KEY_MAX = BatchResult._meta.get_field("key").max_length
 
 
 def _result_key(name: str, seq: int, *, marked: bool) -> str:
-    """The key of the item at listing position seq + 1: its name or, if a twin took it or it is too long
-    for a key, the name marked "#<position>". Marked keys never meet a listed name (those end in an
-    image or video extension) nor each other (positions differ)."""
+    """The key of the item at listing position seq + 1: its name or, if an earlier twin holds it or it
+    is too long for a key, the name marked "#<position>". Marked keys never meet a listed name (those
+    end in an image or video extension) nor each other (positions differ)."""
     if not marked and len(name) <= _KEY_MAX:
         return name
     mark = f"#{seq + 1}"
@@ -378,24 +390,39 @@ def _result_key(name: str, seq: int, *, marked: bool) -> str:
     return name + mark
 
 
+# Rounds of _results_write before it gives up (each settles at least one twin; a few are plenty).
+_WRITE_ROUNDS = 8
+
+
 def _results_write(rows: list[BatchResult]) -> None:
     """Insert one row per listing position. ON CONFLICT DO NOTHING keeps a redelivered item from being
-    written twice; a row whose position still has no result afterwards lost its key to another item
+    written twice. A row whose position still has no result afterwards lost its name to another item
     of the same name (an archive may hold two members "a.png": a zip written twice, a tar appended
-    to), so it is written again under its position-marked key: both are classified, neither silently
-    collapses into the other, and total == done + failed == the rows."""
+    to): both are classified, the earlier in the listing keeps the name (whichever chunk ran first)
+    and the later is keyed "a.png#<position>", so neither collapses into the other and
+    total == done + failed == the rows."""
     if not rows:
         return
-    batch_id, names = rows[0].batch_id, {row.seq: row.key for row in rows}
-    for marked in (False, True):
-        for row in rows:
-            row.key = _result_key(names[row.seq], row.seq, marked=marked)
+    batch_id = rows[0].batch_id
+    for row in rows:
+        row.key = _result_key(row.key, row.seq, marked=False)
+    for _ in range(_WRITE_ROUNDS):
         BatchResult.objects.bulk_create(rows, ignore_conflicts=True)
         written = BatchResult.objects.filter(batch_id=batch_id, seq__in=[row.seq for row in rows])
         done = set(written.values_list("seq", flat=True))
         rows = [row for row in rows if row.seq not in done]
         if not rows:
             return
+        holders = BatchResult.objects.filter(batch_id=batch_id, key__in=[row.key for row in rows])
+        holder = dict(holders.values_list("key", "seq"))
+        for row in rows:
+            held = holder.get(row.key)
+            if held is not None and held > row.seq:  # a later twin holds the name: it takes its mark
+                BatchResult.objects.filter(batch_id=batch_id, seq=held, key=row.key).update(
+                    key=_result_key(row.key, held, marked=True)
+                )
+            elif held is not None:
+                row.key = _result_key(row.key, row.seq, marked=True)
     # Not a twin's conflict: never drop items without a word.
     raise RuntimeError(f"batch {batch_id}: results at positions {[row.seq for row in rows][:10]} cannot be written")
 
