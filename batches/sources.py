@@ -69,7 +69,9 @@ def archive_kind(head: bytes) -> str | None:
 
 def decompressing(fileobj, kind: str):
     """A stream of the decompressed bytes (tar.gz and friends are stored as plain tar: random access)."""
-    return {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind](fileobj=fileobj, mode="rb")
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=fileobj, mode="rb")
+    return {"bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind](fileobj, mode="rb")  # these take the file first
 
 
 def zip_check(fp) -> None:
