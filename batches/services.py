@@ -2,9 +2,10 @@
 into results, pause / resume / cancel, and results sent to labeling.
 
 Concurrency is held by the database: results are unique per (batch, key), one per listing position
-(seq), and written with ON CONFLICT DO NOTHING, a chunk's pending → done is a conditional UPDATE and only the worker that
-made it adds the chunk's counts (computed from the rows, not from its own work), so a redelivered
-or duplicated chunk changes nothing. State changes of a batch lock its row.
+(seq), and written with ON CONFLICT DO NOTHING; a chunk's pending → done is a conditional UPDATE and
+only the worker that made it adds the chunk's counts (computed from the rows at its positions, not
+from its own work), so a redelivered or duplicated chunk changes nothing. State changes of a batch
+lock its row.
 """
 
 from __future__ import annotations

@@ -349,13 +349,17 @@ def s3_check(uri: str) -> S3Location:
     return loc
 
 
+# Keys per list_objects_v2 page (S3's maximum).
+S3_PAGE = 1000
+
+
 def s3_iter(uri: str, *, after: str | None = None) -> Iterator[list]:
     """[key] per image object in S3's (lexicographic) order; a resumed listing starts `after` the last
     key it listed, so objects added meanwhile shift nothing and the pages before are not fetched again."""
     loc = s3_parse(uri)
     paginator = s3_client().get_paginator("list_objects_v2")
     start = {"StartAfter": after} if after else {}
-    pages = paginator.paginate(Bucket=loc.bucket, Prefix=loc.prefix, PaginationConfig={"PageSize": 1000}, **start)
+    pages = paginator.paginate(Bucket=loc.bucket, Prefix=loc.prefix, PaginationConfig={"PageSize": S3_PAGE}, **start)
     for page in pages:
         for obj in page.get("Contents", []):
             if is_candidate(obj["Key"]):
