@@ -1,10 +1,11 @@
 """Writes of batch jobs: uploads, start (the model is pinned), listing into chunks, chunks classified
 into results, pause / resume / cancel, and results sent to labeling.
 
-Concurrency is held by the database: results are unique per (batch, key) and written with
-ON CONFLICT DO NOTHING, a chunk's pending → done is a conditional UPDATE and only the worker that
-made it adds the chunk's counts (computed from the rows, not from its own work), so a redelivered
-or duplicated chunk changes nothing. State changes of a batch lock its row.
+Concurrency is held by the database: results are unique per (batch, key), one per listing position
+(seq), and written with ON CONFLICT DO NOTHING; a chunk's pending → done is a conditional UPDATE and
+only the worker that made it adds the chunk's counts (computed from the rows at its positions, not
+from its own work), so a redelivered or duplicated chunk changes nothing. State changes of a batch
+lock its row.
 """
 
 from __future__ import annotations
@@ -218,23 +219,26 @@ def _reader_kind(batch: Batch) -> str:
     return batch.source_kind
 
 
-def _listing(batch: Batch):
+def _listing(batch: Batch, *, listed: int, after: str | None):
+    """The source's items from the listed-th on. A folder or an S3 prefix restarts after the last key
+    listed (it may have changed meanwhile); a stored archive never changes, so its first `listed`
+    entries are skipped."""
     kind = _reader_kind(batch)
     if kind == Batch.Kind.FOLDER:
-        return sources.folder_iter(batch.source_ref)
+        return sources.folder_iter(batch.source_ref, after=after)
     if kind == Batch.Kind.S3:
-        return sources.s3_iter(batch.source_ref)
+        return sources.s3_iter(batch.source_ref, after=after)
 
     def archive():
         with _upload_open(batch)() as fp:
             yield from (sources.zip_iter(fp) if kind == BatchUpload.Kind.ZIP else sources.tar_iter(fp))
 
-    return archive()
+    return itertools.islice(archive(), listed, None)
 
 
 def batch_listing_run(*, batch_id, listing=None) -> int:
     """List the source into chunk rows and queue each chunk once its rows committed. Resumable: a
-    second run (a redelivery, the sweep) skips the chunks that exist, since listings are stable.
+    second run (a redelivery, the sweep) goes on after the chunks that exist (see _listing).
     `listing` replaces the source's own (the benchmark's synthetic million keys)."""
     batch = Batch.objects.select_related("upload").filter(pk=batch_id).first()
     if batch is None or batch.listed or batch.status in Batch.FINAL:
@@ -244,10 +248,19 @@ def batch_listing_run(*, batch_id, listing=None) -> int:
         status=Batch.Status.LISTING, started=now, run_since=now, listing_beat=now
     )
     size = batch.chunk_size
+    # Chunks are committed in whole groups of consecutive indices: the count is the next index.
     index = BatchChunk.objects.filter(batch=batch).count()
+    last = (
+        BatchChunk.objects.filter(batch=batch, index=index - 1).values_list("items", flat=True).first()
+        if index
+        else None
+    )
     try:
-        items = listing if listing is not None else _listing(batch)
-        items = itertools.islice(iter(items), index * size, None)
+        if listing is not None:
+            items = itertools.islice(iter(listing), index * size, None)
+        else:
+            listed = BatchChunk.objects.filter(batch=batch).aggregate(n=Sum("size"))["n"] or 0
+            items = _listing(batch, listed=listed, after=last[-1][0] if last else None)
         group: list[BatchChunk] = []
         while True:
             part = list(itertools.islice(items, size))
@@ -319,7 +332,7 @@ def _classify(batch: Batch, chunk: BatchChunk, group: list[tuple[int, list]], re
             continue
         if videos.is_video(data[:64], filename=item[0]):
             # Written at once: a video is many forward passes, and a chunk cut short keeps it.
-            BatchResult.objects.bulk_create([_classify_video(batch, seq, item[0], data)], ignore_conflicts=True)
+            _results_write([_classify_video(batch, seq, item[0], data)])
             continue
         pending.append((seq, item, InvokeItem(filename=item[0], data=data)))
     items_validate([p[2] for p in pending])
@@ -360,6 +373,59 @@ def _classify(batch: Batch, chunk: BatchChunk, group: list[tuple[int, list]], re
         )
         inv.image = None  # the pixels go as soon as the answer is known
     return rows
+
+
+# BatchResult.key's length; longer names are shortened (and marked with their position, to stay unique).
+_KEY_MAX = BatchResult._meta.get_field("key").max_length
+
+
+def _result_key(name: str, seq: int, *, marked: bool) -> str:
+    """The key of the item at listing position seq + 1: its name or, if an earlier twin holds it or it
+    is too long for a key, the name marked "#<position>". Marked keys never meet a listed name (those
+    end in an image or video extension) nor each other (positions differ)."""
+    if not marked and len(name) <= _KEY_MAX:
+        return name
+    mark = f"#{seq + 1}"
+    if len(name) + len(mark) > _KEY_MAX:
+        name, mark = name[: _KEY_MAX - len(mark) - 1], "…" + mark
+    return name + mark
+
+
+# Rounds of _results_write before it gives up (each settles at least one twin; a few are plenty).
+_WRITE_ROUNDS = 8
+
+
+def _results_write(rows: list[BatchResult]) -> None:
+    """Insert one row per listing position. ON CONFLICT DO NOTHING keeps a redelivered item from being
+    written twice. A row whose position still has no result afterwards lost its name to another item
+    of the same name (an archive may hold two members "a.png": a zip written twice, a tar appended
+    to): both are classified, the earlier in the listing keeps the name (whichever chunk ran first)
+    and the later is keyed "a.png#<position>", so neither collapses into the other and
+    total == done + failed == the rows."""
+    if not rows:
+        return
+    batch_id = rows[0].batch_id
+    for row in rows:
+        row.key = _result_key(row.key, row.seq, marked=False)
+    for _ in range(_WRITE_ROUNDS):
+        BatchResult.objects.bulk_create(rows, ignore_conflicts=True)
+        written = BatchResult.objects.filter(batch_id=batch_id, seq__in=[row.seq for row in rows])
+        done = set(written.values_list("seq", flat=True))
+        rows = [row for row in rows if row.seq not in done]
+        if not rows:
+            return
+        holders = BatchResult.objects.filter(batch_id=batch_id, key__in=[row.key for row in rows])
+        holder = dict(holders.values_list("key", "seq"))
+        for row in rows:
+            held = holder.get(row.key)
+            if held is not None and held > row.seq:  # a later twin holds the name: it takes its mark
+                BatchResult.objects.filter(batch_id=batch_id, seq=held, key=row.key).update(
+                    key=_result_key(row.key, held, marked=True)
+                )
+            elif held is not None:
+                row.key = _result_key(row.key, row.seq, marked=True)
+    # Not a twin's conflict: never drop items without a word.
+    raise RuntimeError(f"batch {batch_id}: results at positions {[row.seq for row in rows][:10]} cannot be written")
 
 
 def _read(reader: sources.Reader, item: list) -> bytes:
@@ -466,9 +532,11 @@ def batch_chunk_run(*, chunk_id: int) -> str:
     if batch.status not in Batch.ACTIVE:
         return batch.status
     BatchChunk.objects.filter(pk=chunk.pk).update(claimed=timezone.now(), attempts=F("attempts") + 1)
-    keys = [item[0] for item in chunk.items]
-    have = set(BatchResult.objects.filter(batch=batch, key__in=keys).values_list("key", flat=True))
-    todo = [(pos, item) for pos, item in enumerate(chunk.items) if item[0] not in have]
+    # Results are found by listing position, not by name: two items may share a name (see _results_write).
+    first = chunk.index * batch.chunk_size
+    positions = BatchResult.objects.filter(batch=batch, seq__gte=first, seq__lt=first + len(chunk.items))
+    have = set(positions.values_list("seq", flat=True))
+    todo = [(pos, item) for pos, item in enumerate(chunk.items) if first + pos not in have]
     step = max(1, settings.PICTOR_BATCH_INFER)
     try:
         with batch_reader(batch) as reader:
@@ -477,8 +545,7 @@ def batch_chunk_run(*, chunk_id: int) -> str:
                     Batch.ACTIVE
                 ):
                     return "stopped"
-                rows = _classify(batch, chunk, todo[start : start + step], reader)
-                BatchResult.objects.bulk_create(rows, ignore_conflicts=True)
+                _results_write(_classify(batch, chunk, todo[start : start + step], reader))
     except sources.SourceError as exc:
         batch_fail(batch_id=batch.pk, error=exc.message)
         return "failed"
@@ -486,9 +553,7 @@ def batch_chunk_run(*, chunk_id: int) -> str:
         if BatchChunk.objects.filter(pk=chunk.pk, status=BatchChunk.Status.PENDING).update(
             status=BatchChunk.Status.DONE
         ):
-            counts = BatchResult.objects.filter(batch=batch, key__in=set(keys)).aggregate(
-                n=Count("pk"), bad=Count("pk", filter=Q(error__isnull=False))
-            )
+            counts = positions.aggregate(n=Count("pk"), bad=Count("pk", filter=Q(error__isnull=False)))
             Batch.objects.filter(pk=batch.pk).update(
                 done=F("done") + (counts["n"] - counts["bad"]),
                 failed=F("failed") + counts["bad"],

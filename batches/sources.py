@@ -69,7 +69,9 @@ def archive_kind(head: bytes) -> str | None:
 
 def decompressing(fileobj, kind: str):
     """A stream of the decompressed bytes (tar.gz and friends are stored as plain tar: random access)."""
-    return {"gzip": gzip.GzipFile, "bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind](fileobj=fileobj, mode="rb")
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=fileobj, mode="rb")
+    return {"bz2": bz2.BZ2File, "xz": lzma.LZMAFile}[kind](fileobj, mode="rb")  # these take the file first
 
 
 def zip_check(fp) -> None:
@@ -250,25 +252,30 @@ def folder_resolve(path: str, *, roots: list[str]) -> str:
     return real
 
 
-def folder_iter(base: str) -> Iterator[list]:
-    """[relative path] per image file, depth first, names sorted within each folder (a stable order,
-    so a listing resumed after a crash continues where it stopped). Symlinked folders are not followed."""
-    stack = [""]
+def folder_iter(base: str, *, after: str | None = None) -> Iterator[list]:
+    """[relative path] per image file, depth first: a folder's files by name, then its subfolders by
+    name. A stable order, so a listing resumed after a crash continues `after` the last key it
+    listed (files added or removed meanwhile shift nothing). Symlinked folders are not followed."""
+    # Each folder to visit with the rest of the resumption point inside it (None: list all of it).
+    stack: list[tuple[str, list[str] | None]] = [("", after.split("/") if after else None)]
     while stack:
-        rel = stack.pop()
+        rel, rest = stack.pop()
         try:
             with os.scandir(os.path.join(base, rel)) as it:
                 entries = sorted((e.name, e.is_dir(follow_symlinks=False), e.is_file()) for e in it)
         except OSError:
             continue
-        subdirs = []
+        subdirs: list[tuple[str, list[str] | None]] = []
         for name, is_dir, is_file in entries:
             if name.startswith("."):
                 continue
             key = f"{rel}/{name}" if rel else name
             if is_dir:
-                subdirs.append(key)
-            elif is_file and is_candidate(key):
+                if rest is None or len(rest) == 1 or name > rest[0]:
+                    subdirs.append((key, None))  # not begun (a folder's subfolders follow its files)
+                elif name == rest[0]:
+                    subdirs.append((key, rest[1:]))  # where it stopped
+            elif is_file and is_candidate(key) and (rest is None or (len(rest) == 1 and name > rest[0])):
                 yield [key]
         stack.extend(reversed(subdirs))
 
@@ -342,10 +349,18 @@ def s3_check(uri: str) -> S3Location:
     return loc
 
 
-def s3_iter(uri: str) -> Iterator[list]:
+# Keys per list_objects_v2 page (S3's maximum).
+S3_PAGE = 1000
+
+
+def s3_iter(uri: str, *, after: str | None = None) -> Iterator[list]:
+    """[key] per image object in S3's (lexicographic) order; a resumed listing starts `after` the last
+    key it listed, so objects added meanwhile shift nothing and the pages before are not fetched again."""
     loc = s3_parse(uri)
     paginator = s3_client().get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=loc.bucket, Prefix=loc.prefix, PaginationConfig={"PageSize": 1000}):
+    start = {"StartAfter": after} if after else {}
+    pages = paginator.paginate(Bucket=loc.bucket, Prefix=loc.prefix, PaginationConfig={"PageSize": S3_PAGE}, **start)
+    for page in pages:
         for obj in page.get("Contents", []):
             if is_candidate(obj["Key"]):
                 yield [obj["Key"]]

@@ -3,16 +3,19 @@ three formats with filters, pause / resume / cancel, bad sources, the pinned mod
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
+import lzma
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from batches.models import Batch, BatchChunk, BatchResult, BatchUpload
-from batches.tests.conftest import drive, images, tar_bytes, train_pixels_model, write_folder, zip_bytes
+from batches.tests.conftest import drive, images, png, tar_bytes, train_pixels_model, write_folder, zip_bytes
 
 
 def api(user) -> APIClient:
@@ -69,9 +72,9 @@ def test_it_runs_a_2000_image_zip_to_completion_with_every_item_answered_once(te
     assert all(len(row["sha256"]) == 64 and row["labels"][0]["label"] == row["label"] for row in good)
 
 
-def test_it_runs_a_tar_and_a_gzipped_tar(team, model):
+def test_it_runs_a_tar_and_a_gzipped_bzipped_and_xz_tar(team, model):
     c = api(team.user("owner"))
-    for mode, name in (("w", "a.tar"), ("w:gz", "a.tar.gz")):
+    for mode, name in (("w", "a.tar"), ("w:gz", "a.tar.gz"), ("w:bz2", "a.tar.bz2"), ("w:xz", "a.tar.xz")):
         r = upload(c, team.project, tar_bytes(images(150), mode=mode), name=name)
         assert r.status_code == 201, r.content
         assert BatchUpload.objects.get(pk=r.json()["upload_id"]).kind == "tar"
@@ -155,9 +158,15 @@ def test_results_download_in_three_formats_with_filters(team, model, tmp_path, s
         ({"kind": "folder", "path": "MISSING"}, "does not exist"),
         ({"kind": "folder", "path": "OUTSIDE"}, "outside"),
         ({"kind": "folder", "path": "ESCAPE"}, "outside"),
+        ({"kind": "folder", "path": "FILE"}, "not a folder"),
+        ({"kind": "folder", "path": ""}, "path"),
+        ({"kind": "folder"}, "path"),
         ({"kind": "upload", "upload_id": "00000000-0000-0000-0000-000000000000"}, "No such upload"),
         ({"kind": "upload", "upload_id": "not-a-uuid"}, "upload_id"),
+        ({"kind": "upload"}, "upload_id"),
         ({"kind": "s3", "uri": "http://bucket/x"}, "s3://"),
+        ({"kind": "s3", "uri": "s3:///photos/"}, "needs a bucket"),
+        ({"kind": "s3"}, "uri"),
         ({"kind": "tape"}, "kind"),
         ("just a string", "kind"),
     ],
@@ -167,6 +176,7 @@ def test_bad_sources_answer_400_and_create_nothing(team, model, tmp_path, settin
     root.mkdir()
     (tmp_path / "elsewhere").mkdir()
     (root / "escape").symlink_to(tmp_path / "elsewhere")
+    (root / "a.png").write_bytes(png(1, bright=True))
     settings.PICTOR_IMPORT_ROOTS = [str(root)]
     if isinstance(source, dict) and "path" in source:
         source = {
@@ -175,12 +185,67 @@ def test_bad_sources_answer_400_and_create_nothing(team, model, tmp_path, settin
                 "MISSING": str(root / "nope"),
                 "OUTSIDE": str(tmp_path / "elsewhere"),
                 "ESCAPE": str(root / "escape"),
+                "FILE": str(root / "a.png"),
             }.get(source["path"], source["path"]),
         }
     r = start(api(team.user("admin")), team.project, source)
     assert r.status_code == 400, r.content
     assert r.json()["error"]["code"] == "invalid" and why in json.dumps(r.json())
     assert not Batch.objects.exists() and not BatchChunk.objects.exists()
+
+
+def test_folder_sources_are_off_without_import_roots(team, model, tmp_path, settings):
+    settings.PICTOR_IMPORT_ROOTS = []
+    r = start(api(team.user("admin")), team.project, {"kind": "folder", "path": str(tmp_path)})
+    assert r.status_code == 400 and "No import roots" in r.json()["error"]["message"], r.content
+    assert not Batch.objects.exists()
+
+
+def test_a_folder_the_server_cannot_read_is_refused(team, model, tmp_path, settings, monkeypatch):
+    from batches import sources
+
+    settings.PICTOR_IMPORT_ROOTS = [str(tmp_path)]
+    # The tests run as root, who reads everything: the permission check is what is tested here.
+    monkeypatch.setattr(sources.os, "access", lambda path, mode: path != str(tmp_path))
+    r = start(api(team.user("admin")), team.project, {"kind": "folder", "path": str(tmp_path)})
+    assert r.status_code == 400 and "not readable" in r.json()["error"]["message"], r.content
+    assert not Batch.objects.exists()
+
+
+def test_an_upload_of_another_project_or_gone_from_storage_is_refused(team, model):
+    from django.core.files.storage import default_storage
+
+    from batches import services
+
+    other = team.user("outsider").memberships.first().project
+    theirs = services.batch_upload_create(project=other, fileobj=io.BytesIO(zip_bytes(images(2))))
+    r = start(api(team.user("admin")), team.project, {"kind": "upload", "upload_id": str(theirs.pk)})
+    assert r.status_code == 400 and "No such upload" in r.json()["error"]["message"], r.content
+    r = upload(api(team.user("admin")), team.project, zip_bytes(images(2)))
+    ours = BatchUpload.objects.get(pk=r.json()["upload_id"])
+    default_storage.delete(ours.storage_name)
+    r = start(api(team.user("admin")), team.project, {"kind": "upload", "upload_id": str(ours.pk)})
+    assert r.status_code == 400 and "gone from storage" in r.json()["error"]["message"], r.content
+    assert not Batch.objects.exists()
+
+
+def test_an_upload_without_a_file_is_refused(team, model):
+    r = api(team.user("admin")).post(f"{base(team.project)}/uploads", {}, format="multipart")
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid" and "file" in json.dumps(r.json())
+    assert not BatchUpload.objects.exists()
+
+
+def test_an_unreachable_s3_endpoint_is_refused(team, model, monkeypatch):
+    from tests.procs import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    r = start(api(team.user("admin")), team.project, {"kind": "s3", "uri": "s3://bucket/photos/"})
+    assert r.status_code == 400 and "cannot be reached" in r.json()["error"]["message"], r.content
+    assert not Batch.objects.exists()
 
 
 def test_s3_without_credentials_is_refused(team, model, monkeypatch):
@@ -194,10 +259,38 @@ def test_s3_without_credentials_is_refused(team, model, monkeypatch):
     assert not Batch.objects.exists()
 
 
+def _bad_checksum_tar() -> bytes:
+    data = bytearray(tar_bytes(images(2)))
+    data[148:156] = b"0000000\0"  # the first header's checksum no longer matches
+    return bytes(data)
+
+
 @pytest.mark.parametrize(
     "data",
-    [b"hello, not an archive", zip_bytes(images(3))[:-30], b"PK\x05\x06" + b"\0" * 10, b"\x1f\x8b\x08garbage"],
-    ids=["not-an-archive", "truncated-zip", "broken-eocd", "bad-gzip"],
+    [
+        b"hello, not an archive",
+        b"",
+        zip_bytes(images(3))[:-30],
+        b"PK\x05\x06" + b"\0" * 10,
+        b"\x1f\x8b\x08garbage",
+        gzip.compress(b"plain text, no tar inside" * 40),
+        bz2.compress(b"plain text, no tar inside" * 40),
+        lzma.compress(b"plain text, no tar inside" * 40),
+        bz2.compress(b"not bzip2 all the way")[:-8],
+        _bad_checksum_tar(),
+    ],
+    ids=[
+        "not-an-archive",
+        "empty",
+        "truncated-zip",
+        "broken-eocd",
+        "bad-gzip",
+        "gzip-no-tar",
+        "bz2-no-tar",
+        "xz-no-tar",
+        "truncated-bz2",
+        "bad-tar",
+    ],
 )
 def test_unreadable_archives_are_refused_at_upload(team, model, data):
     from django.core.files.storage import default_storage
