@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import copy
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -104,18 +107,55 @@ def items_validate(items: list[InvokeItem]) -> None:
             item.error = exc
 
 
+# What invoke reads of a model version (its labels, thresholds, features, artifact) never changes
+# under its id; only metrics and the deployed flags do. So each process keeps these fields by id and a
+# request asks the database only which id answers (one indexed query, never cached): a deploy takes
+# effect on the next request, in every process. The other fields stay deferred (read fresh if used).
+_MODEL_FIELDS = ("id", "project_id", "version", "mode", "features", "label_names", "thresholds", "artifact_name")
+_MODELS_MAX = 64
+_models_lock = threading.Lock()
+_models: OrderedDict = OrderedDict()
+
+
+def _model_version(*, pk, project: Project) -> ModelVersion:
+    with _models_lock:
+        values = _models.get(pk)
+        if values is not None:
+            _models.move_to_end(pk)
+    if values is None:
+        row = ModelVersion.objects.filter(pk=pk).values_list(*_MODEL_FIELDS)[:1]
+        values = next(iter(row), None)
+        if values is None:  # deleted since the id was read
+            raise UnknownModel(str(pk))
+        with _models_lock:
+            _models[pk] = values
+            while len(_models) > _MODELS_MAX:
+                _models.popitem(last=False)
+    # A fresh instance per request (callers may set attributes on it); the JSON lists are copied.
+    model = ModelVersion.from_db(ModelVersion.objects.db, list(_MODEL_FIELDS), copy.deepcopy(values))
+    model.project = project  # this request's row: its task and capture settings are current
+    return model
+
+
 def model_for_invoke(*, project: Project, model_id: str | None) -> ModelVersion:
-    qs = ModelVersion.objects.select_related("project").filter(project=project)
+    """The version named by `model_id` (UnknownModel if it is not this project's), else the deployed one
+    (NoModel if none is)."""
+    qs = ModelVersion.objects.filter(project=project).order_by()
     if model_id:
         pk = parse_uuid(model_id)
-        model = qs.filter(pk=pk).first() if pk is not None else None
-        if model is None:
+        found = next(iter(qs.filter(pk=pk).values_list("pk", flat=True)[:1]), None) if pk is not None else None
+        if found is None:
             raise UnknownModel(model_id)
-        return model
-    model = qs.filter(deployed=True).first()
-    if model is None:
-        raise NoModel()
-    return model
+    else:
+        found = next(iter(qs.filter(deployed=True).values_list("pk", flat=True)[:1]), None)
+        if found is None:
+            raise NoModel()
+    try:
+        return _model_version(pk=found, project=project)
+    except UnknownModel:  # deleted between the two queries
+        if model_id:
+            raise
+        raise NoModel() from None
 
 
 def result_object(*, model: ModelVersion, probs: np.ndarray, top_k: int | None) -> dict:
