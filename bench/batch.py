@@ -45,10 +45,12 @@ from common import HYMENOPTERA, OUT_DIR, REPO
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 PG = "postgres://postgres@127.0.0.1:5432"
-DB_NAME = "pictor_bench_batch"
-REDIS = "redis://127.0.0.1:6379/13"
+# Overridable so that two bench runs on one machine never share a database.
+DB_NAME = os.environ.get("BENCH_DB_NAME", "pictor_bench_batch")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
 OUT = OUT_DIR / "batch.md"
 INFER = 32
+IDLE = 0.03  # seconds between an invoke's answer and the raw path (see invoke_latency)
 CHUNK = 128
 
 
@@ -369,14 +371,24 @@ def invoke_latency(env: dict, project, model, key: str, n: int, log_dir: Path) -
             r = session.post(url, files={"file": (name, data, "image/jpeg")}, timeout=120)
             t1 = time.perf_counter()
             assert r.status_code == 200, r.text[:300]
-            raw(data)
+            # The server counts the key's use after answering: let that finish first, so the raw
+            # path below never shares the cores with it (it would slow raw, flattering the server).
+            time.sleep(IDLE)
             t2 = time.perf_counter()
+            raw(data)
+            t3 = time.perf_counter()
             if i >= 5:  # the first requests load the model in each gunicorn worker
                 http.append(t1 - t0)
-                rawt.append(t2 - t1)
+                rawt.append(t3 - t2)
     finally:
         stop_server(server)
-    return {"http_p50": percentile(http, 50), "raw_p50": percentile(rawt, 50), "n": len(http)}
+    return {
+        "http_p50": percentile(http, 50),
+        "raw_p50": percentile(rawt, 50),
+        "http_p99": percentile(http, 99),
+        "raw_p99": percentile(rawt, 99),
+        "n": len(http),
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -508,9 +520,10 @@ def main() -> int:
         ]
     if "invoke" not in args.skip:
         rows.append(
-            f"| invoke p50 over HTTP (gunicorn 2x4, {inv['n']} sequential) | {inv['http_p50'] * 1000:.1f} ms | raw "
-            f"decode + forward p50 {inv['raw_p50'] * 1000:.1f} ms | "
-            f"**+{(inv['http_p50'] - inv['raw_p50']) * 1000:.1f} ms** (goal <= 5 ms) |"
+            f"| invoke p50 over HTTP (gunicorn 2x4, {inv['n']} sequential) | {inv['http_p50'] * 1000:.1f} ms "
+            f"(p99 {inv['http_p99'] * 1000:.1f} ms) | raw decode + forward p50 {inv['raw_p50'] * 1000:.1f} ms "
+            f"(p99 {inv['raw_p99'] * 1000:.1f} ms) | **{(inv['http_p50'] - inv['raw_p50']) * 1000:+.1f} ms** "
+            "(goal <= 5 ms) |"
         )
     md = "\n".join(rows) + "\n"
     print(md)

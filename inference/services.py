@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import copy
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 from django.conf import settings
+from django.db import connection
 
 from config.api import ApiError
 
@@ -104,18 +108,75 @@ def items_validate(items: list[InvokeItem]) -> None:
             item.error = exc
 
 
+# What invoke reads of a model version (its labels, thresholds, features, artifact) never changes
+# under its id; only metrics and the deployed flags do. So each process keeps these fields by id and a
+# request asks the database only which id answers (one indexed query, never cached): a deploy takes
+# effect on the next request, in every process. The other fields stay deferred (read fresh if used).
+_MODEL_FIELDS = ("id", "project_id", "version", "mode", "features", "label_names", "thresholds", "artifact_name")
+_MODELS_MAX = 64
+_models_lock = threading.Lock()
+_models: OrderedDict = OrderedDict()
+
+
+def _model_version(*, pk, project: Project) -> ModelVersion:
+    with _models_lock:
+        values = _models.get(pk)
+        if values is not None:
+            _models.move_to_end(pk)
+    if values is None:
+        row = ModelVersion.objects.filter(pk=pk).values_list(*_MODEL_FIELDS)[:1]
+        values = next(iter(row), None)
+        if values is None:  # deleted since the id was read
+            raise UnknownModel(str(pk))
+        with _models_lock:
+            _models[pk] = values
+            while len(_models) > _MODELS_MAX:
+                _models.popitem(last=False)
+    # A fresh instance per request (callers may set attributes on it); the JSON lists are copied.
+    model = ModelVersion.from_db(ModelVersion.objects.db, list(_MODEL_FIELDS), copy.deepcopy(values))
+    model.project = project  # this request's row: its task and capture settings are current
+    return model
+
+
+def _deployed_id(*, project: Project):
+    """The id of the project's deployed version, or None: the lookup every invoke makes, as one plain
+    indexed SELECT (building it through the ORM costs several times what the database takes)."""
+    meta = ModelVersion._meta
+    q = connection.ops.quote_name
+    project_field, deployed_field = meta.get_field("project"), meta.get_field("deployed")
+    sql = (
+        f"SELECT {q(meta.pk.column)} FROM {q(meta.db_table)} "
+        f"WHERE {q(project_field.column)} = %s AND {q(deployed_field.column)} = %s LIMIT 1"
+    )
+    params = [
+        project_field.get_db_prep_value(project.pk, connection),
+        deployed_field.get_db_prep_value(True, connection),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return meta.pk.to_python(row[0]) if row else None
+
+
 def model_for_invoke(*, project: Project, model_id: str | None) -> ModelVersion:
-    qs = ModelVersion.objects.select_related("project").filter(project=project)
+    """The version named by `model_id` (UnknownModel if it is not this project's), else the deployed one
+    (NoModel if none is)."""
+    qs = ModelVersion.objects.filter(project=project).order_by()
     if model_id:
         pk = parse_uuid(model_id)
-        model = qs.filter(pk=pk).first() if pk is not None else None
-        if model is None:
+        found = next(iter(qs.filter(pk=pk).values_list("pk", flat=True)[:1]), None) if pk is not None else None
+        if found is None:
             raise UnknownModel(model_id)
-        return model
-    model = qs.filter(deployed=True).first()
-    if model is None:
-        raise NoModel()
-    return model
+    else:
+        found = _deployed_id(project=project)
+        if found is None:
+            raise NoModel()
+    try:
+        return _model_version(pk=found, project=project)
+    except UnknownModel:  # deleted between the two queries
+        if model_id:
+            raise
+        raise NoModel() from None
 
 
 def result_object(*, model: ModelVersion, probs: np.ndarray, top_k: int | None) -> dict:

@@ -7,6 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from rest_framework import authentication, exceptions, permissions
 
+from config.after_response import after_response
 from projects.access import ProjectAccess, parse_uuid, project_access_get
 from projects.models import ProjectAPIKey
 from projects.roles import Role
@@ -23,8 +24,10 @@ class ProjectKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise exceptions.AuthenticationFailed("Send the key as 'Authorization: Bearer <api key>'.")
+        from projects.keys import api_key_from_secret, api_key_record_use
+
         try:
-            api_key = ProjectAPIKey.objects.get_from_key(key.strip())
+            api_key = api_key_from_secret(secret=key.strip())
         except ProjectAPIKey.DoesNotExist:
             from inference.throttles import auth_failure_hit
 
@@ -34,9 +37,8 @@ class ProjectKeyAuthentication(authentication.BaseAuthentication):
                     wait=wait, detail="Too many failed authentications from this address."
                 ) from None
             raise exceptions.AuthenticationFailed("The API key is invalid or has been revoked.") from None
-        from projects.keys import api_key_record_use
-
-        api_key_record_use(key=api_key)
+        # Counted once the answer is out: the usage rows are bookkeeping the caller need not wait for.
+        after_response(request, lambda: api_key_record_use(key=api_key))
         return (AnonymousUser(), api_key)
 
     def authenticate_header(self, request):
