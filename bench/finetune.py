@@ -175,6 +175,15 @@ def main() -> None:
         rows.append(run(name, args.fashion_seconds if name == "fashion" else args.seconds))
         (OUT_DIR / f"finetune-{name}.json").write_text(json.dumps(rows[-1], indent=1))
         print(json.dumps({k: v for k, v in rows[-1].items() if k != "candidates"}), flush=True)
+    # The table shows every set measured so far (each set's latest run, its own JSON), so sets can
+    # be run separately on a shared machine.
+    ran = {r["set"] for r in rows}
+    for name in ["hymenoptera", "dtd10", "fashion"]:
+        saved = OUT_DIR / f"finetune-{name}.json"
+        if name not in ran and saved.exists():
+            rows.append(json.loads(saved.read_text()))
+    order = {"hymenoptera": 0, "dtd10": 1, "fashion": 2}
+    rows.sort(key=lambda r: order.get(r["set"], 9))
     lines = [
         "| set | images (train/val/test) | quick test acc | full test acc | margin (points) | selected recipe | search s (budget) | whole training s |",
         "|---|---|---|---|---|---|---|---|",

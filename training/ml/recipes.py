@@ -355,7 +355,9 @@ def search(
             frac = elapsed / config.max_seconds if config.max_seconds else done / max(1, total_candidates)
             progress({"progress": min(1.0, max(frac, done / max(1, total_candidates))), **values})
 
-    for b_index, name in enumerate(config.backbones):
+    def prepare(b_index: int, name: str) -> dict[str, Any] | None:
+        """Cache the frozen stages of one backbone, fit its linear probe (a candidate itself)."""
+        nonlocal best, stop_reason, seconds_per_view
         resolution = config.resolution or bb.get_spec(name).resolution
         views = (len(train_images) * (2 if flip_train else 1)) + 2 * len(val_images)
         if b_index > 0 and seconds_per_view is not None:
@@ -368,7 +370,7 @@ def search(
                     {"backbone": name, "skipped": "time budget", "estimated_cache_seconds": round(estimate, 1)}
                 )
                 stop_reason = "time_limit"
-                continue
+                return None
         report(phase="caching", candidate=name, epoch=0, epochs=0)
         model = bb.load_backbone(name, num_classes=num_classes).to(dev).eval()
         for p in model.parameters():
@@ -439,125 +441,157 @@ def search(
         ):
             best = {**entry, "probs": scored["probs"], "state": base_state, "resolution": resolution}
 
-        for k, lr in pairs:
-            if remaining() <= 0:
+        return {
+            "name": name,
+            "model": model,
+            "caches": caches,
+            "base_state": base_state,
+            "n_blocks": n_blocks,
+            "resolution": resolution,
+        }
+
+    def train(prep: dict[str, Any], k: int, lr: float) -> None:
+        """One fine-tuning candidate on a prepared cache: best epoch by val loss, then its best blend."""
+        nonlocal best, stop_reason, done
+        name, model, caches, base_state = prep["name"], prep["model"], prep["caches"], prep["base_state"]
+        n_blocks, resolution = prep["n_blocks"], prep["resolution"]
+        if remaining() <= 0:
+            stop_reason = "time_limit"
+            return
+        label = f"{name} · last {k} stage{'s' if k > 1 else ''} · lr {lr:g}"
+        tr_cache, va_cache = caches[k]
+        start = n_blocks - k
+        model.load_state_dict(base_state)
+        trainable = [*list(model.blocks)[start:], model.conv_head, model.bn2]
+        body = [p for m in trainable for p in m.parameters()]
+        head = list(model.classifier.parameters())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in body + head:
+            p.requires_grad_(True)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": head, "lr": lr, "base_lr": lr},
+                {"params": body, "lr": lr * config.body_lr_mult, "base_lr": lr * config.body_lr_mult},
+            ],
+            weight_decay=config.weight_decay,
+        )
+        if multi_label:
+            criterion: nn.Module = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(y_train).to(dev))
+        else:
+            criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        n = tr_cache.shape[1]
+        steps = max(1, math.ceil(n / config.batch_size))
+        total = steps * config.epochs
+        y_dev = y_train.to(dev)
+        cand_best: dict[str, Any] | None = None
+        bad = 0
+        step = 0
+        epoch = 0
+        for epoch in range(1, config.epochs + 1):
+            order = torch.from_numpy(rng.permutation(n))
+            view = torch.from_numpy(rng.integers(0, tr_cache.shape[0], n))
+            running = 0.0
+            timed_out = False
+            for s in range(steps):
+                if should_stop is not None and should_stop():
+                    raise Cancelled("fine-tuning cancelled")
+                if remaining() <= 0:
+                    timed_out = True
+                    break
+                idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+                x = tr_cache[view[idx].to(dev), idx.to(dev)].float()
+                factor = _lr_factor(step, total, config.warmup_fraction)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                f = _tail(model, x, start)
+                f = nn.functional.dropout(f, p=config.drop_rate, training=True)
+                loss = criterion(model.classifier(f), y_dev[idx.to(dev)])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(body + head, 5.0)
+                optimizer.step()
+                running += loss.item() * len(idx)
+                step += 1
+            if timed_out and s == 0:
                 stop_reason = "time_limit"
                 break
-            label = f"{name} · last {k} stage{'s' if k > 1 else ''} · lr {lr:g}"
-            tr_cache, va_cache = caches[k]
-            start = n_blocks - k
-            model.load_state_dict(base_state)
-            trainable = [*list(model.blocks)[start:], model.conv_head, model.bn2]
-            body = [p for m in trainable for p in m.parameters()]
-            head = list(model.classifier.parameters())
-            for p in model.parameters():
-                p.requires_grad_(False)
-            for p in body + head:
-                p.requires_grad_(True)
-            optimizer = torch.optim.AdamW(
-                [
-                    {"params": head, "lr": lr, "base_lr": lr},
-                    {"params": body, "lr": lr * config.body_lr_mult, "base_lr": lr * config.body_lr_mult},
-                ],
-                weight_decay=config.weight_decay,
+            probs = _val_probs(model, va_cache, start, 128, multi_label)
+            # early stopping on the (flip-averaged) val loss of the fine-tune alone
+            v_acc, v_loss = _scores(probs[max(probs)], y_val, multi_label)
+            history.append(
+                {
+                    "candidate": label,
+                    "epoch": epoch,
+                    "train_loss": running / max(1, n),
+                    "val_loss": v_loss,
+                    "val_accuracy": v_acc,
+                }
             )
-            if multi_label:
-                criterion: nn.Module = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(y_train).to(dev))
+            report(
+                phase="validated",
+                candidate=label,
+                epoch=epoch,
+                epochs=config.epochs,
+                loss=running / max(1, n),
+                val_accuracy=v_acc,
+                val_loss=v_loss,
+            )
+            if cand_best is None or v_loss < cand_best["loss"] - 1e-4:
+                cand_best = {
+                    "loss": v_loss,
+                    "epoch": epoch,
+                    "probs": probs,
+                    "state": copy.deepcopy(model.state_dict()),
+                }
+                bad = 0
             else:
-                criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-            n = tr_cache.shape[1]
-            steps = max(1, math.ceil(n / config.batch_size))
-            total = steps * config.epochs
-            y_dev = y_train.to(dev)
-            cand_best: dict[str, Any] | None = None
-            bad = 0
-            step = 0
-            epoch = 0
-            for epoch in range(1, config.epochs + 1):
-                order = torch.from_numpy(rng.permutation(n))
-                view = torch.from_numpy(rng.integers(0, tr_cache.shape[0], n))
-                running = 0.0
-                timed_out = False
-                for s in range(steps):
-                    if should_stop is not None and should_stop():
-                        raise Cancelled("fine-tuning cancelled")
-                    if remaining() <= 0:
-                        timed_out = True
-                        break
-                    idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-                    x = tr_cache[view[idx].to(dev), idx.to(dev)].float()
-                    factor = _lr_factor(step, total, config.warmup_fraction)
-                    for group in optimizer.param_groups:
-                        group["lr"] = group["base_lr"] * factor
-                    f = _tail(model, x, start)
-                    f = nn.functional.dropout(f, p=config.drop_rate, training=True)
-                    loss = criterion(model.classifier(f), y_dev[idx.to(dev)])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(body + head, 5.0)
-                    optimizer.step()
-                    running += loss.item() * len(idx)
-                    step += 1
-                if timed_out and s == 0:
-                    stop_reason = "time_limit"
-                    break
-                probs = _val_probs(model, va_cache, start, 128, multi_label)
-                # early stopping on the (flip-averaged) val loss of the fine-tune alone
-                v_acc, v_loss = _scores(probs[max(probs)], y_val, multi_label)
-                history.append(
-                    {
-                        "candidate": label,
-                        "epoch": epoch,
-                        "train_loss": running / max(1, n),
-                        "val_loss": v_loss,
-                        "val_accuracy": v_acc,
-                    }
-                )
-                report(
-                    phase="validated",
-                    candidate=label,
-                    epoch=epoch,
-                    epochs=config.epochs,
-                    loss=running / max(1, n),
-                    val_accuracy=v_acc,
-                    val_loss=v_loss,
-                )
-                if cand_best is None or v_loss < cand_best["loss"] - 1e-4:
-                    cand_best = {
-                        "loss": v_loss,
-                        "epoch": epoch,
-                        "probs": probs,
-                        "state": copy.deepcopy(model.state_dict()),
-                    }
-                    bad = 0
-                else:
-                    bad += 1
-                if timed_out:
-                    stop_reason = "time_limit"
-                    break
-                if bad >= config.patience:
-                    break
-            done += 1
-            if cand_best is None:
-                candidates.append({"backbone": name, "blocks": k, "lr": lr, "skipped": "time budget"})
-                continue
-            scored = blend_choice(
-                cand_best["probs"], quick_val_probabilities, y_val, multi_label=multi_label, weights=config.weights
-            )
-            entry = {
-                "backbone": name,
-                "blocks": k,
-                "lr": lr,
-                "epoch": cand_best["epoch"],
-                "epochs_run": epoch,
-                **{k2: v for k2, v in scored.items() if k2 != "probs"},
-            }
-            candidates.append(entry)
-            if _better((scored["val_accuracy"], scored["val_loss"]), (best["val_accuracy"], best["val_loss"])):
-                best = {**entry, "probs": scored["probs"], "state": cand_best["state"], "resolution": resolution}
-        caches = train_cache = val_cache = tr_cache = va_cache = None  # free the cache before the next backbone
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
+                bad += 1
+            if timed_out:
+                stop_reason = "time_limit"
+                break
+            if bad >= config.patience:
+                break
+        done += 1
+        if cand_best is None:
+            candidates.append({"backbone": name, "blocks": k, "lr": lr, "skipped": "time budget"})
+            return
+        scored = blend_choice(
+            cand_best["probs"], quick_val_probabilities, y_val, multi_label=multi_label, weights=config.weights
+        )
+        entry = {
+            "backbone": name,
+            "blocks": k,
+            "lr": lr,
+            "epoch": cand_best["epoch"],
+            "epochs_run": epoch,
+            **{k2: v for k2, v in scored.items() if k2 != "probs"},
+        }
+        candidates.append(entry)
+        if _better((scored["val_accuracy"], scored["val_loss"]), (best["val_accuracy"], best["val_loss"])):
+            best = {**entry, "probs": scored["probs"], "state": cand_best["state"], "resolution": resolution}
+
+    # Cheapest first across backbones: each backbone's cache, probe and K=min candidates, then the
+    # deeper (costlier per epoch) candidates while the budget lasts, so a second backbone is not
+    # starved by the first one's expensive recipes.
+    ks = sorted({k for k, _ in pairs})
+    prepared = []
+    for b_index, name in enumerate(config.backbones):
+        prep = prepare(b_index, name)
+        if prep is None:
+            continue
+        prepared.append(prep)
+        for k, lr in pairs:
+            if k == ks[0]:
+                train(prep, k, lr)
+    for k_phase in ks[1:]:
+        for prep in prepared:
+            for k, lr in pairs:
+                if k == k_phase:
+                    train(prep, k, lr)
+    prepared.clear()  # free the caches
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
 
     assert best is not None
     final = bb.load_backbone(best["backbone"], num_classes=num_classes)

@@ -148,6 +148,13 @@ def test_evaluation_page_shows_the_full_trainings_recipe_and_its_candidates(team
         and "skipped (time budget)" in table
     )
     assert "not offered as better" not in page
+    model.metrics["history"] = [
+        {"candidate": "lite2 · last 1 stage · lr 0.001", "epoch": 3, "train_loss": 0.25, "val_accuracy": 0.9}
+    ]
+    model.save()
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    history = page[page.index('id="history"') :]
+    assert "lite2 · last 1 stage · lr 0.001" in history and "0.2500" in history
     model.metrics["recipe"].update(quick_alone=True, name="quick head alone (fine-tuning did not pay on validation)")
     model.save()
     page = client_for(team.user("viewer")).get(url).content.decode()
