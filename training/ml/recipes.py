@@ -31,8 +31,10 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -136,27 +138,77 @@ def _tail(model: nn.Module, h: torch.Tensor, start: int) -> torch.Tensor:
     return model.global_pool(model.bn2(model.conv_head(h)))
 
 
+class _Stem(nn.Module):
+    """The frozen stages before ``stop``, as a module (exported for onnxruntime on CPU)."""
+
+    def __init__(self, model: nn.Module, stop: int) -> None:
+        super().__init__()
+        self.model = model
+        self.stop = stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _stem(self.model, x, self.stop)
+
+
+def _stem_runner(
+    model: nn.Module, stop: int, resolution: int, dev: torch.device
+) -> Callable[[np.ndarray], torch.Tensor]:
+    """A function from a preprocessed batch to its stem activations on ``dev``.
+
+    On CPU the frozen stem runs in onnxruntime (exported once, ~1 s): it is ~3x faster than eager
+    torch for these graphs on 2 cores, and the cache pass is most of a CPU search's cost. On CUDA
+    it stays in torch.
+    """
+    if dev.type == "cpu":
+        import tempfile
+
+        stem = _Stem(model, stop).eval()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "stem.onnx"
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                torch.onnx.export(
+                    stem,
+                    (torch.zeros(1, 3, resolution, resolution),),
+                    str(path),
+                    dynamo=False,
+                    input_names=["input"],
+                    output_names=["stem"],
+                    dynamic_axes={"input": {0: "batch"}, "stem": {0: "batch"}},
+                    opset_version=17,
+                )
+            runner = bb.OnnxRunner(path)  # the session holds the graph in memory
+
+        def run_ort(batch: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(runner.run(batch)["stem"]).half()
+
+        return run_ort
+
+    def run_torch(batch: np.ndarray) -> torch.Tensor:
+        return _stem(model, torch.from_numpy(batch).to(dev), stop).half()
+
+    return run_torch
+
+
 @torch.no_grad()
 def _cache(
-    model: nn.Module,
+    run: Callable[[np.ndarray], torch.Tensor],
     images: Sequence[bb.ImageInput],
     *,
     resolution: int,
-    stop: int,
     flip: bool,
-    dev: torch.device,
     batch_size: int,
     should_stop: Callable[[], bool] | None,
 ) -> torch.Tensor:
-    """float16 ``(V, N, C, H, W)`` activations entering stage ``stop`` (V=2 with the mirror view)."""
+    """float16 ``(V, N, C, H, W)`` stem activations (V=2 with the mirror view)."""
     views: list[list[torch.Tensor]] = [[], []] if flip else [[]]
     for start in range(0, len(images), batch_size):
         if should_stop is not None and should_stop():
             raise Cancelled("fine-tuning cancelled")
-        x = torch.from_numpy(bb.preprocess(images[start : start + batch_size], resolution)).to(dev)
-        views[0].append(_stem(model, x, stop).half())
+        x = bb.preprocess(images[start : start + batch_size], resolution)
+        views[0].append(run(x))
         if flip:
-            views[1].append(_stem(model, x.flip(3), stop).half())
+            views[1].append(run(np.ascontiguousarray(x[:, :, :, ::-1])))
     return torch.stack([torch.cat(v) for v in views])
 
 
@@ -378,26 +430,14 @@ def search(
         n_blocks = len(model.blocks)
         stop = n_blocks - k_max
         t0 = time.monotonic()
+        run = _stem_runner(model, stop, resolution, dev)
         train_cache = _cache(
-            model,
-            train_images,
-            resolution=resolution,
-            stop=stop,
-            flip=flip_train,
-            dev=dev,
-            batch_size=32,
-            should_stop=should_stop,
-        )
+            run, train_images, resolution=resolution, flip=flip_train, batch_size=32, should_stop=should_stop
+        ).to(dev)
         val_cache = _cache(
-            model,
-            val_images,
-            resolution=resolution,
-            stop=stop,
-            flip=True,
-            dev=dev,
-            batch_size=32,
-            should_stop=should_stop,
-        )
+            run, val_images, resolution=resolution, flip=True, batch_size=32, should_stop=should_stop
+        ).to(dev)
+        del run
         seconds_per_view = (time.monotonic() - t0) / views
         caches = {k_max: (train_cache, val_cache)}
         for k in sorted({k for k, _ in pairs} - {k_max}):
