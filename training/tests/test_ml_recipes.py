@@ -159,3 +159,39 @@ def test_blend_graph_leaves_out_a_zero_share_part():
         BlendGraph(net, weight=0.5, tta=False, multi_label=False)
     with pytest.raises(ValueError):
         BlendGraph(None, weight=0.5, tta=False, multi_label=False, quick=quick)
+
+
+def test_multi_label_search_blends_sigmoids_and_exports_them(toy, tmp_path):
+    train, val = toy
+    # label 0: horizontal stripes, label 1: vertical stripes (multi-hot, one on per image)
+    hot = lambda t: [1.0 - t, float(t)]  # noqa: E731
+    train_ml = [(img, hot(t)) for img, t in train]
+    val_ml = [(img, hot(t)) for img, t in val]
+    quick_val = np.full((len(val_ml), 2), 0.5, np.float32)
+    config = recipes.SearchConfig(**{**TINY, "epochs": 2}, recipes=((1, 3e-3),))
+    result = recipes.search(
+        train_items=train_ml,
+        val_items=val_ml,
+        num_classes=2,
+        multi_label=True,
+        quick_val_probabilities=quick_val,
+        config=config,
+    )
+    assert 0.0 <= result.val_accuracy <= 1.0 and result.val_probabilities.shape == (len(val_ml), 2)
+    assert result.weight > 0  # an uninformative quick head never wins over a working probe
+    graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=True, quick=None)
+    if result.weight < 1:
+        graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=True, quick=_Constant(0.5))
+    out = bb.OnnxRunner(export_probabilities_onnx(graph, tmp_path / "ml.onnx", RES)).run(
+        bb.preprocess([img for img, _ in val_ml[:3]], RES)
+    )["probabilities"]
+    assert out.shape == (3, 2) and np.all((out >= 0) & (out <= 1))
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 2), self.value)
