@@ -67,6 +67,13 @@ try:
     PICTOR_QUEUE_POOL = E.env_int(ENV, "PICTOR_QUEUE_POOL", default=10_000)
     # Seconds a quick retrain waits after a label so a burst of labels costs one retrain.
     PICTOR_FINETUNE_BACKBONE = ENV.get("PICTOR_FINETUNE_BACKBONE", "lite0")
+    # Backbones the full training's recipe search fine-tunes (training.ml.recipes), cheapest first;
+    # setting PICTOR_FINETUNE_BACKBONE alone pins the search to that one.
+    PICTOR_FINETUNE_BACKBONES = E.env_list(
+        ENV,
+        "PICTOR_FINETUNE_BACKBONES",
+        default=[PICTOR_FINETUNE_BACKBONE] if ENV.get("PICTOR_FINETUNE_BACKBONE") else ["lite0", "lite2"],
+    )
     PICTOR_FINETUNE_SECONDS = E.env_float(ENV, "PICTOR_FINETUNE_SECONDS", default=600.0)
     PICTOR_FINETUNE_EPOCHS = E.env_int(ENV, "PICTOR_FINETUNE_EPOCHS", default=8)
     # 0: the backbone's native resolution; smaller values make test and demo runs fast.

@@ -347,19 +347,20 @@ def test_a_cancel_arriving_after_the_last_training_step_still_wins(team, setting
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}},
     }
     settings.PICTOR_FINETUNE_BACKBONE = "lite0"
+    settings.PICTOR_FINETUNE_BACKBONES = ["lite0"]
     settings.PICTOR_FINETUNE_EPOCHS = 1
     settings.PICTOR_FINETUNE_RESOLUTION = 64
     for seed, (cls, path) in enumerate((cls, p) for cls, paths in files.items() for p in paths[:5]):
         make_sample(team.project, seed=seed, labels=[cls], data=path.read_bytes())
     job = TrainingJob.objects.create(project=team.project, mode="full")
-    finetune = full.ft.finetune
+    search = full.recipes.search
 
-    def finetune_then_cancel(**kwargs):
-        result = finetune(**kwargs)  # the whole loop ran without seeing a cancel
+    def search_then_cancel(**kwargs):
+        result = search(**kwargs)  # the whole loop ran without seeing a cancel
         services.training_job_cancel(job=TrainingJob.objects.get(pk=job.pk))
         return result
 
-    monkeypatch.setattr(full.ft, "finetune", finetune_then_cancel)
+    monkeypatch.setattr(full.recipes, "search", search_then_cancel)
     assert runner.training_job_run(job_id=job.pk) == "cancelled"
     job.refresh_from_db()
     assert job.status == "cancelled" and job.model_id is None

@@ -6,7 +6,6 @@ one graph taking one image tensor, so the download runs anywhere onnxruntime doe
 
 from __future__ import annotations
 
-import math
 import tempfile
 from pathlib import Path
 
@@ -17,49 +16,13 @@ from training.models import ModelVersion
 
 
 def _compose(model: ModelVersion):
-    import torch
-    import torch.nn.functional as F
-
-    from training.ml.backbone import get_spec, load_backbone
+    from training.ml.ensemble import QuickGraph
     from training.ml.features import FeatureKey
     from training.quick import head_load
 
-    from training.ml.pixels import CROP, PIXELS, torch_pixel_features
-
-    parts = list(FeatureKey.parse(model.features))
     head = head_load(model)
-    nets = [p for p in parts if p != PIXELS]
-    resolution = max([get_spec(p).resolution for p in nets] or [CROP])
-
-    class QuickClassifier(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.backbones = torch.nn.ModuleList([load_backbone(p) for p in nets])
-            self.sizes = [get_spec(p).resolution for p in nets]
-            self.register_buffer("W", torch.from_numpy(head.W.copy()))
-            self.register_buffer("b", torch.from_numpy(head.b.copy()))
-
-        def _resized(self, x, size: int):
-            return (
-                x if size == resolution else F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-            )
-
-        def forward(self, x):
-            feats = []
-            nets_iter = iter(zip(self.backbones, self.sizes))
-            for part in parts:
-                if part == PIXELS:
-                    # the classic feature (training.ml.pixels) from the same crop, in-graph
-                    feats.append(torch_pixel_features(self._resized(x, CROP)))
-                    continue
-                net, size = next(nets_iter)
-                f = net.forward_head(net.forward_features(self._resized(x, size)), pre_logits=True)
-                feats.append(f / f.norm(dim=1, keepdim=True).clamp_min(1e-12))
-            z = torch.cat(feats, dim=1) / math.sqrt(len(feats)) if len(feats) > 1 else feats[0]
-            logits = z @ self.W + self.b
-            return torch.sigmoid(logits) if head.multi_label else torch.softmax(logits, dim=1)
-
-    return QuickClassifier().eval(), resolution
+    graph = QuickGraph(list(FeatureKey.parse(model.features)), head.W, head.b, multi_label=head.multi_label)
+    return graph.eval(), graph.input_resolution
 
 
 def _compose_zero_shot(model: ModelVersion):

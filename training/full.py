@@ -1,8 +1,13 @@
-"""Full training: fine-tune the pretrained backbone end to end in a worker, evaluated on held-out data.
+"""Full training: a recipe search over fine-tunes of the pretrained backbones, in a worker, on held-out data.
 
-Split: train / validation (early stopping) / test (the reported metrics). The test split is never
-seen by the fine-tune, and the quick model is fitted on the same train split and scored on the
-same test split, so "better than the quick model" compares like with like.
+Split: train / validation (early stopping and recipe selection) / test (the reported metrics). The
+test split is never seen by the search, and the quick model is fitted on the same train split and
+scored on the same test split, so "better than the quick model" compares like with like.
+
+The search (``training.ml.recipes``) also considers blends of each fine-tune with that quick head
+(its validation probabilities); when "the quick head alone" wins on validation, the stored model
+says so and is never offered as better. The stored artifact is one ONNX graph
+(``training.ml.ensemble.BlendGraph``) whatever won, and the reported test metrics are that graph's.
 """
 
 from __future__ import annotations
@@ -18,28 +23,13 @@ from labeling.models import SampleLabel
 from training import services
 from training.data import aligned_features
 from training.data import targets as data_targets
+from training.ml import backbone as bb
 from training.ml import finetune as ft
-from training.ml import heads, metrics
+from training.ml import heads, metrics, recipes
+from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
 from training.ml.features import FeatureKey
 from training.models import ModelVersion, TrainingJob
 from training.quick import NotEnoughLabels
-
-
-def _split(n: int, y_key: list, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified 70/15/15 split (by the first label), every class in train when possible."""
-    rng = np.random.default_rng(seed)
-    train, val, test = [], [], []
-    groups: dict = {}
-    for i, key in enumerate(y_key):
-        groups.setdefault(key, []).append(i)
-    for idx in groups.values():
-        idx = list(rng.permutation(idx))
-        n_test = int(round(len(idx) * 0.15)) if len(idx) >= 4 else 0
-        n_val = int(round(len(idx) * 0.15)) if len(idx) >= 4 else (1 if len(idx) >= 3 else 0)
-        test += idx[:n_test]
-        val += idx[n_test : n_test + n_val]
-        train += idx[n_test + n_val :]
-    return np.array(sorted(train)), np.array(sorted(val)), np.array(sorted(test))
 
 
 def _read(name: str) -> bytes:
@@ -47,7 +37,7 @@ def _read(name: str) -> bytes:
         return f.read()
 
 
-def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> ModelVersion:
+def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) -> ModelVersion:
     project = job.project
     pairs = list(
         SampleLabel.objects.filter(sample__project=project, sample__labeled_at__isnull=False)
@@ -67,40 +57,42 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
     Y = data_targets(by_sample=by_sample, ids=ids, label_names=label_names, multi_label=multi)
     targets = [row.tolist() for row in Y] if multi else [int(t) for t in Y]
     strat = [min(by_sample[sid]) for sid in ids]  # stratify by the (first) label
-    train, val, test = _split(len(ids), strat, seed=int(job.pk.int % 2**31))
+    train, val, test = recipes.stratified_split(strat, seed=int(job.pk.int % 2**31))
     if len(val) == 0 or len(test) == 0:
         raise NotEnoughLabels("Fine-tuning needs a few labeled samples of every label to hold some out.")
 
     services.training_job_heartbeat(job=job, progress=0.02, message="reading images")
     images = {sid: _read(names[sid]) for sid in ids}
     item = lambda i: (images[ids[i]], targets[i])  # noqa: E731
-    config = config or ft.FinetuneConfig(
-        backbone=settings.PICTOR_FINETUNE_BACKBONE,
+    config = config or recipes.SearchConfig(
+        backbones=tuple(settings.PICTOR_FINETUNE_BACKBONES),
         max_seconds=settings.PICTOR_FINETUNE_SECONDS,
         epochs=settings.PICTOR_FINETUNE_EPOCHS,
         resolution=settings.PICTOR_FINETUNE_RESOLUTION or None,
     )
+    quick = _quick_fit(project, ids, Y, train, val, test, label_names, multi)
 
     def progress(p: dict) -> None:
-        entry = {k: p.get(k) for k in ("epoch", "epochs", "loss", "val_accuracy", "val_loss", "phase")}
-        msg = f"epoch {p.get('epoch')}/{p.get('epochs')}"
+        entry = {k: p.get(k) for k in ("candidate", "epoch", "epochs", "loss", "val_accuracy", "val_loss", "phase")}
+        if p.get("phase") == "caching":
+            msg = f"epoch 0 · caching the frozen stages of {p.get('candidate')}"
+        else:
+            msg = f"epoch {p.get('epoch')}/{p.get('epochs')} · {p.get('candidate')}"
         if p.get("val_accuracy") is not None:
             msg += f" · validation accuracy {p['val_accuracy']:.3f}"
-        new_epoch = (
-            p.get("phase") == "validated" or p.get("val_accuracy") is not None and p.get("step") == p.get("steps")
-        )
         services.training_job_heartbeat(
             job=job,
             progress=0.05 + 0.85 * float(p.get("progress") or 0),
             message=msg,
-            history_entry=entry if new_epoch else None,
+            history_entry=entry if p.get("phase") == "validated" else None,
         )
 
-    result = ft.finetune(
+    result = recipes.search(
         train_items=[item(i) for i in train],
         val_items=[item(i) for i in val],
         num_classes=len(label_names),
         multi_label=multi,
+        quick_val_probabilities=quick["val_probs"] if quick else None,
         config=config,
         progress=progress,
         should_stop=lambda: services.training_job_cancel_requested(job=job),
@@ -108,10 +100,25 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
     # should_stop is polled only inside the training loop: a cancel that arrives after its last
     # step must still win over storing a model version.
     _stop_if_cancelled(job)
-    services.training_job_heartbeat(job=job, progress=0.92, message="evaluating on held-out samples")
-    test_probs = ft.predict_probabilities(
-        result.model, [images[ids[i]] for i in test], resolution=result.resolution, multi_label=multi
-    ).astype(np.float32)
+    services.training_job_heartbeat(job=job, progress=0.92, message="exporting and evaluating on held-out samples")
+    quick_graph = None
+    if result.weight < 1:
+        quick_graph = QuickGraph(
+            quick["parts"], quick["head"].W, quick["head"].b, multi_label=multi, input_resolution=result.resolution
+        )
+    graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_probabilities_onnx(graph, Path(tmp) / "model.onnx", result.resolution)
+        artifact = path.read_bytes()
+        # The reported numbers are the stored graph's, through onnxruntime, as it will serve.
+        runner = bb.OnnxRunner(path)
+        test_images = [images[ids[i]] for i in test]
+        test_probs = np.concatenate(
+            [
+                runner.run(bb.preprocess(test_images[s : s + 16], result.resolution))["probabilities"]
+                for s in range(0, len(test_images), 16)
+            ]
+        ).astype(np.float32)
     y_test = Y[test]
     evaluation = metrics.evaluate(y_test, test_probs, label_names=label_names, multi_label=multi)
     evaluation["evaluation"] = f"held-out test split of {len(test)} samples (not used for training or early stopping)"
@@ -120,10 +127,23 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
     evaluation["stop_reason"] = result.stop_reason
     evaluation["train_seconds"] = round(result.seconds, 1)
     evaluation["split"] = {"train": len(train), "validation": len(val), "test": len(test)}
-    evaluation["baseline_quick"] = _quick_baseline(project, ids, Y, train, test, label_names, multi)
+    evaluation["recipe"] = {
+        "name": result.recipe,
+        "backbone": result.backbone,
+        "resolution": result.resolution,
+        "tta": result.tta,
+        "finetune_weight": result.weight,
+        "quick_alone": result.weight == 0.0,
+        "val_accuracy": result.val_accuracy,
+        "val_loss": result.val_loss,
+        "candidates": result.candidates,
+    }
+    evaluation["baseline_quick"] = quick["baseline"] if quick else None
     base = evaluation["baseline_quick"]
+    # "The quick head alone" won on validation: this version is the quick recipe, never "better".
     evaluation["better_than_quick"] = bool(
-        base
+        result.weight > 0
+        and base
         and evaluation["accuracy"] is not None
         and base.get("accuracy") is not None
         and evaluation["accuracy"] > base["accuracy"]
@@ -144,10 +164,6 @@ def full_train(*, job: TrainingJob, config: ft.FinetuneConfig | None = None) -> 
             predictions.append(
                 [str(ids[i]), label_names[int(Y[i])], label_names[int(p.argmax())], round(float(p.max()), 4)]
             )
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.onnx"
-        ft.export_classifier_onnx(result.model, path, result.resolution, multi_label=multi)
-        artifact = path.read_bytes()
     _stop_if_cancelled(job)
     return services.model_version_create(
         project=project,
@@ -168,14 +184,15 @@ def _stop_if_cancelled(job: TrainingJob) -> None:
         raise ft.Cancelled("fine-tuning cancelled")
 
 
-def _quick_baseline(project, ids, Y, train, test, label_names, multi) -> dict | None:
-    """The quick model's recipe fitted on the same train split, scored on the same test split."""
+def _quick_fit(project, ids, Y, train, val, test, label_names, multi) -> dict | None:
+    """The quick model's recipe fitted on the same train split: its val probabilities (for the
+    blend candidates), the head and features (for the blend graph), its score on the same test split."""
     fids, feats = aligned_features(project_id=project.pk, backbones=settings.PICTOR_BACKBONES, sample_ids=ids)
     if len(fids) != len(ids):
         return None
     order = {sid: n for n, sid in enumerate(fids)}
     rows = np.array([order[sid] for sid in ids])
-    tr, te = rows[train], rows[test]
+    tr, va, te = rows[train], rows[val], rows[test]
     # the quick model's own recipe: same candidates, same PCA pool for the classic features, same cost cap
     pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
     result = heads.automl_fit(
@@ -187,7 +204,15 @@ def _quick_baseline(project, ids, Y, train, test, label_names, multi) -> dict | 
         max_seconds=settings.PICTOR_QUICK_SECONDS,
     )
     parts = list(FeatureKey.parse(result.feature_key))
-    Xte = heads.concat_features([feats[p][te] for p in parts]) if len(parts) > 1 else feats[parts[0]][te]
-    probs = result.head.predict_proba(Xte)
+
+    def X(r):
+        return heads.concat_features([feats[p][r] for p in parts]) if len(parts) > 1 else feats[parts[0]][r]
+
+    probs = result.head.predict_proba(X(te))
     m = metrics.evaluate(Y[test], probs, label_names=label_names, multi_label=multi, thresholds=result.thresholds)
-    return {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "features": result.feature_key}
+    return {
+        "baseline": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "features": result.feature_key},
+        "val_probs": result.head.predict_proba(X(va)).astype(np.float32),
+        "head": result.head,
+        "parts": parts,
+    }

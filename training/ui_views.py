@@ -127,11 +127,27 @@ def model_detail(request: HttpRequest, access: ProjectAccess, model_id) -> HttpR
         "confusion": selectors.model_confusion_rows(model=model),
         "cell": cell,
         "representation_rows": _representation_rows(model.metrics or {}),
+        "recipe_rows": _recipe_rows(model.metrics or {}),
     }
     template = "training/model_detail.html"
     if request.htmx and cell is not None:
         template += "#cell-samples"
     return render(request, template, context)
+
+
+def _recipe_rows(m: dict) -> list[dict]:
+    """The full training's candidates, as tried (each with its best blend on validation)."""
+    rows = []
+    for c in (m.get("recipe") or {}).get("candidates") or []:
+        blocks = c.get("blocks")
+        if blocks is None:
+            what = "all recipes"
+        elif blocks == 0:
+            what = "linear probe"
+        else:
+            what = f"last {blocks} stage{'s' if blocks > 1 else ''}, lr {c.get('lr'):g}"
+        rows.append({**c, "name": f"{c.get('backbone')} · {what}"})
+    return rows
 
 
 def _representation_rows(m: dict) -> list[dict]:

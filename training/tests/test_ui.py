@@ -109,6 +109,58 @@ def test_evaluation_page_says_which_representation_won(team, client_for):
     assert table.index("lite2+pixels") < table.index("lite0") and "0.400" in table  # best row per candidate, best first
 
 
+def test_evaluation_page_shows_the_full_trainings_recipe_and_its_candidates(team, client_for):
+    model = make_model(team.project, mode="full")
+    model.metrics["recipe"] = {
+        "name": "lite2 · last 1 stage fine-tuned (LP-FT, lr 0.001) · flip TTA · blended 75% with 25% quick head",
+        "quick_alone": False,
+        "val_accuracy": 0.9,
+        "candidates": [
+            {
+                "backbone": "lite0",
+                "blocks": 0,
+                "lr": 0.0,
+                "weight": 0.5,
+                "tta": False,
+                "val_accuracy": 0.8,
+                "val_loss": 0.5,
+            },
+            {
+                "backbone": "lite2",
+                "blocks": 1,
+                "lr": 1e-3,
+                "weight": 0.75,
+                "tta": True,
+                "val_accuracy": 0.9,
+                "val_loss": 0.3,
+            },
+            {"backbone": "lite2", "blocks": 2, "lr": 1e-3, "skipped": "time budget"},
+        ],
+    }
+    model.save()
+    url = reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    assert 'id="recipe"' in page and "blended 75% with 25% quick head" in page and "among 3 candidates" in page
+    table = page[page.index('id="recipe-table"') :]
+    assert (
+        "lite0 · linear probe" in table
+        and "lite2 · last 1 stage, lr 0.001" in table
+        and "skipped (time budget)" in table
+    )
+    assert "not offered as better" not in page
+    model.metrics["history"] = [
+        {"candidate": "lite2 · last 1 stage · lr 0.001", "epoch": 3, "train_loss": 0.25, "val_accuracy": 0.9}
+    ]
+    model.save()
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    history = page[page.index('id="history"') :]
+    assert "lite2 · last 1 stage · lr 0.001" in history and "0.2500" in history
+    model.metrics["recipe"].update(quick_alone=True, name="quick head alone (fine-tuning did not pay on validation)")
+    model.save()
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    assert "quick head alone" in page and "not offered as better" in page
+
+
 def test_a_full_model_worse_than_the_quick_model_is_not_deployed_by_one_click(team, client_for):
     quick_v = make_model(team.project, mode="quick", deployed=True)
     full = make_model(team.project, mode="full")  # toy accuracy 0.600

@@ -1,0 +1,217 @@
+"""Full-training recipe search against the quick model, through the ML core full_train uses.
+
+    nice .venv/bin/python bench/finetune.py [hymenoptera dtd10 fashion] [--seconds S] [--fashion-seconds S]
+
+Per set, as full_train does it: one stratified 70/15/15 split (``recipes.stratified_split``); the
+quick recipe (``heads.automl_fit`` on the product's ONNX features lite0/lite2/pixels) fitted on
+train, its val probabilities handed to ``recipes.search`` (fine-tune recipes + blends, selected on
+val); the winner exported as the one ONNX graph full_train stores (``ensemble.BlendGraph``) and
+scored through onnxruntime on the test split, next to the quick head on the same test split.
+
+Sets: hymenoptera (train+val folders, 397 photos), dtd10 (all 1,200 photos, 10 classes: the
+"1k-image run"), Fashion-MNIST with 6,000 labeled training images (600 per class, seed 0).
+Quick features are cached under bench/out/cache; the search itself is timed from scratch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import DATASETS, HYMENOPTERA, OUT_DIR  # noqa: F401
+
+CACHE = OUT_DIR / "cache"
+
+
+def _folder_all(root: Path, subdirs: list[str]) -> tuple[list[str], list, np.ndarray]:
+    classes = sorted({p.name for s in subdirs for p in (root / s).iterdir() if p.is_dir()})
+    files, labels = [], []
+    for s in subdirs:
+        for ci, c in enumerate(classes):
+            for f in sorted((root / s / c).iterdir()):
+                if f.suffix.lower() in {".jpg", ".jpeg", ".png"}:
+                    files.append(f)
+                    labels.append(ci)
+    return classes, files, np.asarray(labels, dtype=np.int64)
+
+
+def load(name: str):
+    import learning_data as ld
+
+    if name == "hymenoptera":
+        return _folder_all(HYMENOPTERA, ["train", "val"])
+    if name == "dtd10":
+        return _folder_all(DATASETS / "dtd10", ["."])
+    if name == "fashion":
+        xtr = ld._idx(ld.FASHION_DIR / "train-images-idx3-ubyte.gz")
+        ytr = ld._idx(ld.FASHION_DIR / "train-labels-idx1-ubyte.gz").astype(np.int64)
+        rng = np.random.default_rng(0)
+        idx = np.sort(np.concatenate([rng.choice(np.flatnonzero(ytr == c), 600, replace=False) for c in range(10)]))
+        classes = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+        return classes, [ld._png(xtr[i]) for i in idx], ytr[idx]
+    raise SystemExit(f"unknown set {name}")
+
+
+def quick_features(name: str, images: list) -> dict[str, np.ndarray]:
+    import learning_data as ld
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for feat in ld.FEATURES:
+        path = CACHE / f"finetune-{name}-{len(images)}-{feat}.npy"
+        if not path.exists():
+            emb = ld._embedder(feat)
+            t0 = time.perf_counter()
+            X = np.concatenate([emb.embed(images[i : i + 32], batch_size=32) for i in range(0, len(images), 32)])
+            # stored as float16 by the product: the quick model sees the round trip
+            np.save(path, X.astype(np.float16).astype(np.float32))
+            print(f"  {name} {feat}: {len(images)} in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+        out[feat] = np.load(path)
+    return out
+
+
+def run(name: str, seconds: float) -> dict:
+    from training.ml import backbone as bb
+    from training.ml import heads, recipes
+    from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
+    from training.ml.features import FeatureKey
+
+    classes, images, y = load(name)
+    feats = quick_features(name, images)
+    train, val, test = recipes.stratified_split(list(y), seed=0)
+    t_total = time.perf_counter()
+    pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
+    t0 = time.perf_counter()
+    quick = heads.automl_fit(
+        {k: v[train] for k, v in feats.items()},
+        y[train],
+        multi_label=False,
+        n_classes=len(classes),
+        pool=pool,
+        max_seconds=5.0,
+    )
+    t_quick = time.perf_counter() - t0
+    parts = list(FeatureKey.parse(quick.feature_key))
+
+    def qx(rows):
+        return heads.concat_features([feats[p][rows] for p in parts]) if len(parts) > 1 else feats[parts[0]][rows]
+
+    q_val, q_test = quick.head.predict_proba(qx(val)), quick.head.predict_proba(qx(test))
+    quick_acc = float((q_test.argmax(1) == y[test]).mean())
+
+    def progress(p: dict) -> None:
+        if p.get("phase") == "caching" or (p.get("phase") == "validated" and p.get("epoch") in (1, p.get("epochs"))):
+            print(
+                f"  {name}: {p.get('phase')} {p.get('candidate')} epoch {p.get('epoch')} val_acc {p.get('val_accuracy')}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    result = recipes.search(
+        train_items=[(images[i], int(y[i])) for i in train],
+        val_items=[(images[i], int(y[i])) for i in val],
+        num_classes=len(classes),
+        multi_label=False,
+        quick_val_probabilities=q_val,
+        config=recipes.SearchConfig(max_seconds=seconds),
+        progress=progress,
+    )
+    quick_graph = (
+        QuickGraph(parts, quick.head.W, quick.head.b, multi_label=False, input_resolution=result.resolution)
+        if result.weight < 1
+        else None
+    )
+    graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=False, quick=quick_graph)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_probabilities_onnx(graph, Path(tmp) / "m.onnx", result.resolution)
+        runner = bb.OnnxRunner(path)
+        timg = [images[i] for i in test]
+        probs = np.concatenate(
+            [
+                runner.run(bb.preprocess(timg[i : i + 32], result.resolution))["probabilities"]
+                for i in range(0, len(timg), 32)
+            ]
+        )
+    t_total = time.perf_counter() - t_total
+    full_acc = float((probs.argmax(1) == y[test]).mean())
+    return {
+        "set": name,
+        "n": len(images),
+        "split": [len(train), len(val), len(test)],
+        "quick_features": quick.feature_key,
+        "quick_test_accuracy": quick_acc,
+        "quick_val_accuracy": float((q_val.argmax(1) == y[val]).mean()),
+        "full_test_accuracy": full_acc,
+        "full_val_accuracy": result.val_accuracy,
+        "margin_points": round(100 * (full_acc - quick_acc), 1),
+        "recipe": result.recipe,
+        "search_seconds": round(result.seconds, 1),
+        "quick_seconds": round(t_quick, 1),
+        "total_seconds": round(t_total, 1),
+        "budget_seconds": seconds,
+        "stop_reason": result.stop_reason,
+        "candidates": result.candidates,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sets", nargs="*", default=["hymenoptera", "dtd10", "fashion"])
+    ap.add_argument("--seconds", type=float, default=600.0, help="search budget (PICTOR_FINETUNE_SECONDS)")
+    ap.add_argument("--fashion-seconds", type=float, default=900.0)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for name in args.sets:
+        rows.append(run(name, args.fashion_seconds if name == "fashion" else args.seconds))
+        (OUT_DIR / f"finetune-{name}.json").write_text(json.dumps(rows[-1], indent=1))
+        print(json.dumps({k: v for k, v in rows[-1].items() if k != "candidates"}), flush=True)
+    # The table shows every set measured so far (each set's latest run, its own JSON), so sets can
+    # be run separately on a shared machine.
+    ran = {r["set"] for r in rows}
+    for name in ["hymenoptera", "dtd10", "fashion"]:
+        saved = OUT_DIR / f"finetune-{name}.json"
+        if name not in ran and saved.exists():
+            rows.append(json.loads(saved.read_text()))
+    order = {"hymenoptera": 0, "dtd10": 1, "fashion": 2}
+    rows.sort(key=lambda r: order.get(r["set"], 9))
+    lines = [
+        "| set | images (train/val/test) | quick test acc | full test acc | margin (points) | selected recipe | search s (budget) | whole training s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['set']} | {r['n']} ({'/'.join(map(str, r['split']))}) | {r['quick_test_accuracy']:.3f} ({r['quick_features']}) "
+            f"| {r['full_test_accuracy']:.3f} | {r['margin_points']:+.1f} | {r['recipe']} | {r['search_seconds']:.0f} ({r['budget_seconds']:.0f}, {r['stop_reason']}) "
+            f"| {r['total_seconds']:.0f} |"
+        )
+    lines.append("")
+    lines.append("Candidates (val accuracy of the best blend per candidate; test never used for selection):")
+    lines.append("")
+    for r in rows:
+        cs = ", ".join(
+            f"{c['backbone']}/K{c.get('blocks', '-')}/lr{c.get('lr', '-')}: "
+            + (
+                f"{c['val_accuracy']:.3f} (w {c['weight']:g}{', tta' if c.get('tta') else ''})"
+                if "val_accuracy" in c
+                else c.get("skipped", "")
+            )
+            for c in r["candidates"]
+        )
+        lines.append(f"- {r['set']}: {cs}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    (OUT_DIR / "finetune.md").write_text(text)
+
+
+if __name__ == "__main__":
+    main()

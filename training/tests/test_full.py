@@ -1,0 +1,135 @@
+"""full_train in process: the recipe search's winner is stored as one graph, reported on the test split,
+and gated against the quick model on that split (never offered as better when it is not)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training import full, runner, services
+from training.ml import backbone as bb
+from training.ml import recipes
+from training.models import ModelVersion, TrainingJob
+from training.tests.conftest import HYMENOPTERA, needs_hymenoptera
+from training.tests.factories import make_model
+
+PER_CLASS = 10
+RES = 64
+
+
+@pytest.fixture
+def project(team, settings, tmp_path, tmp_path_factory):
+    from labeling.tests.factories import make_sample
+
+    if not HYMENOPTERA.is_dir():
+        pytest.skip("hymenoptera_data not found")
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(tmp_path)}},
+    }
+    settings.MODEL_CACHE_DIR = tmp_path_factory.getbasetemp() / "full-model-cache"
+    settings.PICTOR_BACKBONES = ["lite0"]
+    settings.PICTOR_FINETUNE_BACKBONES = ["lite0"]
+    settings.PICTOR_FINETUNE_EPOCHS = 2
+    settings.PICTOR_FINETUNE_RESOLUTION = RES
+    settings.PICTOR_FINETUNE_SECONDS = 60
+    seed = 0
+    for cls in ("ants", "bees"):
+        for path in sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:PER_CLASS]:
+            make_sample(team.project, seed=seed, labels=[cls], data=path.read_bytes())
+            seed += 1
+    assert services.embeddings_compute(project_id=team.project.pk) == 2 * PER_CLASS
+    return team.project
+
+
+def _run(project) -> ModelVersion:
+    job = TrainingJob.objects.create(project=project, mode="full")
+    assert runner.training_job_run(job_id=job.pk) == "succeeded", TrainingJob.objects.get(pk=job.pk).error
+    job.refresh_from_db()
+    return job.model
+
+
+def _test_accuracy_of_artifact(model: ModelVersion) -> float:
+    """Accuracy of the stored graph on the stored held-out predictions' samples, recomputed."""
+    from django.core.files.storage import default_storage
+
+    from labeling.models import Sample
+
+    runner_ = bb.OnnxRunner(default_storage.path(model.artifact_name))
+    held = list(model.held_out.all())
+    names = dict(Sample.objects.filter(pk__in=[h.sample_id for h in held]).values_list("pk", "image_name"))
+    images = [default_storage.open(names[h.sample_id]).read() for h in held]
+    probs = runner_.run(bb.preprocess(images, RES))["probabilities"]
+    truth = [model.label_names.index(h.true[0]) for h in held]
+    return float(np.mean(probs.argmax(1) == np.array(truth)))
+
+
+@pytest.mark.slow
+@needs_hymenoptera
+def test_it_stores_the_searched_recipe_as_one_graph_and_reports_it_on_the_test_split(project):
+    model = _run(project)
+    m = model.metrics
+    recipe = m["recipe"]
+    assert recipe["name"] and recipe["backbone"] == "lite0" and recipe["resolution"] == RES
+    assert 0.0 <= recipe["finetune_weight"] <= 1.0
+    assert recipe["quick_alone"] == (recipe["finetune_weight"] == 0.0)
+    # Candidates: the linear probe and the fine-tunes, each with its validation score.
+    tried = [c for c in recipe["candidates"] if "val_accuracy" in c]
+    assert any(c["blocks"] == 0 for c in tried) and any(c["blocks"] > 0 for c in tried)
+    assert recipe["val_accuracy"] == max(c["val_accuracy"] for c in tried)
+    assert m["baseline_quick"]["features"] == "lite0"
+    assert m["better_than_quick"] == (recipe["finetune_weight"] > 0 and m["accuracy"] > m["baseline_quick"]["accuracy"])
+    # The reported test accuracy is the stored graph's (what FullPredictor serves).
+    assert model.features == f"lite0@{RES}"
+    assert _test_accuracy_of_artifact(model) == pytest.approx(m["accuracy"])
+    assert model.held_out.count() == m["split"]["test"]
+
+
+def _forced(monkeypatch, **changes):
+    real = recipes.search
+
+    def search(**kwargs):
+        result = real(**kwargs)
+        for key, value in changes.items():
+            value = value(result) if callable(value) else value
+            setattr(result, key, value)
+        return result
+
+    monkeypatch.setattr(full.recipes, "search", search)
+
+
+@pytest.mark.slow
+@needs_hymenoptera
+def test_when_the_quick_head_alone_wins_the_full_model_says_so_and_is_never_better(project, monkeypatch):
+    _forced(monkeypatch, weight=0.0, recipe=recipes.recipe_name({"weight": 0.0}))
+    model = _run(project)
+    m = model.metrics
+    assert m["recipe"]["quick_alone"] is True and m["recipe"]["name"].startswith("quick head alone")
+    assert m["better_than_quick"] is False
+    assert model.held_out.count() == m["split"]["test"]
+
+
+def _constant(result):
+    """A fine-tune that always answers the first label (worse than any sensible quick head)."""
+    with torch.no_grad():
+        result.model.classifier.weight.zero_()
+        result.model.classifier.bias.copy_(torch.tensor([10.0, -10.0]))
+    return result.model
+
+
+@pytest.mark.slow
+@needs_hymenoptera
+def test_a_full_model_worse_than_quick_on_the_same_split_is_not_offered_nor_deployed(project, monkeypatch):
+    _forced(monkeypatch, model=_constant, weight=1.0, tta=False)
+    quick_v = make_model(project, mode="quick", deployed=True)
+    model = _run(project)
+    m = model.metrics
+    assert m["accuracy"] == pytest.approx(0.5)  # the test split is balanced, the model constant
+    assert m["baseline_quick"]["accuracy"] > m["accuracy"]
+    assert m["better_than_quick"] is False
+    with pytest.raises(services.WorseThanQuick):
+        services.model_deploy(model=model)
+    assert ModelVersion.objects.get(project=project, deployed=True).pk == quick_v.pk
+    services.model_deploy(model=model, force=True)
+    assert ModelVersion.objects.get(project=project, deployed=True).pk == model.pk

@@ -1,0 +1,197 @@
+"""Tests for training.ml.recipes and training.ml.ensemble (pure ML core: no Django, no database).
+
+Tiny synthetic images at 64 px: they check the mechanics (the cached fine-tune learns, the budget
+holds, selection uses validation only, the stored graph computes the torch blend), not accuracy,
+which bench/finetune.py measures.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.ml import backbone as bb
+from training.ml import recipes
+from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
+
+RES = 64
+
+
+def _stripes(label: int, seed: int) -> bytes:
+    """Class 0: horizontal stripes, class 1: vertical; random colours, period and phase."""
+    rng = np.random.default_rng(seed)
+    period = int(rng.integers(6, 12))
+    phase = int(rng.integers(0, period))
+    coords = np.arange(80)
+    band = ((coords + phase) // (period // 2)) % 2
+    mask = np.broadcast_to(band[:, None] if label == 0 else band[None, :], (80, 80))
+    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
+    img = np.where(mask[..., None] == 1, a, b).astype(np.uint8)
+    img = np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _set(n_per_class: int, offset: int) -> list[tuple[bytes, int]]:
+    return [(_stripes(c, offset + 2 * i + c), c) for i in range(n_per_class) for c in (0, 1)]
+
+
+TINY = dict(backbones=("lite0",), resolution=RES, batch_size=8, epochs=6, patience=6, max_seconds=None)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return _set(10, 0), _set(6, 1000)
+
+
+def test_stratified_split_is_70_15_15_per_class_and_disjoint():
+    y = [0] * 20 + [1] * 40
+    train, val, test = recipes.stratified_split(y, seed=3)
+    assert len(set(train) | set(val) | set(test)) == 60 and len(train) + len(val) + len(test) == 60
+    assert [int(np.sum(np.array(y)[test] == c)) for c in (0, 1)] == [3, 6]
+    assert [int(np.sum(np.array(y)[val] == c)) for c in (0, 1)] == [3, 6]
+    assert np.array_equal(recipes.stratified_split(y, seed=3)[0], train)
+
+
+@pytest.mark.slow
+def test_cached_finetune_improves_over_its_initial_head(toy):
+    train, val = toy
+    # A zero initial head is chance (val loss ln 2): the fine-tune of the last stage on the cache
+    # must learn the stripes' orientation from there.
+    config = recipes.SearchConfig(**TINY, recipes=((1, 3e-3),), head_init="zeros")
+    events: list[dict] = []
+    result = recipes.search(
+        train_items=train, val_items=val, num_classes=2, multi_label=False, config=config, progress=events.append
+    )
+    probe, tuned = result.candidates
+    assert probe["blocks"] == 0 and tuned["blocks"] == 1
+    assert probe["val_loss"] == pytest.approx(np.log(2))
+    assert tuned["val_loss"] < probe["val_loss"] - 0.2
+    assert tuned["val_accuracy"] >= 0.9
+    assert result.recipe.startswith("lite0 · last 1 stage fine-tuned")
+    assert result.weight == 1.0 and result.backbone == "lite0" and result.resolution == RES
+    losses = [h["train_loss"] for h in result.history]
+    assert losses[-1] < losses[0]
+    assert any(e.get("phase") == "validated" for e in events)
+    assert not result.model.training
+    # The returned net is the selected state: its torch predictions on val reproduce the val score.
+    x = torch.from_numpy(bb.preprocess([img for img, _ in val], RES))
+    with torch.no_grad():
+        p = torch.softmax(result.model(x), 1)
+        if result.tta:
+            p = 0.5 * (p + torch.softmax(result.model(x.flip(3)), 1))
+    y = np.array([t for _, t in val])
+    assert float((p.numpy().argmax(1) == y).mean()) == pytest.approx(result.val_accuracy, abs=1 / len(y) + 1e-9)
+
+
+def test_search_respects_a_tiny_time_budget(toy):
+    train, val = toy
+    config = recipes.SearchConfig(**{**TINY, "max_seconds": 0.0, "backbones": ("lite0", "lite2")})
+    result = recipes.search(train_items=train, val_items=val, num_classes=2, multi_label=False, config=config)
+    # Only the first backbone's cache and linear probe (which always run) happened: nothing trained.
+    assert result.stop_reason == "time_limit"
+    assert result.history == []
+    assert result.recipe.startswith("lite0 · linear probe")
+    assert any(c.get("backbone") == "lite2" and c.get("skipped") for c in result.candidates) or not any(
+        c.get("backbone") == "lite2" for c in result.candidates
+    )
+
+
+def test_blend_weight_and_tta_are_chosen_on_validation_only():
+    y = torch.tensor([0, 1, 0, 1])
+    good = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]], np.float32)
+    bad = good[:, ::-1].copy()
+    # The quick head is right on val, the fine-tune wrong: the quick head alone wins.
+    c = recipes.blend_choice({False: bad, True: bad}, good, y, multi_label=False, weights=(0, 0.5, 1))
+    assert c["weight"] == 0.0 and c["val_accuracy"] == 1.0
+    # The reverse: the fine-tune alone; with its flip average better calibrated, TTA too.
+    sharper = np.array([[0.99, 0.01], [0.01, 0.99], [0.99, 0.01], [0.01, 0.99]], np.float32)
+    c = recipes.blend_choice({False: good, True: sharper}, bad, y, multi_label=False, weights=(0, 0.5, 1))
+    assert c["weight"] == 1.0 and c["tta"] is True
+    # Both right: the blend is picked on the val log loss tie-break.
+    c = recipes.blend_choice({False: good}, sharper, y, multi_label=False, weights=(0, 0.5, 1))
+    assert c["val_accuracy"] == 1.0 and c["weight"] == 0.0
+    # Without quick probabilities only the fine-tune is possible.
+    assert recipes.blend_choice({False: bad}, None, y, multi_label=False, weights=(0, 0.5))["weight"] == 1.0
+
+
+def test_a_result_named_quick_alone_says_so():
+    assert recipes.recipe_name({"weight": 0.0}).startswith("quick head alone")
+    name = recipes.recipe_name({"weight": 0.75, "backbone": "lite2", "blocks": 2, "lr": 1e-3, "tta": True})
+    assert name == "lite2 · last 2 stages fine-tuned (LP-FT, lr 0.001) · flip TTA · blended 75% with 25% quick head"
+
+
+def test_blend_graph_onnx_equals_the_torch_blend(tmp_path):
+    rng = np.random.default_rng(0)
+    ft_net = bb.load_backbone("lite0", num_classes=3)
+    with torch.no_grad():
+        ft_net.classifier.weight.normal_(0, 0.05)
+    W = rng.normal(0, 1, (1280 + 0, 3)).astype(np.float32)
+    b = rng.normal(0, 0.1, 3).astype(np.float32)
+    quick = QuickGraph(["lite0"], W, b, multi_label=False, input_resolution=RES)
+    graph = BlendGraph(ft_net, weight=0.25, tta=True, multi_label=False, quick=quick).eval()
+    images = [_stripes(i % 2, 50 + i) for i in range(3)]
+    x = bb.preprocess(images, RES)
+    path = export_probabilities_onnx(graph, tmp_path / "blend.onnx", RES)
+    runner = bb.OnnxRunner(path, threads=1)
+    assert runner.output_names == ["probabilities"] and runner.resolution == RES
+    out = runner.run(x)["probabilities"]
+    t = torch.from_numpy(x)
+    with torch.no_grad():
+        ft_p = 0.5 * (torch.softmax(ft_net(t), 1) + torch.softmax(ft_net(t.flip(3)), 1))
+        q_p = quick(t)
+        expected = (0.25 * ft_p + 0.75 * q_p).numpy()
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    np.testing.assert_allclose(out.sum(1), 1.0, atol=1e-5)
+
+
+def test_blend_graph_leaves_out_a_zero_share_part():
+    net = torch.nn.Linear(2, 2)
+    assert BlendGraph(net, weight=1.0, tta=False, multi_label=False).quick is None
+    quick = torch.nn.Identity()
+    assert BlendGraph(None, weight=0.0, tta=False, multi_label=False, quick=quick).finetuned is None
+    with pytest.raises(ValueError):
+        BlendGraph(net, weight=0.5, tta=False, multi_label=False)
+    with pytest.raises(ValueError):
+        BlendGraph(None, weight=0.5, tta=False, multi_label=False, quick=quick)
+
+
+def test_multi_label_search_blends_sigmoids_and_exports_them(toy, tmp_path):
+    train, val = toy
+    # label 0: horizontal stripes, label 1: vertical stripes (multi-hot, one on per image)
+    hot = lambda t: [1.0 - t, float(t)]  # noqa: E731
+    train_ml = [(img, hot(t)) for img, t in train]
+    val_ml = [(img, hot(t)) for img, t in val]
+    quick_val = np.full((len(val_ml), 2), 0.5, np.float32)
+    config = recipes.SearchConfig(**{**TINY, "epochs": 2}, recipes=((1, 3e-3),))
+    result = recipes.search(
+        train_items=train_ml,
+        val_items=val_ml,
+        num_classes=2,
+        multi_label=True,
+        quick_val_probabilities=quick_val,
+        config=config,
+    )
+    assert 0.0 <= result.val_accuracy <= 1.0 and result.val_probabilities.shape == (len(val_ml), 2)
+    assert result.weight > 0  # an uninformative quick head never wins over a working probe
+    graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=True, quick=None)
+    if result.weight < 1:
+        graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=True, quick=_Constant(0.5))
+    out = bb.OnnxRunner(export_probabilities_onnx(graph, tmp_path / "ml.onnx", RES)).run(
+        bb.preprocess([img for img, _ in val_ml[:3]], RES)
+    )["probabilities"]
+    assert out.shape == (3, 2) and np.all((out >= 0) & (out <= 1))
+
+
+class _Constant(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 2), self.value)
