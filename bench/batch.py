@@ -329,10 +329,13 @@ def listing_memory(project, model, keys: int) -> dict:
     return {"peak_mb": peak / 2**20, "seconds": seconds, "chunks": chunks}
 
 
-def invoke_latency(env: dict, project, model, key: str, n: int, log_dir: Path) -> dict:
-    """Sequential invokes over HTTP, each followed by the raw path on the same image (same load)."""
+def raw_invoke_path(model):
+    """The raw decode + preprocess + forward + head of ``model`` for one encoded image.
+
+    One decode (JPEG DCT scaling to the largest crop), every backbone resizing from it: the best
+    the server can do, so the overhead is not flattered by a second decode here.
+    """
     import numpy as np
-    import requests
 
     from training.embedders import embedder_get
     from training.ml import backbone as bb
@@ -340,21 +343,11 @@ def invoke_latency(env: dict, project, model, key: str, n: int, log_dir: Path) -
     from training.ml.heads import concat_features
     from training.quick import head_load
 
-    sys.path.insert(0, str(REPO / "bench"))
-    from invoke import free_port, start_server, stop_server, wait_ready
-
-    port = free_port()
-    server = start_server(env, port, 2, 4, log_dir / "gunicorn.log")
-    url = f"http://127.0.0.1:{port}/api/v1/projects/{project.pk}/invoke"
-    images = [(p.name, p.read_bytes()) for p in sorted((HYMENOPTERA / "val").glob("*/*.jpg"))]
     embedders = [embedder_get(p) for p in FeatureKey.parse(model.features)]
     head = head_load(model)
-
     side = bb.crop_size_for(max(spec.resolution for spec in bb.BACKBONES.values()))
 
     def raw(data: bytes):
-        # One decode (JPEG DCT scaling to the largest crop), every backbone resizing from it: the
-        # best the server can do, so the overhead is not flattered by a second decode here.
         img = bb.load_image(data, min_size=side)
         feats = []
         for e in embedders:
@@ -365,26 +358,48 @@ def invoke_latency(env: dict, project, model, key: str, n: int, log_dir: Path) -
             feats.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
         return head.predict_proba(concat_features(feats) if len(feats) > 1 else feats[0])
 
+    return raw
+
+
+def timed_invokes(url: str, key: str, images: list[tuple[str, bytes]], raw, n: int) -> tuple[list, list]:
+    """``n`` sequential multipart invokes (after 5 warm-up ones), each followed by the raw path on
+    the same image, so both see the same load. Returns (HTTP seconds, raw seconds)."""
+    import requests
+
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {key}"
+    http, rawt = [], []
+    for i in range(n + 5):
+        name, data = images[i % len(images)]
+        t0 = time.perf_counter()
+        r = session.post(url, files={"file": (name, data, "image/jpeg")}, timeout=120)
+        t1 = time.perf_counter()
+        assert r.status_code == 200, r.text[:300]
+        # The server counts the key's use after answering: let that finish first, so the raw
+        # path below never shares the cores with it (it would slow raw, flattering the server).
+        time.sleep(IDLE)
+        t2 = time.perf_counter()
+        raw(data)
+        t3 = time.perf_counter()
+        if i >= 5:  # the first requests load the model in each gunicorn worker
+            http.append(t1 - t0)
+            rawt.append(t3 - t2)
+    return http, rawt
+
+
+def invoke_latency(env: dict, project, model, key: str, n: int, log_dir: Path) -> dict:
+    """Sequential invokes over HTTP, each followed by the raw path on the same image (same load)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    from invoke import free_port, start_server, stop_server, wait_ready
+
+    port = free_port()
+    server = start_server(env, port, 2, 4, log_dir / "gunicorn.log")
+    url = f"http://127.0.0.1:{port}/api/v1/projects/{project.pk}/invoke"
+    images = [(p.name, p.read_bytes()) for p in sorted((HYMENOPTERA / "val").glob("*/*.jpg"))]
+    raw = raw_invoke_path(model)
     try:
         wait_ready(f"http://127.0.0.1:{port}/accounts/login/", server)
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {key}"
-        http, rawt = [], []
-        for i in range(n + 5):
-            name, data = images[i % len(images)]
-            t0 = time.perf_counter()
-            r = session.post(url, files={"file": (name, data, "image/jpeg")}, timeout=120)
-            t1 = time.perf_counter()
-            assert r.status_code == 200, r.text[:300]
-            # The server counts the key's use after answering: let that finish first, so the raw
-            # path below never shares the cores with it (it would slow raw, flattering the server).
-            time.sleep(IDLE)
-            t2 = time.perf_counter()
-            raw(data)
-            t3 = time.perf_counter()
-            if i >= 5:  # the first requests load the model in each gunicorn worker
-                http.append(t1 - t0)
-                rawt.append(t3 - t2)
+        http, rawt = timed_invokes(url, key, images, raw, n)
     finally:
         stop_server(server)
     return {

@@ -69,16 +69,10 @@ def main() -> int:
     settings.PICTOR_BACKBONES = ["lite0", "lite2"]
     project, model = models["default"]
 
-    import numpy as np
-
     from inference import predictors, services
     from labeling import images as images_mod
     from projects import api_auth, keys
-    from training.embedders import embedder_get
     from training.ml import backbone as bb
-    from training.ml.features import FeatureKey
-    from training.ml.heads import concat_features
-    from training.quick import head_load
 
     timings: dict[str, list[float]] = defaultdict(list)
     current: dict[str, float] = defaultdict(float)
@@ -117,15 +111,7 @@ def main() -> int:
     files = [(p.name, p.read_bytes()) for p in sorted((HYMENOPTERA / "val").glob("*/*.jpg"))]
     client = Client(HTTP_AUTHORIZATION=f"Bearer {key}", HTTP_HOST="127.0.0.1")
     url = f"/api/v1/projects/{project.pk}/invoke"
-    embedders = [embedder_get(p) for p in FeatureKey.parse(model.features)]
-    head = head_load(model)
-
-    def raw(data: bytes):
-        feats = []
-        for e in embedders:
-            f = e.runner.run(bb.preprocess([data], e.resolution))["features"]
-            feats.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
-        return head.predict_proba(concat_features(feats) if len(feats) > 1 else feats[0])
+    raw = batch.raw_invoke_path(model)
 
     def one(i: int) -> tuple[float, int, list[str]]:
         from django.core.files.uploadedfile import SimpleUploadedFile
@@ -198,7 +184,6 @@ def http_split(env: dict, project, key: str, files: list, raw, n: int, tmp: Path
     """Client round trip against gunicorn's own request time (access log %(D)s, microseconds)."""
     import subprocess
 
-    import requests
     from invoke import free_port, stop_server, wait_ready
 
     port = free_port()
@@ -217,25 +202,12 @@ def http_split(env: dict, project, key: str, files: list, raw, n: int, tmp: Path
     url = f"http://127.0.0.1:{port}/api/v1/projects/{project.pk}/invoke"
     try:
         wait_ready(f"http://127.0.0.1:{port}/accounts/login/", server)
-        session = requests.Session()
-        session.headers["Authorization"] = f"Bearer {key}"
-        client, rawt = [], []
-        for i in range(n + 5):
-            name, data = files[i % len(files)]
-            t0 = time.perf_counter()
-            r = session.post(url, files={"file": (name, data, "image/jpeg")}, timeout=120)
-            t1 = time.perf_counter()
-            assert r.status_code == 200, r.text[:300]
-            time.sleep(batch.IDLE)  # the server's after-response work ends first (as in bench/batch.py)
-            t2 = time.perf_counter()
-            raw(data)
-            client.append(t1 - t0)
-            rawt.append(time.perf_counter() - t2)
+        client, rawt = batch.timed_invokes(url, key, files, raw, n)
     finally:
         stop_server(server)
     server_t = [int(line.split()[0]) / 1e6 for line in log.read_text().splitlines() if "/invoke" in line]
     p = batch.percentile
-    client, server_t, rawt = client[5:], server_t[5:], rawt[5:]
+    server_t = server_t[5:]  # the warm-up requests (timed_invokes leaves them out of its lists)
     threads = env.get("PICTOR_ONNX_THREADS", "0")
     print(f"\nover HTTP, {n} requests (gunicorn 2x4, onnxruntime threads {threads if threads != '0' else 'all'}):\n")
     print("| | p50 | p99 |\n|---|---|---|")

@@ -24,7 +24,6 @@ from training import services
 from training.data import aligned_features
 from training.data import targets as data_targets
 from training.ml import backbone as bb
-from training.ml import finetune as ft
 from training.ml import heads, metrics, recipes
 from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
 from training.ml.features import FeatureKey
@@ -181,7 +180,7 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
 
 def _stop_if_cancelled(job: TrainingJob) -> None:
     if services.training_job_cancel_requested(job=job):
-        raise ft.Cancelled("fine-tuning cancelled")
+        raise recipes.Cancelled("fine-tuning cancelled")
 
 
 def _quick_fit(project, ids, Y, train, val, test, label_names, multi) -> dict | None:

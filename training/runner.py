@@ -55,7 +55,7 @@ def training_job_run(*, job_id, wait_for_features: bool = True) -> str | None:
     if job is None:
         return None
     from training import full, queue_order, quick
-    from training.ml.finetune import Cancelled
+    from training.ml.recipes import Cancelled
 
     # this worker's feature stores may lag the database (vectors embedded on another machine)
     services.feature_stores_catch_up(project_id=job.project_id, backbones=settings.PICTOR_BACKBONES)

@@ -14,7 +14,7 @@ Why these choices:
 * These TF-ported models expect pixels scaled to [-1, 1] (``x / 127.5 - 1``), *not* ImageNet
   mean/std normalisation; using mean/std costs several points of accuracy.
 * Serving and embedding go through onnxruntime: on 2 CPU cores it is ~4x faster than eager torch
-  for single images. Training stays in torch (see ``finetune.py``).
+  for single images. Training stays in torch (see ``recipes.py``).
 """
 
 from __future__ import annotations
@@ -356,27 +356,30 @@ class _MultiOutput(torch.nn.Module):
         return tuple(computed[name] for name in self.outputs)
 
 
-def export_onnx(
-    model: torch.nn.Module,
+def export_graph(
+    module: torch.nn.Module,
     path: str | os.PathLike,
     *,
     resolution: int,
-    outputs: Sequence[str] = ("features", "logits"),
-    multi_label: bool = False,
+    outputs: Sequence[str],
 ) -> Path:
-    """Export ``model`` (a timm EfficientNet) to ONNX with a dynamic batch axis.
+    """Export ``module`` (in eval mode) from ``input`` float32 ``(N, 3, R, R)`` to the named
+    ``outputs``, all with a dynamic batch axis.
 
-    The input is named ``input`` (float32 ``(N, 3, R, R)`` in [-1, 1]); outputs are named as in
-    ``outputs`` (see ``_MultiOutput``). Written atomically: a temp file in the same directory is
-    renamed over ``path``, so a concurrent reader never sees half a file.
+    Written atomically: a temp file in the same directory is renamed over ``path``, so a
+    concurrent reader never sees half a file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _MultiOutput(model, outputs, multi_label)
-    was_training = model.training
-    model.eval()
-    param = next(model.parameters())
-    dummy = torch.zeros(1, 3, resolution, resolution, dtype=param.dtype, device=param.device)
+    param = next(module.parameters(), None)
+    dummy = torch.zeros(
+        1,
+        3,
+        resolution,
+        resolution,
+        dtype=param.dtype if param is not None else torch.float32,
+        device=param.device if param is not None else "cpu",
+    )
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -385,7 +388,7 @@ def export_onnx(
             # and is ~10x slower to export these graphs; silence the notice, keep the exporter.
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(
-                wrapper,
+                module,
                 (dummy,),
                 tmp_name,
                 dynamo=False,  # the TorchScript exporter is fast (~0.4 s) and needs no onnxscript
@@ -398,9 +401,28 @@ def export_onnx(
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    return path
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: str | os.PathLike,
+    *,
+    resolution: int,
+    outputs: Sequence[str] = ("features", "logits"),
+    multi_label: bool = False,
+) -> Path:
+    """Export ``model`` (a timm EfficientNet) to ONNX with a dynamic batch axis (``export_graph``).
+
+    The input is named ``input`` (float32 ``(N, 3, R, R)`` in [-1, 1]); outputs are named as in
+    ``outputs`` (see ``_MultiOutput``).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        return export_graph(_MultiOutput(model, outputs, multi_label), path, resolution=resolution, outputs=outputs)
     finally:
         model.train(was_training)
-    return path
 
 
 class OnnxRunner:

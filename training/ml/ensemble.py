@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbone import get_spec, load_backbone
+from .backbone import export_graph, get_spec, load_backbone
 from .pixels import CROP, PIXELS, torch_pixel_features
 
 __all__ = ["BlendGraph", "QuickGraph", "export_probabilities_onnx"]
@@ -122,26 +120,4 @@ class BlendGraph(nn.Module):
 
 def export_probabilities_onnx(module: nn.Module, path: str | os.PathLike, resolution: int) -> Path:
     """Export a module mapping ``input`` ``(N, 3, R, R)`` to ``probabilities`` (dynamic batch), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    module = module.eval().cpu()
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(
-                module,
-                (torch.zeros(1, 3, resolution, resolution),),
-                tmp_name,
-                dynamo=False,  # the TorchScript exporter: fast and needs no onnxscript
-                input_names=["input"],
-                output_names=["probabilities"],
-                dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}},
-                opset_version=17,
-            )
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return export_graph(module.eval().cpu(), path, resolution=resolution, outputs=["probabilities"])

@@ -10,9 +10,10 @@ Why it is built this way (CPU first):
   So they run ONCE per image view (original and horizontal flip) and their output, the input of
   the last ``max(blocks)`` stages, is cached in float16 on the training device. Training then runs
   only the last K stages + head conv + classifier on the cache: an epoch costs ~3% (K=1) or ~30%
-  (K=2) of one full forward, so several recipes and many epochs fit where ``finetune.finetune``
-  (which re-runs the trunk every step, with image augmentation) fits one. The price is weaker
-  augmentation (flip only, no random crops or colour jitter).
+  (K=2) of one full forward, so several recipes and many epochs fit where a fine-tune that
+  re-runs the trunk every step (with fresh image augmentation) fits one. The price is weaker
+  augmentation (flip only). Cached random resized crops as extra views were measured on dtd10
+  (bench/finetune.py) and made no fine-tune beat the quick head on val, so they are not kept.
 * **LP-FT**: each backbone's classifier starts from a logistic regression on its frozen features
   (Kumar et al. 2022), which is also the "epoch 0" candidate: fine-tuning must beat it on val.
 * **Frozen BatchNorm** (the model stays in eval mode; dropout is applied by hand before the
@@ -31,7 +32,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,9 +42,42 @@ import torch
 from torch import nn
 
 from . import backbone as bb
-from .finetune import Cancelled, Item, _pos_weight, _probabilities, _targets_tensor
 
-__all__ = ["SearchConfig", "SearchResult", "blend_choice", "search", "stratified_split"]
+__all__ = ["Cancelled", "Item", "SearchConfig", "SearchResult", "Target", "blend_choice", "search", "stratified_split"]
+
+Target = int | Sequence[int] | Sequence[float]
+Item = tuple[bb.ImageInput, Target]  # (image, class index or multi-hot list)
+
+
+class Cancelled(Exception):
+    """``should_stop`` returned True: the search was abandoned."""
+
+
+def _targets_tensor(targets: Sequence[Target], num_classes: int, multi_label: bool) -> torch.Tensor:
+    if multi_label:
+        rows = [list(t) for t in targets]  # type: ignore[arg-type]
+        tensor = torch.tensor(rows, dtype=torch.float32) if rows else torch.zeros(0, num_classes)
+        if tensor.ndim != 2 or tensor.shape[1] != num_classes:
+            raise ValueError(f"multi-label targets must be multi-hot lists of length {num_classes}")
+        return tensor
+    tensor = torch.tensor([int(t) for t in targets], dtype=torch.long)  # type: ignore[arg-type]
+    if len(tensor) and (tensor.min() < 0 or tensor.max() >= num_classes):
+        raise ValueError(f"single-label targets must be class indices in [0, {num_classes})")
+    return tensor
+
+
+def _pos_weight(targets: torch.Tensor) -> torch.Tensor:
+    """Multi-label balancing: up-weight rare positives by sqrt(neg/pos), clipped to [1, 10].
+
+    The square root keeps probabilities from being pushed far above the real base rate.
+    """
+    positives = targets.sum(0)
+    negatives = len(targets) - positives
+    return torch.sqrt(negatives / positives.clamp(min=1)).clamp(1.0, 10.0)
+
+
+def _probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    return torch.sigmoid(logits) if multi_label else torch.softmax(logits, dim=1)
 
 
 def stratified_split(y_key: Sequence, *, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -164,19 +197,7 @@ def _stem_runner(
 
         stem = _Stem(model, stop).eval()
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "stem.onnx"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                torch.onnx.export(
-                    stem,
-                    (torch.zeros(1, 3, resolution, resolution),),
-                    str(path),
-                    dynamo=False,
-                    input_names=["input"],
-                    output_names=["stem"],
-                    dynamic_axes={"input": {0: "batch"}, "stem": {0: "batch"}},
-                    opset_version=17,
-                )
+            path = bb.export_graph(stem, Path(tmp) / "stem.onnx", resolution=resolution, outputs=["stem"])
             runner = bb.OnnxRunner(path)  # the session holds the graph in memory
 
         def run_ort(batch: np.ndarray) -> torch.Tensor:
@@ -411,7 +432,7 @@ def search(
         """Cache the frozen stages of one backbone, fit its linear probe (a candidate itself)."""
         nonlocal best, stop_reason, seconds_per_view
         resolution = config.resolution or bb.get_spec(name).resolution
-        views = (len(train_images) * (2 if flip_train else 1)) + 2 * len(val_images)
+        views = len(train_images) * (1 + int(flip_train)) + 2 * len(val_images)
         if b_index > 0 and seconds_per_view is not None:
             # Scale the measured cost by the pixel count; skip a backbone whose cache cannot fit
             # with time left to train on it.
@@ -432,7 +453,12 @@ def search(
         t0 = time.monotonic()
         run = _stem_runner(model, stop, resolution, dev)
         train_cache = _cache(
-            run, train_images, resolution=resolution, flip=flip_train, batch_size=32, should_stop=should_stop
+            run,
+            train_images,
+            resolution=resolution,
+            flip=flip_train,
+            batch_size=32,
+            should_stop=should_stop,
         ).to(dev)
         val_cache = _cache(
             run, val_images, resolution=resolution, flip=True, batch_size=32, should_stop=should_stop

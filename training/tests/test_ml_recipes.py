@@ -195,3 +195,39 @@ class _Constant(torch.nn.Module):
 
     def forward(self, x):
         return torch.full((x.shape[0], 2), self.value)
+
+
+def test_it_raises_cancelled_when_should_stop_says_so(toy):
+    train, val = toy
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # the first cache batch runs, the second is refused
+
+    config = recipes.SearchConfig(**TINY)
+    with pytest.raises(recipes.Cancelled):
+        recipes.search(
+            train_items=train, val_items=val, num_classes=2, multi_label=False, config=config, should_stop=should_stop
+        )
+    assert len(calls) == 2
+
+
+def test_it_rejects_bad_targets_and_empty_splits(toy):
+    train, val = toy
+    images = [img for img, _ in train[:2]]
+    config = recipes.SearchConfig(**TINY)
+    with pytest.raises(ValueError, match="class indices"):
+        recipes.search(
+            train_items=list(zip(images, [0, 2])), val_items=val, num_classes=2, multi_label=False, config=config
+        )
+    with pytest.raises(ValueError, match="multi-hot"):
+        recipes.search(
+            train_items=list(zip(images, [[1, 0, 1], [0, 1, 0]])),
+            val_items=[(images[0], [1, 0])],
+            num_classes=2,
+            multi_label=True,
+            config=config,
+        )
+    with pytest.raises(ValueError, match="training and validation"):
+        recipes.search(train_items=train, val_items=[], num_classes=2, multi_label=False, config=config)
