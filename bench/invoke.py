@@ -126,10 +126,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(env: dict, port: int, workers: int, threads: int, log: Path) -> subprocess.Popen:
+def start_server(
+    env: dict, port: int, workers: int, threads: int, log: Path, *, app: str = "config.wsgi", cwd: Path = REPO
+) -> subprocess.Popen:
     cmd = [
         str(Path(sys.executable).parent / "gunicorn"),
-        "config.wsgi",
+        app,
         "--bind",
         f"127.0.0.1:{port}",
         "--workers",
@@ -140,7 +142,7 @@ def start_server(env: dict, port: int, workers: int, threads: int, log: Path) ->
         "120",
     ]
     return subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
+        cmd, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
 
 

@@ -50,6 +50,8 @@ def _answer(items: list[services.InvokeItem], bodies: dict, *, failed_serializer
 
 
 class InvokeView(APIView):
+    # The key is read with the project's deployed version id, in one query (ProjectKeyAuthentication).
+    key_lookup = staticmethod(services.invoke_key_from_secret)
     parser_classes = [JSONParser, MultiPartParser, VideoParser]
 
     @doc.endpoint(
@@ -98,6 +100,7 @@ class InvokeView(APIView):
                 capture=q["capture"],
                 explain=q["explain"],
                 user=access.user,
+                deployed_id=getattr(request.auth, "deployed_model_id", services.UNREAD),
             )
             for clip in clips:
                 services.video_invoke(

@@ -20,6 +20,19 @@ def _uses_redis() -> bool:
     return settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
 
 
+_clients: dict = {}
+
+
+def _redis_client(wkey: str):
+    """Django's RedisCache client for ``wkey``, built once per connection pool: the cache builds a new
+    redis-py client (with its ~170 response callbacks) on every call."""
+    pool = cache._cache._get_connection_pool(write=True)
+    client = _clients.get(id(pool))
+    if client is None or client.connection_pool is not pool:
+        client = _clients[id(pool)] = cache._cache.get_client(wkey, write=True)
+    return client
+
+
 def rate_hit(*, key: str, period: float) -> tuple[int, float]:
     """Count one hit for key in the current window; returns (hits so far, seconds the window has left)."""
     now = time.time()
@@ -27,7 +40,7 @@ def rate_hit(*, key: str, period: float) -> tuple[int, float]:
     ends = (window + 1) * period
     wkey = f"{key}:{window}"
     if _uses_redis():
-        client = cache._cache.get_client(wkey, write=True)  # Django's RedisCache: a redis-py client
+        client = _redis_client(wkey)  # Django's RedisCache: a redis-py client
         name = cache.make_and_validate_key(wkey)
         pipe = client.pipeline()
         pipe.incr(name)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers as s
 
+from config.api import render
 from config.schema import ErrorDetailSerializer, ItemErrorSerializer
 from labeling.serializers import (
     VIDEO_BODY,
@@ -240,11 +241,11 @@ def _error_entry(item) -> dict:
 def render_answer(body: dict) -> dict:
     """One image's answer (a result object, a series, or a pretrained result) through its serializer."""
     if "series" in body:
-        return SeriesResultSerializer(body).data
+        return render(SeriesResultSerializer, body)
     if "frames" in body:
-        return FramesResultSerializer(body).data
+        return render(FramesResultSerializer, body)
     if isinstance(body.get("model"), dict) and body["model"].get("id") == "imagenet":
-        return PretrainedResultSerializer(body).data
+        return render(PretrainedResultSerializer, body)
     return render_result(body)
 
 

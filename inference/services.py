@@ -13,11 +13,13 @@ from django.conf import settings
 from django.db import connection
 
 from config.api import ApiError
+from config.sql import db_value
 
 from labeling import images, videos
 from labeling import services as labeling_services
 from labeling.models import Sample
 from projects.access import parse_uuid
+from projects.keys import api_key_select, api_key_from_secret
 from projects.models import Project
 from training.models import ModelVersion
 
@@ -158,9 +160,33 @@ def _deployed_id(*, project: Project):
     return meta.pk.to_python(row[0]) if row else None
 
 
-def model_for_invoke(*, project: Project, model_id: str | None) -> ModelVersion:
+UNREAD = object()  # "the deployed id was not read with the key": model_for_invoke reads it itself
+
+_KEY_WITH_DEPLOYED = api_key_select(
+    tables=[("m", ModelVersion, ["id"])],
+    joins=lambda q, meta: (
+        f"LEFT JOIN {q(meta('m').db_table)} {q('m')} "
+        f"ON {q('m')}.{q(meta('m').get_field('project').column)} = {q('k')}.{q(meta('k').get_field('project').column)} "
+        f"AND {q('m')}.{q(meta('m').get_field('deployed').column)} = %s"
+    ),
+)
+
+
+def invoke_key_from_secret(*, secret: str):
+    """``projects.keys.api_key_from_secret`` that reads the project's deployed version id in the same query
+    (every invoke needs it): on ``key.deployed_model_id``, None when nothing is deployed. The partial
+    unique index allows one deployed version per project, so the join adds at most one row."""
+    key = api_key_from_secret(
+        secret=secret, select=_KEY_WITH_DEPLOYED, join_params=[db_value(ModelVersion, "deployed", True)]
+    )
+    deployed = key.joined_rows[0]
+    key.deployed_model_id = deployed.pk if deployed is not None else None
+    return key
+
+
+def model_for_invoke(*, project: Project, model_id: str | None, deployed_id=UNREAD) -> ModelVersion:
     """The version named by `model_id` (UnknownModel if it is not this project's), else the deployed one
-    (NoModel if none is)."""
+    (NoModel if none is). `deployed_id`: the deployed id when this request already read it (with its key)."""
     qs = ModelVersion.objects.filter(project=project).order_by()
     if model_id:
         pk = parse_uuid(model_id)
@@ -168,7 +194,7 @@ def model_for_invoke(*, project: Project, model_id: str | None) -> ModelVersion:
         if found is None:
             raise UnknownModel(model_id)
     else:
-        found = _deployed_id(project=project)
+        found = _deployed_id(project=project) if deployed_id is UNREAD else deployed_id
         if found is None:
             raise NoModel()
     try:
@@ -220,13 +246,14 @@ def invoke(
     capture: bool = False,
     explain: bool = False,
     user=None,
+    deployed_id=UNREAD,
 ) -> ModelVersion:
     """Fill each valid item's `result`; raises NoModel / UnknownModel before touching images, TooLarge
     beyond the per-request limits. Images are decoded and run in batches of PICTOR_INVOKE_BATCH, so
-    peak memory follows the batch, not the request."""
+    peak memory follows the batch, not the request. `deployed_id`: as for model_for_invoke."""
     from inference.predictors import predict, predictor_get
 
-    model = model_for_invoke(project=project, model_id=model_id)
+    model = model_for_invoke(project=project, model_id=model_id, deployed_id=deployed_id)
     request_limits_check(count=len(items), explain=explain)
     step = max(1, settings.PICTOR_INVOKE_BATCH)
     for start in range(0, len(items), step):

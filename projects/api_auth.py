@@ -17,6 +17,17 @@ KEY_ROLE = {ProjectAPIKey.Scope.FULL: Role.ADMIN, ProjectAPIKey.Scope.INVOKE: Ro
 
 
 class ProjectKeyAuthentication(authentication.BaseAuthentication):
+    def lookup(self, request, secret: str) -> ProjectAPIKey:
+        """The usable key for this secret (ProjectAPIKey.DoesNotExist otherwise). A view may read more
+        in the same query with its own ``key_lookup(secret=...)`` (invoke: the deployed model's id)."""
+        view = (request.parser_context or {}).get("view")
+        custom = getattr(view, "key_lookup", None)
+        if custom is not None:
+            return custom(secret=secret)
+        from projects.keys import api_key_from_secret
+
+        return api_key_from_secret(secret=secret)
+
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).decode("latin-1").strip()
         if not header:
@@ -24,10 +35,10 @@ class ProjectKeyAuthentication(authentication.BaseAuthentication):
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise exceptions.AuthenticationFailed("Send the key as 'Authorization: Bearer <api key>'.")
-        from projects.keys import api_key_from_secret, api_key_record_use
+        from projects.keys import api_key_record_use
 
         try:
-            api_key = api_key_from_secret(secret=key.strip())
+            api_key = self.lookup(request, key.strip())
         except ProjectAPIKey.DoesNotExist:
             from inference.throttles import auth_failure_hit
 

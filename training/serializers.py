@@ -10,6 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers as s
 
+from config.api import render
 from training.models import ModelVersion, TrainingJob
 
 # --- model references and result objects ---------------------------------------------------------
@@ -59,7 +60,7 @@ class MultiLabelResultSerializer(s.Serializer):
 def render_result(result: dict) -> dict:
     """A result object through its serializer: single-label ones carry `label`, multi-label `present`."""
     serializer = MultiLabelResultSerializer if "present" in result else SingleLabelResultSerializer
-    return serializer(result).data
+    return render(serializer, result)
 
 
 PREDICTION = PolymorphicProxySerializer(

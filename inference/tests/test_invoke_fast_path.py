@@ -45,20 +45,20 @@ def _post(key, project, data):
     return keyed(key).post(invoke_url(project), {"file": SimpleUploadedFile("a.jpg", data)}, format="multipart")
 
 
-def test_it_answers_an_invoke_with_two_queries_before_the_response(deployed, invoke_key):
+def test_it_answers_an_invoke_with_one_query_before_the_response(deployed, invoke_key):
     data = val("ants", 1)[0]
     _post(invoke_key, deployed.project, data)  # loads the predictor and the model's fields
     with CaptureQueriesContext(connection) as q:  # the test client closes the response itself
         r = _post(invoke_key, deployed.project, data)
         seen = [x["sql"] for x in q.captured_queries]
     assert r.status_code == 200
-    # The key with its project (one join), the deployed version's id; then, after the answer, the
+    # The key with its project and the deployed version's id (one query); then, after the answer, the
     # usage count in one transaction.
     selects = [s for s in seen if s.startswith("SELECT")]
-    assert len(selects) == 2, seen
-    assert "projects_project" in selects[0] and "training_modelversion" in selects[1]
+    assert len(selects) == 1, seen
+    assert "projects_project" in selects[0] and "training_modelversion" in selects[0]
     writes = [s for s in seen if s.startswith("UPDATE")]
-    assert len(writes) == 2 and seen.index(writes[0]) > seen.index(selects[1])
+    assert len(writes) == 2 and seen.index(writes[0]) > seen.index(selects[0])
 
 
 def test_it_counts_a_keys_use_only_once_the_response_is_closed(deployed, invoke_key):
@@ -180,3 +180,36 @@ def test_a_bad_image_still_answers_the_envelope(deployed, invoke_key):
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_image"
     key = ProjectAPIKey.objects.get(name="app")
     assert key.request_count == 1  # counted all the same, once the answer was out
+
+
+def test_it_reads_the_deployed_id_with_the_key_and_none_when_nothing_is_deployed(deployed, invoke_key):
+    project = deployed.project
+    v1 = ModelVersion.objects.get(project=project, deployed=True)
+    with CaptureQueriesContext(connection) as q:
+        key = services.invoke_key_from_secret(secret=invoke_key)
+    assert len(q.captured_queries) == 1
+    assert key.deployed_model_id == v1.pk and key.project.pk == project.pk
+    ModelVersion.objects.filter(pk=v1.pk).update(deployed=False)
+    assert services.invoke_key_from_secret(secret=invoke_key).deployed_model_id is None
+    r = _post(invoke_key, project, val("ants", 1)[0])
+    assert r.status_code == 409 and r.json()["error"]["code"] == "no_model"
+    with pytest.raises(ProjectAPIKey.DoesNotExist):
+        services.invoke_key_from_secret(secret=invoke_key.partition(".")[0] + ".wrong")
+
+
+def test_shared_output_serializers_render_what_a_fresh_one_does(deployed, invoke_key):
+    from config.api import render
+    from inference.serializers import FramesResultSerializer, SeriesResultSerializer, render_answer
+    from training.serializers import SingleLabelResultSerializer
+
+    body = _post(invoke_key, deployed.project, val("ants", 1)[0]).json()
+    assert render(SingleLabelResultSerializer, body) == SingleLabelResultSerializer(body).data
+    frames = {"frames": [{"timeMs": 0, **body}]}
+    assert render_answer(frames) == FramesResultSerializer(frames).data
+    series = keyed(invoke_key).post(
+        invoke_url(deployed.project) + "?format=series",
+        {"file": SimpleUploadedFile("a.jpg", val("bees", 1)[0])},
+        format="multipart",
+    )
+    assert series.status_code == 200 and "series" in series.json()
+    assert render_answer(series.json()) == SeriesResultSerializer(series.json()).data
