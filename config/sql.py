@@ -2,7 +2,7 @@
 
 Why: building and compiling a queryset costs several times what PostgreSQL takes to answer an indexed
 lookup (an invoke's key lookup: ~0.27 ms of compiling against ~0.1 ms of database). A ``RowSelect``
-writes its SELECT once per database connection vendor and converts each column exactly as the ORM's
+writes its SELECT once per database alias and converts each column exactly as the ORM's
 compiler does (the backend's and the field's converters: SQLite's UUIDs, datetimes and booleans come
 back as text and integers), so the instances equal what the ORM would have built.
 """

@@ -20,16 +20,14 @@ def _uses_redis() -> bool:
     return settings.CACHES["default"]["BACKEND"].endswith("RedisCache")
 
 
-_clients: dict = {}
-
-
 def _redis_client(wkey: str):
-    """Django's RedisCache client for ``wkey``, built once per connection pool: the cache builds a new
-    redis-py client (with its ~170 response callbacks) on every call."""
-    pool = cache._cache._get_connection_pool(write=True)
-    client = _clients.get(id(pool))
-    if client is None or client.connection_pool is not pool:
-        client = _clients[id(pool)] = cache._cache.get_client(wkey, write=True)
+    """Django's RedisCache client for ``wkey``, built once per cache backend instance (Django keeps one
+    per thread) and kept on it, so it lives and dies with it: the cache builds a new redis-py client
+    (with its ~170 response callbacks) on every call otherwise."""
+    backend = cache._cache
+    client = getattr(backend, "_pictor_write_client", None)
+    if client is None:
+        client = backend._pictor_write_client = backend.get_client(wkey, write=True)
     return client
 
 
