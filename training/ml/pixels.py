@@ -40,7 +40,9 @@ def torch_pixel_features(x, *, side: int = SIDE):
 
     rgb = (x + 1.0) * 127.5
     grey = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
-    small = F.adaptive_avg_pool2d(grey.unsqueeze(1), side).flatten(1)
+    # A fixed box (224 / 16 = 14 px, what PIL's BOX resize averages): adaptive pooling needs the input
+    # size at export, which the exporter loses once the graph has resized its input (ensemble.QuickGraph).
+    small = F.avg_pool2d(grey.unsqueeze(1), CROP // side).flatten(1)
     small = small - small.mean(dim=1, keepdim=True)
     return small / (small.norm(dim=1, keepdim=True) + 1e-6)
 

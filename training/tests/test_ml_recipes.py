@@ -126,14 +126,17 @@ def test_a_result_named_quick_alone_says_so():
     assert name == "lite2 · last 2 stages fine-tuned (LP-FT, lr 0.001) · flip TTA · blended 75% with 25% quick head"
 
 
-def test_blend_graph_onnx_equals_the_torch_blend(tmp_path):
+@pytest.mark.parametrize("parts", [["lite0"], ["lite0", "pixels"]])
+def test_blend_graph_onnx_equals_the_torch_blend(tmp_path, parts):
+    # With pixels: the quick part resizes the input in-graph (64 -> 224) before pooling it, which the
+    # exporter could not size (a full training whose blend had a pixels quick head failed to store).
     rng = np.random.default_rng(0)
     ft_net = bb.load_backbone("lite0", num_classes=3)
     with torch.no_grad():
         ft_net.classifier.weight.normal_(0, 0.05)
-    W = rng.normal(0, 1, (1280 + 0, 3)).astype(np.float32)
+    W = rng.normal(0, 1, (1280 + 256 * ("pixels" in parts), 3)).astype(np.float32)
     b = rng.normal(0, 0.1, 3).astype(np.float32)
-    quick = QuickGraph(["lite0"], W, b, multi_label=False, input_resolution=RES)
+    quick = QuickGraph(parts, W, b, multi_label=False, input_resolution=RES)
     graph = BlendGraph(ft_net, weight=0.25, tta=True, multi_label=False, quick=quick).eval()
     images = [_stripes(i % 2, 50 + i) for i in range(3)]
     x = bb.preprocess(images, RES)
@@ -231,3 +234,15 @@ def test_it_rejects_bad_targets_and_empty_splits(toy):
         )
     with pytest.raises(ValueError, match="training and validation"):
         recipes.search(train_items=train, val_items=[], num_classes=2, multi_label=False, config=config)
+
+
+def test_the_in_graph_pixel_feature_matches_the_stored_one():
+    from training.ml.pixels import CROP, pixel_features, torch_pixel_features
+
+    images = [_stripes(i % 2, 70 + i) for i in range(4)]
+    stored = pixel_features(images)
+    with torch.no_grad():
+        in_graph = torch_pixel_features(torch.from_numpy(bb.preprocess(images, CROP))).numpy()
+    # PIL rounds the grey image to 8 bits before its box average; the graph does not.
+    np.testing.assert_allclose(in_graph, stored, atol=0.03)
+    assert np.abs(in_graph - stored).mean() < 0.005
