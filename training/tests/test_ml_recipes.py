@@ -246,3 +246,17 @@ def test_the_in_graph_pixel_feature_matches_the_stored_one():
     # PIL rounds the grey image to 8 bits before its box average; the graph does not.
     np.testing.assert_allclose(in_graph, stored, atol=0.03)
     assert np.abs(in_graph - stored).mean() < 0.005
+
+
+def test_a_quick_graph_of_lite2_and_pixels_exports_as_the_download_composes_it(tmp_path):
+    # training.export composes the quick download at the largest backbone's size (lite2: 260), so the
+    # pixel part is resized to 224 in-graph: that export used to fail.
+    rng = np.random.default_rng(1)
+    W = rng.normal(0, 1, (1280 + 256, 2)).astype(np.float32)
+    graph = QuickGraph(["lite2", "pixels"], W, np.zeros(2, np.float32), multi_label=False).eval()
+    assert graph.input_resolution == 260
+    path = export_probabilities_onnx(graph, tmp_path / "quick.onnx", graph.input_resolution)
+    x = bb.preprocess([_stripes(i % 2, 90 + i) for i in range(2)], 260)
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(bb.OnnxRunner(path, threads=1).run(x)["probabilities"], expected, atol=1e-4)
