@@ -127,7 +127,15 @@ def free_port() -> int:
 
 
 def start_server(
-    env: dict, port: int, workers: int, threads: int, log: Path, *, app: str = "config.wsgi", cwd: Path = REPO
+    env: dict,
+    port: int,
+    workers: int,
+    threads: int,
+    log: Path,
+    *,
+    app: str = "config.wsgi",
+    cwd: Path = REPO,
+    extra_args: tuple[str, ...] = (),
 ) -> subprocess.Popen:
     cmd = [
         str(Path(sys.executable).parent / "gunicorn"),
@@ -140,6 +148,7 @@ def start_server(
         str(threads),
         "--timeout",
         "120",
+        *extra_args,
     ]
     return subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True

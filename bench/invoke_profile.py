@@ -182,22 +182,17 @@ def main() -> int:
 
 def http_split(env: dict, project, key: str, files: list, raw, n: int, tmp: Path) -> None:
     """Client round trip against gunicorn's own request time (access log %(D)s, microseconds)."""
-    import subprocess
-
-    from invoke import free_port, stop_server, wait_ready
+    from invoke import free_port, start_server, stop_server, wait_ready
 
     port = free_port()
     log = tmp / "access.log"
-    cmd = [str(Path(sys.executable).parent / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}"]
-    cmd += ["--workers", "2", "--threads", "4", "--timeout", "120", "--access-logfile", str(log)]
-    cmd += ["--access-logformat", "%(D)s %(U)s"]
-    server = subprocess.Popen(
-        cmd,
-        cwd=batch.REPO,
-        env={**env, "PICTOR_BACKBONES": "lite0,lite2"},
-        start_new_session=True,
-        stdout=(tmp / "g.out").open("wb"),
-        stderr=subprocess.STDOUT,
+    server = start_server(
+        {**env, "PICTOR_BACKBONES": "lite0,lite2"},
+        port,
+        2,
+        4,
+        tmp / "g.out",
+        extra_args=("--access-logfile", str(log), "--access-logformat", "%(D)s %(U)s"),
     )
     url = f"http://127.0.0.1:{port}/api/v1/projects/{project.pk}/invoke"
     try:

@@ -432,7 +432,7 @@ def search(
         """Cache the frozen stages of one backbone, fit its linear probe (a candidate itself)."""
         nonlocal best, stop_reason, seconds_per_view
         resolution = config.resolution or bb.get_spec(name).resolution
-        views = len(train_images) * (1 + int(flip_train)) + 2 * len(val_images)
+        views = (len(train_images) * (2 if flip_train else 1)) + 2 * len(val_images)
         if b_index > 0 and seconds_per_view is not None:
             # Scale the measured cost by the pixel count; skip a backbone whose cache cannot fit
             # with time left to train on it.
@@ -453,12 +453,7 @@ def search(
         t0 = time.monotonic()
         run = _stem_runner(model, stop, resolution, dev)
         train_cache = _cache(
-            run,
-            train_images,
-            resolution=resolution,
-            flip=flip_train,
-            batch_size=32,
-            should_stop=should_stop,
+            run, train_images, resolution=resolution, flip=flip_train, batch_size=32, should_stop=should_stop
         ).to(dev)
         val_cache = _cache(
             run, val_images, resolution=resolution, flip=True, batch_size=32, should_stop=should_stop
