@@ -28,8 +28,10 @@ def _page(request: HttpRequest, access: ProjectAccess, status: int = 200, **extr
         "project": access.project,
         "labels": labels,
         # every name (two at least) means ImageNet classes: a zero-shot model answers before training
-        "zero_shot_ready": len(labels) >= 2 and all(label.imagenet for label in labels),
+        "zero_shot_ready": len(labels) >= 2
+        and all(label.imagenet and label.imagenet["own_classes"] for label in labels),
         "unmapped": [label.name for label in labels if not label.imagenet],
+        "overlapped": [label.name for label in labels if label.imagenet and not label.imagenet["own_classes"]],
         "can_create_labels": access.can(services.LABEL_CREATE_ROLE),
         **extra,
     }

@@ -298,6 +298,20 @@ class ImagenetMappingSerializer(s.Serializer):
     definition = s.CharField(help_text="That sense's WordNet gloss.")
     ambiguous = s.BooleanField(help_text="Another common sense of the name means other classes; the first was taken.")
     other_senses = s.ListField(child=s.CharField(), help_text="Those other senses.")
+    via = s.CharField(
+        allow_null=True,
+        help_text='The word whose classes these are when it is not the whole name: "boot" for "ankle boot" '
+        '(the last word of a compound WordNet does not know), "t-shirt" for "T-shirt/top" (the first '
+        'alternative that maps), "shoe" for "sneaker" (the closest broader sense with ImageNet classes).',
+    )
+    approximate = s.BooleanField(
+        help_text="No ImageNet class is the name itself: a broader meaning stands in (via), so the zero-shot "
+        "answer for this label is a rough one."
+    )
+    own_classes = s.IntegerField(
+        help_text="How many of those classes the zero-shot model counts for this label: a class two labels "
+        "share goes to the more specific one, and a label left with none keeps the project from a zero-shot model."
+    )
 
 
 class LabelListItemSerializer(LabelSerializer):

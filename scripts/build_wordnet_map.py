@@ -11,6 +11,13 @@ hyponym closure (the class itself included) the map keeps those class indices, a
 lemma with such a sense its senses in WordNet's frequency order (index.noun), so the runtime can
 pick the most common sense and tell when another sense means different classes. noun.exc's
 irregular plurals come along for the ones whose base is kept.
+
+A noun with no ImageNet class below it gets an approximate mapping ("near") when its most common
+sense is at most NEAR_STEPS hypernym steps below a concrete synset (under "physical entity") with at
+most NEAR_MAX_CLASSES classes, and it is not an adjective too: "sneaker" is a shoe, "deer" a
+ruminant, but "bubbly" (champagne, or full of bubbles) is left alone. WordNet compounds whose last
+word maps but which map to nothing themselves ("x-ray") are listed too, so that the runtime's
+head-noun fallback ("ankle boot" → "boot", for names WordNet does not know) leaves them unmapped.
 """
 
 from __future__ import annotations
@@ -18,11 +25,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "training" / "ml" / "wordnet" / "imagenet_wordnet.json.gz"
 GLOSS_CHARS = 80
+NEAR_STEPS = 2
+NEAR_MAX_CLASSES = 20
+PHYSICAL_ENTITY = 1930  # n00001930
 
 
 def _imagenet_offsets() -> list[int]:
@@ -56,7 +67,7 @@ def _data_noun(path: Path) -> dict[int, dict]:
     return synsets
 
 
-def _index_noun(path: Path) -> dict[str, list[int]]:
+def _index(path: Path) -> dict[str, list[int]]:
     lemmas = {}
     for line in path.read_text(encoding="latin-1").splitlines():
         if line.startswith("  "):
@@ -65,7 +76,7 @@ def _index_noun(path: Path) -> dict[str, list[int]]:
         lemma, synset_cnt, p_cnt = f[0], int(f[2]), int(f[3])
         offsets = f[4 + p_cnt + 2 :]
         if len(offsets) != synset_cnt:
-            raise SystemExit(f"cannot parse index.noun line: {line[:80]}")
+            raise SystemExit(f"cannot parse {path.name} line: {line[:80]}")
         lemmas[lemma] = [int(o) for o in offsets]
     return lemmas
 
@@ -83,16 +94,33 @@ def build(wordnet: Path) -> dict:
             seen.add(node)
             hits.setdefault(node, set()).add(index)
             stack.extend(synsets[node]["hypernyms"])
+    index = _index(wordnet / "index.noun")
     lemmas = {
-        lemma: [o for o in offsets if o in hits]
-        for lemma, offsets in _index_noun(wordnet / "index.noun").items()
-        if any(o in hits for o in offsets)
+        lemma: [o for o in offsets if o in hits] for lemma, offsets in index.items() if any(o in hits for o in offsets)
     }
-    used = {o for offsets in lemmas.values() for o in offsets}
+    physical = _below(synsets, PHYSICAL_ENTITY)
+    # An adjective too ("bubbly", "banded": texture names) is more likely meant as one.
+    adjectives = set(_index(wordnet / "index.adj"))
+    near = {}
+    for lemma, offsets in index.items():
+        if lemma in lemmas or lemma in adjectives:
+            continue
+        ancestor = _near(synsets, hits, physical, offsets[0])
+        if ancestor is not None:
+            near[lemma] = ancestor
+    compounds = sorted(
+        lemma
+        for lemma in index
+        if lemma not in lemmas
+        and lemma not in near
+        and re.search(r"[_-]", lemma)
+        and re.split(r"[_-]+", lemma)[-1] in (lemmas.keys() | near.keys())
+    )
+    used = {o for offsets in lemmas.values() for o in offsets} | set(near.values())
     exceptions = {}
     for line in (wordnet / "noun.exc").read_text(encoding="latin-1").splitlines():
         parts = line.split()
-        if len(parts) >= 2 and parts[1] in lemmas and parts[0] not in lemmas:
+        if len(parts) >= 2 and (parts[1] in lemmas or parts[1] in near) and parts[0] not in lemmas:
             exceptions[parts[0]] = parts[1]
     gloss = lambda g: g if len(g) <= GLOSS_CHARS else g[: GLOSS_CHARS - 1].rsplit(" ", 1)[0] + "…"  # noqa: E731
     return {
@@ -105,8 +133,39 @@ def build(wordnet: Path) -> dict:
             for o in sorted(used)
         },
         "lemmas": lemmas,
+        "near": near,
+        "compounds": compounds,
         "exceptions": exceptions,
     }
+
+
+def _below(synsets: dict[int, dict], root: int) -> set[int]:
+    """Every synset with ``root`` among its ancestors (itself included)."""
+    children: dict[int, list[int]] = {}
+    for offset, synset in synsets.items():
+        for parent in synset["hypernyms"]:
+            children.setdefault(parent, []).append(offset)
+    out, stack = set(), [root]
+    while stack:
+        node = stack.pop()
+        if node not in out:
+            out.add(node)
+            stack.extend(children.get(node, []))
+    return out
+
+
+def _near(synsets: dict[int, dict], hits: dict[int, set[int]], physical: set[int], offset: int) -> int | None:
+    """The closest ancestor (at most NEAR_STEPS up) that has ImageNet classes, if it is concrete and
+    narrow enough to stand for the name; the narrowest when one level has several."""
+    level = [offset]
+    for _ in range(NEAR_STEPS):
+        level = [h for node in level for h in synsets[node]["hypernyms"]]
+        found = [h for h in level if h in hits]
+        if found:
+            best = min(found, key=lambda h: (len(hits[h]), h))
+            ok = best in physical and len(hits[best]) <= NEAR_MAX_CLASSES
+            return best if ok else None
+    return None
 
 
 def main() -> None:
@@ -120,7 +179,9 @@ def main() -> None:
     # mtime=0: the same WordNet gives the same bytes, so a rebuild shows no spurious diff
     with open(args.out, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=9) as gz:
         gz.write(raw)
-    print(f"{args.out}: {len(data['lemmas'])} lemmas, {len(data['synsets'])} synsets, {args.out.stat().st_size} bytes")
+    print(
+        f"{args.out}: {len(data['lemmas'])} lemmas, {len(data['near'])} near, {len(data['synsets'])} synsets, {args.out.stat().st_size} bytes"
+    )
 
 
 if __name__ == "__main__":

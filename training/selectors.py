@@ -323,14 +323,16 @@ def labeled_without_features(*, project_id, backbones: list[str]) -> int:
 
 
 def label_imagenet(*, names: list[str]) -> dict[str, dict | None]:
-    """Each label name's ImageNet-1k classes through WordNet (the zero-shot model's view), or None."""
+    """Each label name's ImageNet-1k classes through WordNet (the zero-shot model's view), or None;
+    ``own_classes``: how many of them the zero-shot head gives this label among ``names``."""
     from training.ml import zeroshot
     from training.ml.backbone import imagenet_class_names
 
     classes = imagenet_class_names()
+    mappings = [zeroshot.label_map(name) for name in names]
+    owned = zeroshot.class_owners(mappings)
     out: dict[str, dict | None] = {}
-    for name in names:
-        m = zeroshot.label_map(name)
+    for name, m, own in zip(names, mappings, owned, strict=True):
         out[name] = (
             None
             if m is None
@@ -341,6 +343,9 @@ def label_imagenet(*, names: list[str]) -> dict[str, dict | None]:
                 "definition": m.definition,
                 "ambiguous": m.ambiguous,
                 "other_senses": list(m.other_senses),
+                "via": m.via or None,
+                "approximate": m.approximate,
+                "own_classes": len(own),
             }
         )
     return out

@@ -6,6 +6,13 @@ with the code: nothing is read from the system or downloaded at run time. A name
 WordNet's morphy does (case, spaces, plurals, irregular plurals); among its noun senses that reach
 ImageNet classes the most common one wins, and the name is "ambiguous" when another such sense
 means different classes.
+
+Names with no ImageNet class of their own fall back, and say so (``via``, ``approximate``):
+- a WordNet noun close below a concrete class-bearing synset takes that synset's classes
+  ("sneaker" → shoe, "deer" → ruminant; the map's "near" entries, most common sense only);
+- "a/b" or "a, b" takes the first alternative that maps ("T-shirt/top" → T-shirt);
+- a compound WordNet does not know takes its last word, English's head noun ("ankle boot" → boot),
+  unless WordNet knows the compound as something else ("x-ray" stays unmapped).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import gzip
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 
@@ -54,6 +61,8 @@ class Mapping:
     classes: tuple[int, ...]
     ambiguous: bool
     other_senses: tuple[str, ...] = field(default=())  # the other senses' words, for the page
+    via: str = ""  # the word whose classes these are, when not the name itself ("boot" for "ankle boot")
+    approximate: bool = False  # a broader meaning stands in: no ImageNet class is the name itself
 
 
 @cache
@@ -92,48 +101,95 @@ def _candidates(name: str) -> list[str]:
     return unique
 
 
-def label_map(name: str) -> Mapping | None:
-    """The ImageNet classes a label name means, or None when WordNet knows no such noun with any."""
+def _direct(name: str) -> Mapping | None:
+    """The name's own WordNet senses that reach ImageNet classes, or its near ancestor's."""
     data = _map()
     for lemma in _candidates(name):
         senses = data["lemmas"].get(lemma)
-        if not senses:
-            continue
-        first = data["synsets"][str(senses[0])]
-        classes = tuple(first["classes"])
-        others = []
-        for offset in senses[1:]:
-            synset = data["synsets"][str(offset)]
-            if tuple(synset["classes"]) != classes:
-                others.append(", ".join(synset["words"]))
-        return Mapping(
-            lemma=lemma,
-            wordnet_id=f"n{senses[0]:08d}",
-            words=tuple(first["words"]),
-            definition=first["gloss"],
-            classes=classes,
-            ambiguous=bool(others),
-            other_senses=tuple(others),
-        )
+        if senses:
+            first = data["synsets"][str(senses[0])]
+            classes = tuple(first["classes"])
+            others = []
+            for offset in senses[1:]:
+                synset = data["synsets"][str(offset)]
+                if tuple(synset["classes"]) != classes:
+                    others.append(", ".join(synset["words"]))
+            return Mapping(
+                lemma=lemma,
+                wordnet_id=f"n{senses[0]:08d}",
+                words=tuple(first["words"]),
+                definition=first["gloss"],
+                classes=classes,
+                ambiguous=bool(others),
+                other_senses=tuple(others),
+            )
+        ancestor = data["near"].get(lemma)
+        if ancestor is not None:
+            synset = data["synsets"][str(ancestor)]
+            return Mapping(
+                lemma=lemma,
+                wordnet_id=f"n{ancestor:08d}",
+                words=tuple(synset["words"]),
+                definition=synset["gloss"],
+                classes=tuple(synset["classes"]),
+                ambiguous=False,
+                via=synset["words"][0],
+                approximate=True,
+            )
     return None
 
 
-def class_groups(mappings: list[Mapping | None]) -> list[list[int]] | None:
-    """Each label's classes for the zero-shot head, None unless every label maps (two at least).
+def _known_compound(name: str) -> bool:
+    compounds = _compounds()
+    return any(form in compounds for form in _candidates(name))
 
-    A class two labels share goes to the more specific one ("dog" and "golden retriever": the
-    retriever class is the retriever's), so no probability is counted twice; a label left with no
-    class of its own makes the set unusable."""
-    if len(mappings) < 2 or any(m is None for m in mappings):
+
+@cache
+def _compounds() -> frozenset[str]:
+    return frozenset(_map()["compounds"])
+
+
+def label_map(name: str) -> Mapping | None:
+    """The ImageNet classes a label name means, or None when WordNet knows no such noun with any."""
+    found = _direct(name)
+    if found is not None:
+        return found
+    text = re.sub(r"\s+", " ", str(name).strip().lower())
+    alternatives = [a.strip() for a in re.split(r"/|,|\bor\b", text) if a.strip()]
+    if len(alternatives) > 1:
+        for alternative in alternatives:
+            found = label_map(alternative)
+            if found is not None:
+                return replace(found, via=found.via or alternative)
         return None
-    sizes = [len(m.classes) for m in mappings]
+    words = [w for w in re.split(r"[\s_-]+", text) if w]
+    if len(words) > 1 and not _known_compound(text):
+        found = _direct(words[-1])
+        if found is not None:
+            return replace(found, via=found.via or words[-1], approximate=True)
+    return None
+
+
+def class_owners(mappings: list[Mapping | None]) -> list[list[int]]:
+    """Each label's own classes: a class two labels share goes to the more specific one ("dog" and
+    "golden retriever": the retriever class is the retriever's), so no probability is counted
+    twice. An unmapped label owns nothing."""
+    sizes = [len(m.classes) if m is not None else 0 for m in mappings]
     owner: dict[int, int] = {}
     for i, m in enumerate(mappings):
-        for c in m.classes:
+        for c in m.classes if m is not None else ():
             j = owner.get(c)
             if j is None or sizes[i] < sizes[j]:
                 owner[c] = i
-    groups = [sorted(c for c, i in owner.items() if i == n) for n in range(len(mappings))]
+    return [sorted(c for c, i in owner.items() if i == n) for n in range(len(mappings))]
+
+
+def class_groups(mappings: list[Mapping | None]) -> list[list[int]] | None:
+    """Each label's classes for the zero-shot head, None unless every label maps (two at least) and
+    keeps a class of its own (class_owners)."""
+    if len(mappings) < 2 or any(m is None for m in mappings):
+        return None
+    groups = class_owners(mappings)
     return groups if all(groups) else None
 
 

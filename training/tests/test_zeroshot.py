@@ -51,6 +51,28 @@ def test_it_refuses_names_that_mean_no_imagenet_class(name):
     assert zs.label_map(name) is None
 
 
+def test_it_maps_a_name_with_no_class_of_its_own_to_its_closest_broader_sense_and_says_so():
+    sneaker = zs.label_map("Sneakers")
+    assert sneaker.approximate and sneaker.via == "shoe" and "running shoe" in _names(sneaker)
+    deer = zs.label_map("deer")
+    assert deer.approximate and {"impala", "gazelle"} <= _names(deer) and not _names(deer) & {"tabby", "beagle"}
+    assert not zs.label_map("bee").approximate and zs.label_map("bee").via == ""
+    # an adjective too (a texture name) is not taken for a noun sense it rarely means: "bubbly" is no wine
+    for name in ("bubbly", "banded", "happiness"):
+        assert zs.label_map(name) is None
+
+
+def test_it_takes_the_head_noun_of_an_unknown_compound_and_the_first_alternative_that_maps():
+    boot = zs.label_map("ankle boot")
+    assert _names(boot) == {"cowboy boot"} and boot.via == "boot" and boot.approximate
+    assert zs.label_map("ankle-boot").classes == boot.classes
+    tee = zs.label_map("T-shirt/top")
+    assert _names(tee) == {"jersey"} and tee.via == "t-shirt" and not tee.approximate
+    # a compound WordNet knows as something else keeps its meaning: an X-ray is no stingray
+    assert zs.label_map("x-ray") is None and zs.label_map("x ray") is None
+    assert zs.label_map("blorp snark") is None
+
+
 def test_it_gives_a_shared_class_to_the_more_specific_label_and_needs_every_label():
     dog, gr = zs.label_map("dog"), zs.label_map("golden retriever")
     groups = zs.class_groups([dog, gr])
@@ -92,6 +114,25 @@ def test_it_lists_each_labels_mapping_in_the_api_and_on_the_labels_page(team, cl
     html = page.content.decode()
     assert "zs-ambiguous" in html and "no ImageNet match" in html and "No zero-shot model: blorptastic has" in html
     assert zeroshot.zero_shot_sync(project_id=team.project.pk) is None  # not every name maps: no version
+
+
+def test_it_shows_approximate_mappings_and_labels_left_without_a_class_of_their_own(team, client_for):
+    for name in ("ankle boot", "boots", "sandal"):
+        label_create(project=team.project, name=name)
+    body = _api(team.user("viewer")).get(f"/api/v1/projects/{team.project.pk}/labels").json()
+    by_name = {r["name"]: r["imagenet"] for r in body["results"]}
+    assert by_name["ankle boot"]["via"] == "boot" and by_name["ankle boot"]["approximate"] is True
+    assert by_name["sandal"]["via"] is None and by_name["sandal"]["own_classes"] == 1
+    # "ankle boot" and "boots" mean the one same class: one of them is left with nothing
+    assert sorted(by_name[n]["own_classes"] for n in ("ankle boot", "boots")) == [0, 1]
+    html = (
+        client_for(team.user("viewer"))
+        .get(reverse("label_schema", kwargs={"project_id": team.project.pk}))
+        .content.decode()
+    )
+    assert "zs-approximate" in html and "zs-overlapped" in html
+    assert "only ImageNet classes another label claims" in html
+    assert zeroshot.zero_shot_sync(project_id=team.project.pk) is None
 
 
 def test_it_queues_the_zero_shot_step_when_labels_are_created(team, django_capture_on_commit_callbacks):
