@@ -12,7 +12,8 @@ Names with no ImageNet class of their own fall back, and say so (``via``, ``appr
   ("sneaker" → shoe, "deer" → ruminant; the map's "near" entries, most common sense only);
 - "a/b" or "a, b" takes the first alternative that maps ("T-shirt/top" → T-shirt);
 - a compound WordNet does not know takes its last word, English's head noun ("ankle boot" → boot),
-  unless WordNet knows the compound as something else ("x-ray" stays unmapped).
+  when that word has classes of its own, unless WordNet knows the compound as something else
+  ("x-ray" stays unmapped).
 """
 
 from __future__ import annotations
@@ -101,8 +102,8 @@ def _candidates(name: str) -> list[str]:
     return unique
 
 
-def _direct(name: str) -> Mapping | None:
-    """The name's own WordNet senses that reach ImageNet classes, or its near ancestor's."""
+def _direct(name: str, *, near: bool = True) -> Mapping | None:
+    """The name's own WordNet senses that reach ImageNet classes, or (``near``) its near ancestor's."""
     data = _map()
     for lemma in _candidates(name):
         senses = data["lemmas"].get(lemma)
@@ -123,7 +124,7 @@ def _direct(name: str) -> Mapping | None:
                 ambiguous=bool(others),
                 other_senses=tuple(others),
             )
-        ancestor = data["near"].get(lemma)
+        ancestor = data["near"].get(lemma) if near else None
         if ancestor is not None:
             synset = data["synsets"][str(ancestor)]
             return Mapping(
@@ -164,7 +165,8 @@ def label_map(name: str) -> Mapping | None:
         return None
     words = [w for w in re.split(r"[\s_-]+", text) if w]
     if len(words) > 1 and not _known_compound(text):
-        found = _direct(words[-1])
+        # the head's own classes only: one approximation at a time ("baby back ribs" is no support)
+        found = _direct(words[-1], near=False)
         if found is not None:
             return replace(found, via=found.via or words[-1], approximate=True)
     return None

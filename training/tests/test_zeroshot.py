@@ -71,6 +71,8 @@ def test_it_takes_the_head_noun_of_an_unknown_compound_and_the_first_alternative
     # a compound WordNet knows as something else keeps its meaning: an X-ray is no stingray
     assert zs.label_map("x-ray") is None and zs.label_map("x ray") is None
     assert zs.label_map("blorp snark") is None
+    # a head noun that is itself only approximate is not stacked on: a rib is no "support"
+    assert zs.label_map("baby back ribs") is None and zs.label_map("red sneaker") is None
 
 
 def test_it_gives_a_shared_class_to_the_more_specific_label_and_needs_every_label():
