@@ -109,10 +109,13 @@ def _candidates(
                 # The learner's batch is used up: have it pick the next one (new labels inform it).
                 transaction.on_commit(lambda: queue_exhausted.send(sender=QueueBatch, project_id=project.pk))
     if len(out) < want:
-        if project.queue_strategy == Project.QueueStrategy.RANDOM:
-            order = ("sha256",)  # a content hash is a stable, uniformly random order
-        else:
+        if project.queue_strategy == Project.QueueStrategy.OLDEST:
             order = ("created", "id")
+        else:
+            # A content hash is a stable, uniformly random order. The active learner falls back on it
+            # too (before any vector exists): upload order would hand out one uploaded folder, one
+            # class, first, and a quick model needs two labels.
+            order = ("sha256",)
         extra = available.exclude(pk__in=seen).order_by(*order)[: max(want * 4, 8)]
         out += [(s, None) for s in extra]
     return out

@@ -55,6 +55,15 @@ def test_active_strategy_follows_the_learners_batch_then_falls_back(team, django
     assert got[0].score == 0.9 and got[2].score is None
 
 
+def test_it_hands_out_a_random_not_the_upload_order_before_the_learner_has_any_vector(team):
+    # uploaded one class folder after the other: in upload order the first batch would be one class
+    samples = [make_sample(team.project, seed=i) for i in range(12)]
+    assert team.project.queue_strategy == "active" and not QueueBatch.objects.filter(project=team.project).exists()
+    got = queue.queue_claim(project=team.project, holder=holder(1), count=6)
+    assert [i.sample.pk for i in got] == [s.pk for s in sorted(samples, key=lambda s: s.sha256)[:6]]
+    assert [i.sample.pk for i in got] != [s.pk for s in samples[:6]]
+
+
 def test_random_and_oldest_orders(team):
     samples = [make_sample(team.project, seed=i) for i in range(5)]
     team.project.queue_strategy = "oldest"
