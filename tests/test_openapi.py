@@ -4,6 +4,7 @@ its Swagger UI from our own static files (no CDN)."""
 from __future__ import annotations
 
 import re
+from unittest import mock
 
 import pytest
 import yaml
@@ -250,3 +251,22 @@ def test_schema_endpoint_serves_the_schema(client):
     assert "/api/v1/projects/{project_id}/invoke" in body["paths"]
     r = client.get("/api/v1/schema")
     assert r.status_code == 200 and b"openapi:" in r.content
+
+
+def test_it_generates_the_served_schema_one_request_at_a_time(client):
+    # drf-spectacular's first generation in a process is not thread-safe (concurrent first requests
+    # after start-up answered 500): the view holds a lock while it generates.
+    from drf_spectacular.generators import SchemaGenerator
+
+    from config import urls
+
+    held = []
+    real = SchemaGenerator.get_schema
+
+    def spy(self, *args, **kwargs):
+        held.append(urls.SCHEMA_LOCK.locked())
+        return real(self, *args, **kwargs)
+
+    with mock.patch.object(SchemaGenerator, "get_schema", spy):
+        assert client.get("/api/v1/schema?format=json").status_code == 200
+    assert held == [True] and not urls.SCHEMA_LOCK.locked()
