@@ -15,8 +15,8 @@ irregular plurals come along for the ones whose base is kept.
 A noun with no ImageNet class below it gets an approximate mapping ("near") when its most common
 sense is at most NEAR_STEPS hypernym steps below a concrete synset (under "physical entity") with at
 most NEAR_MAX_CLASSES classes, and it is not an adjective too: "sneaker" is a shoe, "deer" a
-ruminant, but "bubbly" (champagne, or full of bubbles) is left alone. WordNet compounds whose last
-word maps but which map to nothing themselves ("x-ray") are listed too, so that the runtime's
+ruminant, but "bubbly" (champagne, or full of bubbles) is left alone. WordNet compounds that map
+to nothing themselves ("x-ray") are listed too, so that the runtime's
 head-noun fallback ("ankle boot" → "boot", for names WordNet does not know) leaves them unmapped.
 """
 
@@ -108,13 +108,10 @@ def build(wordnet: Path) -> dict:
         ancestor = _near(synsets, hits, physical, offsets[0])
         if ancestor is not None:
             near[lemma] = ancestor
+    # Every one, whatever its last word: the runtime strips plurals from the head ("bill gates",
+    # "can of worms"), so a filter on the literal last word here would miss some.
     compounds = sorted(
-        lemma
-        for lemma in index
-        if lemma not in lemmas
-        and lemma not in near
-        and re.search(r"[_-]", lemma)
-        and re.split(r"[_-]+", lemma)[-1] in (lemmas.keys() | near.keys())
+        lemma for lemma in index if lemma not in lemmas and lemma not in near and re.search(r"[_-]", lemma)
     )
     used = {o for offsets in lemmas.values() for o in offsets} | set(near.values())
     exceptions = {}

@@ -70,6 +70,8 @@ def test_it_takes_the_head_noun_of_an_unknown_compound_and_the_first_alternative
     assert _names(tee) == {"jersey"} and tee.via == "t-shirt" and not tee.approximate
     # a compound WordNet knows as something else keeps its meaning: an X-ray is no stingray
     assert zs.label_map("x-ray") is None and zs.label_map("x ray") is None
+    # ... also when its last word is a plural the lookup would strip ("worms" → worm)
+    assert zs.label_map("can of worms") is None and zs.label_map("Colorado Springs") is None
     assert zs.label_map("blorp snark") is None
     # a head noun that is itself only approximate is not stacked on: a rib is no "support"
     assert zs.label_map("baby back ribs") is None and zs.label_map("red sneaker") is None
