@@ -54,9 +54,13 @@ def _fit_and_score(train: dict, y: np.ndarray, test: dict, y_test: np.ndarray, n
     return acc, res, res.head.predict_proba(Xpool)
 
 
-def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bool = False, cold_start=None) -> dict:
+def simulate(
+    ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bool = False, cold_start=None, observe=None
+) -> dict:
     """One simulated team; ``cold_start(labeled_mask, seed)`` (bench/zero_shot.py's trial of a
-    zero-shot prior) replaces the queue's order while there is no quick model yet."""
+    zero-shot prior) replaces the queue's order while there is no quick model yet;
+    ``observe(n=, labeled=, result=, present=, test_pred=)`` sees each budget's quick model (its
+    AutoML result, the classes present, its test predictions in the set's class indices)."""
     from training.ml.active import queue_rank
 
     pool = _features(ds, "pool")
@@ -125,6 +129,8 @@ def simulate(ds, *, order: str, seed: int, budgets=BUDGETS, full_every_batch: bo
         if n in budgets:
             out[n] = acc
             keys[n] = res.feature_key
+            if observe is not None:
+                observe(n=n, labeled=labeled.copy(), result=res, present=present, test_pred=pred)
     return {"acc": out, "keys": keys}
 
 

@@ -129,29 +129,58 @@ def quick_train(*, job: TrainingJob) -> ModelVersion:
         suffix="npz",
     )
     _zero_shot_rescore(project)
-    deployed = ModelVersion.objects.filter(project=project, deployed=True).first()
-    automatic = (ModelVersion.Mode.QUICK, ModelVersion.Mode.ZERO_SHOT)
-    if deployed is None or (
-        deployed.mode in automatic and not deployed.pinned and _replaces(model=model, deployed=deployed)
-    ):
-        services.model_deploy(model=model, pinned=False)
+    _deploy_automatic(project=project, model=model, data=data, result=result)
     services.quick_models_prune(project=project)
     log.info("quick model v%s for %s in %.2fs", model.version, project.pk, time.perf_counter() - started)
     return model
 
 
-def _replaces(*, model: ModelVersion, deployed: ModelVersion) -> bool:
-    """A quick model replaces a deployed zero-shot version only once it scores at least as well on
-    the same labeled samples (its out-of-fold score against the zero-shot's, which never trained on
-    them): ten labels of ants and bees fit worse than the ImageNet head that already knows both."""
-    if deployed.mode != ModelVersion.Mode.ZERO_SHOT:
+def _deploy_automatic(*, project, model: ModelVersion, data, result: heads.AutoMLResult) -> None:
+    """Choose what answers while nobody chose by hand: the new quick model, or the label names'
+    zero-shot version when the quick model does not beat it on the labeled samples.
+
+    Decided again at every retrain, whichever of the two answers now: a quick model that won by
+    luck on ten labels does not shut the zero-shot model out for good (on hymenoptera that luck
+    left a 0.75 model deployed where the zero-shot one scores 0.99). A pinned or full version stays.
+    """
+    deployed = ModelVersion.objects.filter(project=project, deployed=True).first()
+    automatic = (ModelVersion.Mode.QUICK, ModelVersion.Mode.ZERO_SHOT)
+    if deployed is not None and (deployed.mode not in automatic or deployed.pinned):
+        return
+    from training import zeroshot
+
+    zero = zeroshot.current_zero_shot(project)
+    if zero is None or _beats_zero_shot(data=data, result=result, zero=zero):
+        services.model_deploy(model=model, pinned=False)
+    elif deployed is None or deployed.pk != zero.pk:
+        services.model_deploy(model=zero, pinned=False)
+
+
+def _beats_zero_shot(*, data, result: heads.AutoMLResult, zero: ModelVersion) -> bool:
+    """The quick model's out-of-fold answers against the zero-shot's on the same labeled samples
+    (training.ml.zeroshot.trained_beats_zero_shot)."""
+    from training import zeroshot
+    from training.ml import zeroshot as zs
+
+    names = list(zero.label_names)
+    if any(n not in names for n in data.label_names):
+        return True  # the zero-shot version does not know these labels
+    ids, probs = zeroshot.stored_predict(model=zero, sample_ids=list(data.sample_ids))
+    at = {sid: r for r, sid in enumerate(ids)}
+    rows = [i for i, sid in enumerate(data.sample_ids) if sid in at]
+    if not rows:
         return True
-    ours, theirs = (model.metrics or {}), (deployed.metrics or {})
-    if not theirs.get("n_evaluated") or theirs.get("accuracy") is None:
-        return True  # nothing to compare against: the labels decide
-    if not ours.get("honest") or ours.get("accuracy") is None:
-        return False  # too few labels for any held-out estimate
-    return ours["accuracy"] >= theirs["accuracy"]
+    Z = probs[[at[data.sample_ids[i]] for i in rows]][:, [names.index(n) for n in data.label_names]]
+    if not data.multi_label:
+        total = Z.sum(axis=1, keepdims=True)
+        Z = np.where(total > 1e-12, Z / np.maximum(total, 1e-12), 1.0 / Z.shape[1])
+    return zs.trained_beats_zero_shot(
+        y=data.y[rows],
+        trained=None if result.evaluation == "none" else result.oof_probs[rows],
+        zero_shot=Z,
+        multi_label=data.multi_label,
+        thresholds=result.thresholds,
+    )
 
 
 def _zero_shot_rescore(project) -> None:
@@ -222,8 +251,8 @@ def quick_predict(*, model: ModelVersion, sample_ids: list | None = None) -> tup
 
 def suggestions(project: Project, samples: list[Sample]) -> dict:
     model = latest_quick_model(project)
-    if model is None:
-        from training import zeroshot  # before the first quick model: the label names' guess
+    if model is None or _zero_shot_answers(project):
+        from training import zeroshot  # the label names' guess: before the first quick model, or better
 
         return zeroshot.suggestions(project, samples)
     if not samples:
@@ -234,6 +263,14 @@ def suggestions(project: Project, samples: list[Sample]) -> dict:
         i = int(np.argmax(p))
         out[sid] = {"label": model.label_names[i], "confidence": round(float(p[i]), 4)}
     return out
+
+
+def _zero_shot_answers(project) -> bool:
+    """The zero-shot version is deployed because no quick model beat it yet (see _deploy_automatic)."""
+    from training import zeroshot
+
+    zero = zeroshot.current_zero_shot(project)
+    return zero is not None and zero.deployed
 
 
 def check_trainable(*, project) -> None:

@@ -37,6 +37,15 @@ def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     models = selectors.model_list(project=access.project)
     jobs = list(selectors.training_job_list(project=access.project).exclude(mode="quick")[:10])
     quick_jobs = list(selectors.training_job_list(project=access.project).filter(mode="quick")[:1])
+    models = list(models)
+    deployed = next((m for m in models if m.deployed), None)
+    # the zero-shot model answers because no quick model beat it (training.quick._deploy_automatic)
+    zero_shot_kept = (
+        deployed is not None
+        and deployed.mode == "zero_shot"
+        and not deployed.pinned
+        and any(m.mode == "quick" for m in models)
+    )
     return render(
         request,
         "training/models.html",
@@ -46,6 +55,7 @@ def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
             "models": models,
             "jobs": jobs,
             "last_quick": quick_jobs[0] if quick_jobs else None,
+            "zero_shot_kept": deployed if zero_shot_kept else None,
             "curve": selectors.learning_curve(project=access.project),
         },
     )

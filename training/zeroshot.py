@@ -2,7 +2,8 @@
 
 Every label name maps to ImageNet-1k classes through WordNet (training.ml.zeroshot); when all of a
 project's labels (two at least) map, a "zero_shot" model version sums the backbone's ImageNet
-softmax over each label's classes. It is deployed while nothing else is, gives suggestions from the
+softmax over each label's classes. It is deployed while nothing else is, and after that whenever a
+quick retrain does not beat it (training.quick._deploy_automatic); it gives suggestions from the
 stored vectors, and is scored on every labeled sample (it never trained on any, so that is a held-out
 evaluation). As a cold-start prior for the queue it measured worse than typicality alone
 (bench/zero_shot.py), so the queue does not use it.

@@ -176,3 +176,29 @@ def test_a_full_model_worse_than_the_quick_model_is_not_deployed_by_one_click(te
     assert ModelVersion.objects.get(deployed=True).pk == quick_v.pk
     c.post(url, {"confirm_worse": "1"})
     assert ModelVersion.objects.get(deployed=True).pk == full.pk
+
+
+def test_models_page_says_why_the_zero_shot_model_still_answers(team, client_for):
+    from training import services
+
+    make_model(team.project, mode="quick")
+    zero = ModelVersion.objects.create(
+        project=team.project,
+        version=9,
+        mode="zero_shot",
+        label_names=["ants", "bees"],
+        metrics={
+            "accuracy": 0.95,
+            "macro_f1": 0.95,
+            "evaluation": "labeled_samples",
+            "evaluation_detail": "all 20 labeled samples",
+        },
+    )
+    url = reverse("models_page", kwargs={"project_id": team.project.pk})
+    services.model_deploy(model=zero, pinned=False)
+    for role in ("viewer", "owner"):
+        page = client_for(team.user(role)).get(url).content.decode()
+        assert 'id="zero-shot-kept"' in page and "(v9) answers" in page and "0.950" in page
+    assert client_for(team.user("outsider")).get(url).status_code == 404
+    services.model_deploy(model=zero, pinned=True)  # chosen by hand: nothing to explain
+    assert 'id="zero-shot-kept"' not in client_for(team.user("owner")).get(url).content.decode()

@@ -211,11 +211,12 @@ def test_it_suggests_is_scored_on_labels_and_steps_aside_for_the_first_quick_mod
     assert model.metrics["n_evaluated"] == 6 and model.metrics["accuracy"] >= 0.8 and model.metrics["honest"]
     trained = ModelVersion.objects.filter(project=team.project, mode="quick").latest("version")
     deployed = ModelVersion.objects.get(project=team.project, deployed=True)
-    # the trained model replaces it once it scores as well on the same labeled samples
-    wins = trained.metrics["accuracy"] >= model.metrics["accuracy"]
-    assert deployed.pk == (trained.pk if wins else model.pk)
-    if not wins:
-        services.model_deploy(model=trained)
+    # right on every labeled sample, the zero-shot model keeps answering: six labels of ants and
+    # bees cannot show a trained model to be better, and the suggestions stay the zero-shot's
+    assert model.metrics["accuracy"] == 1.0 and deployed.pk == model.pk
+    with mock.patch.object(zeroshot, "suggestions", return_value={"from": "zero-shot"}):
+        assert quick.suggestions(team.project, [samples[0][1]]) == {"from": "zero-shot"}
+    services.model_deploy(model=trained)
     page = client_for(team.user("viewer")).get(reverse("models_page", kwargs={"project_id": team.project.pk}))
     assert "all 6 labeled samples" in page.content.decode()
     # a new label set: a new zero-shot version, not deployed over the trained model
@@ -225,23 +226,105 @@ def test_it_suggests_is_scored_on_labels_and_steps_aside_for_the_first_quick_mod
     assert not ModelVersion.objects.filter(pk=model.pk).exists()  # the old one is pruned
 
 
-@pytest.mark.parametrize(
-    ("quick_metrics", "zero_shot_metrics", "replaces"),
-    [
-        ({"honest": True, "accuracy": 0.9}, {"n_evaluated": 10, "accuracy": 1.0}, False),
-        ({"honest": True, "accuracy": 1.0}, {"n_evaluated": 10, "accuracy": 0.9}, True),
-        ({"honest": True, "accuracy": 0.9}, {"n_evaluated": 10, "accuracy": 0.9}, True),
-        ({"honest": False, "accuracy": None}, {"n_evaluated": 3, "accuracy": 1.0}, False),
-        ({"honest": True, "accuracy": 0.5}, {"n_evaluated": 0, "accuracy": None}, True),
-    ],
-)
-def test_it_keeps_the_zero_shot_version_until_a_quick_model_scores_as_well(
-    team, quick_metrics, zero_shot_metrics, replaces
-):
-    zero = ModelVersion.objects.create(project=team.project, version=1, mode="zero_shot", metrics=zero_shot_metrics)
-    trained = ModelVersion.objects.create(project=team.project, version=2, mode="quick", metrics=quick_metrics)
-    assert quick._replaces(model=trained, deployed=zero) is replaces
-    assert quick._replaces(model=trained, deployed=trained) is True
+def _onehot(rows, n_classes=3, p=0.9):
+    out = np.full((len(rows), n_classes), (1 - p) / (n_classes - 1), np.float32)
+    out[np.arange(len(rows)), rows] = p
+    return out
+
+
+def test_it_gives_way_when_the_zero_shot_model_is_wrong_on_most_labeled_samples():
+    y = np.array([0, 1, 2, 3])  # every label once: any held-out answer misses, so they prove nothing
+    wrong = _onehot([1, 2, 3, 0], 4)
+    assert not zs.trained_beats_zero_shot(y=y, trained=wrong, zero_shot=_onehot([0, 1, 0, 0], 4), multi_label=False)
+    assert zs.trained_beats_zero_shot(y=y, trained=wrong, zero_shot=_onehot([0, 0, 0, 0], 4), multi_label=False)
+    # with nothing held out at all, the same floor decides
+    assert zs.trained_beats_zero_shot(y=y, trained=None, zero_shot=_onehot([0, 0, 0, 0], 4), multi_label=False)
+    assert not zs.trained_beats_zero_shot(y=y, trained=None, zero_shot=_onehot(y, 4), multi_label=False)
+
+
+def test_it_counts_only_labels_with_two_examples_against_a_good_zero_shot_model():
+    y = np.array([0, 0, 1, 2, 1])
+    # right on both comparable labels' rows where the zero-shot model misses one
+    assert zs.trained_beats_zero_shot(
+        y=y, trained=_onehot([0, 0, 1, 0, 1]), zero_shot=_onehot([0, 2, 1, 2, 1]), multi_label=False
+    )
+    # wrong on the singleton (by construction) and right elsewhere, as is the zero-shot model: a tie keeps it
+    assert not zs.trained_beats_zero_shot(
+        y=y, trained=_onehot([0, 0, 1, 0, 1]), zero_shot=_onehot(y), multi_label=False
+    )
+    # worse on the comparable rows
+    assert not zs.trained_beats_zero_shot(
+        y=y, trained=_onehot([1, 0, 1, 2, 1]), zero_shot=_onehot(y), multi_label=False
+    )
+    # a tie on the comparable rows, but the zero-shot model misses 2 of 5 overall: 3 of 4 beats 3 of 5
+    assert zs.trained_beats_zero_shot(
+        y=y, trained=_onehot([0, 0, 0, 0, 1]), zero_shot=_onehot([0, 0, 0, 0, 1]), multi_label=False
+    )
+    # no label with two examples: nothing to compare, a good zero-shot model stays
+    y = np.array([0, 1, 2])
+    assert not zs.trained_beats_zero_shot(y=y, trained=_onehot(y), zero_shot=_onehot(y), multi_label=False)
+
+
+def test_it_compares_multi_label_answers_as_whole_label_sets():
+    y = np.array([[1, 0], [0, 1], [1, 1]], np.float32)
+    right = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.9]], np.float32)
+    mostly = np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1]], np.float32)
+    assert zs.trained_beats_zero_shot(y=y, trained=right, zero_shot=mostly, multi_label=True)
+    assert not zs.trained_beats_zero_shot(y=y, trained=mostly, zero_shot=right, multi_label=True)
+    assert zs.trained_beats_zero_shot(y=y, trained=None, zero_shot=1 - right, multi_label=True)
+    with pytest.raises(ValueError):
+        zs.trained_beats_zero_shot(y=y, trained=right[:2], zero_shot=right, multi_label=True)
+
+
+def _versions(team, *, deployed_mode, pinned=False):
+    label_create(project=team.project, name="ants")
+    label_create(project=team.project, name="bees")
+    zero = zeroshot.zero_shot_sync(project_id=team.project.pk)
+    old = ModelVersion.objects.create(project=team.project, version=5, mode="quick", label_names=["ants", "bees"])
+    new = ModelVersion.objects.create(project=team.project, version=6, mode="quick", label_names=["ants", "bees"])
+    if deployed_mode == "quick":
+        services.model_deploy(model=old, pinned=pinned)
+    elif deployed_mode == "full":
+        full = ModelVersion.objects.create(project=team.project, version=4, mode="full", label_names=["ants", "bees"])
+        services.model_deploy(model=full, pinned=pinned)
+    return zero, old, new
+
+
+def _deployed(team):
+    return ModelVersion.objects.get(project=team.project, deployed=True)
+
+
+@pytest.mark.parametrize(("deployed_mode", "pinned"), [("zero_shot", False), ("quick", False)])
+def test_it_decides_between_the_new_quick_model_and_the_zero_shot_one_at_every_retrain(team, deployed_mode, pinned):
+    zero, old, new = _versions(team, deployed_mode=deployed_mode, pinned=pinned)
+    with mock.patch.object(quick, "_beats_zero_shot", return_value=False):
+        quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+    # an automatic quick model that won by luck earlier gives way to the zero-shot model again
+    assert _deployed(team) == zero
+    with mock.patch.object(quick, "_beats_zero_shot", return_value=True):
+        quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+    assert _deployed(team) == new and not new.pinned
+
+
+@pytest.mark.parametrize(("deployed_mode", "pinned"), [("quick", True), ("full", False)])
+def test_it_leaves_a_pinned_or_full_version_deployed(team, deployed_mode, pinned):
+    _versions(team, deployed_mode=deployed_mode, pinned=pinned)
+    before = _deployed(team)
+    for wins in (False, True):
+        with mock.patch.object(quick, "_beats_zero_shot", return_value=wins):
+            quick._deploy_automatic(project=team.project, model=before, data=None, result=None)
+        assert _deployed(team) == before
+
+
+def test_it_deploys_the_quick_model_when_the_labels_have_no_zero_shot_model(team):
+    label_create(project=team.project, name="blorptastic")
+    label_create(project=team.project, name="xqzzy")
+    assert zeroshot.zero_shot_sync(project_id=team.project.pk) is None
+    new = ModelVersion.objects.create(
+        project=team.project, version=2, mode="quick", label_names=["blorptastic", "xqzzy"]
+    )
+    quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+    assert _deployed(team) == new
 
 
 def test_it_marks_labels_present_per_label_in_a_multi_label_project(team):
