@@ -217,7 +217,14 @@ class ZeroShotHead:
         X = np.asarray(X, dtype=np.float32)
         return _softmax((X * self.scale) @ self.W.T + self.b)
 
+    #: Rows per block: the (rows, 1000) ImageNet softmax and its temporaries stay a few tens of MB
+    #: however many samples are scored (every labeled sample is, after each quick retrain).
+    CHUNK = 4096
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float32)
+        if X.shape[0] > self.CHUNK:
+            return np.concatenate([self.predict_proba(X[s : s + self.CHUNK]) for s in range(0, X.shape[0], self.CHUNK)])
         p = self.imagenet_probs(X)
         scores = np.stack([p[:, g].sum(axis=1) for g in self.groups], axis=1)
         if self.multi_label:

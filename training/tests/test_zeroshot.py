@@ -97,6 +97,20 @@ def test_its_head_sums_the_softmax_over_each_labels_classes():
     np.testing.assert_allclose(head.predict_proba(X), expected, rtol=1e-5)
 
 
+def test_its_head_scores_many_rows_a_block_at_a_time():
+    rng = np.random.default_rng(1)
+    W, b = rng.normal(size=(1000, 8)).astype(np.float32), np.zeros(1000, np.float32)
+    X = rng.normal(size=(2 * zs.ZeroShotHead.CHUNK + 5, 8)).astype(np.float32)
+    head = zs.ZeroShotHead(W=W, b=b, groups=[[1, 2], [3]], multi_label=False, scale=2.0)
+    seen = []
+    real = head.imagenet_probs
+    with mock.patch.object(head, "imagenet_probs", side_effect=lambda rows: seen.append(len(rows)) or real(rows)):
+        p = head.predict_proba(X)
+    # the (rows, 1000) softmax never holds more than a block: its memory does not grow with the project
+    assert max(seen) <= zs.ZeroShotHead.CHUNK and sum(seen) == len(X)
+    np.testing.assert_allclose(p[-5:], head.predict_proba(X[-5:]), rtol=1e-6)
+
+
 # --- the model version ---------------------------------------------------------------------------
 
 
