@@ -111,7 +111,7 @@ def simulate(
             from training.ml import heads
 
             head = heads.refit_recipe(
-                train, yy, feature_key=recipe[0], l2=recipe[1], multi_label=False, n_classes=len(present)
+                train, yy, feature_key=recipe[0], l2=recipe[1], multi_label=False, n_classes=len(present), pool=pool
             )
             parts = recipe[0].split("+")
             Xp = pool[parts[0]] if len(parts) == 1 else heads.concat_features([pool[q] for q in parts])

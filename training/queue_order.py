@@ -14,7 +14,7 @@ from training.data import aligned_features, labeled_set
 from training.selectors import feature_snapshot, uuid_keys
 from training.ml import active, heads
 from training.models import ModelVersion
-from training.quick import NotEnoughLabels, _check, _feature_parts, latest_quick_model, quick_predict
+from training.quick import NotEnoughLabels, _check, _feature_parts, classic_pool, latest_quick_model, quick_predict
 
 #: One batch of the active learner: what a labeler takes at once (the bench measures batches of 10);
 #: the queue refreshes it at claim time once labels arrive, so it never needs to run ahead.
@@ -154,6 +154,7 @@ def _ranking_probs(*, project, model: ModelVersion, ids: list, n_labeled: int):
             l2=l2,
             multi_label=data.multi_label,
             n_classes=len(data.label_names),
+            pool=classic_pool(project) if any(p in heads.CLASSIC for p in _feature_parts(model.features)) else None,
         )
         parts = _feature_parts(model.features)
         all_ids, feats = aligned_features(project_id=project.pk, backbones=parts, sample_ids=ids)

@@ -62,7 +62,7 @@ def fit_quick(*, data, pool: dict | None = None) -> heads.AutoMLResult:
     )
 
 
-def _pool_features(project) -> dict:
+def classic_pool(project) -> dict:
     """All rows of the classic features (their PCA is fit on the whole pool, labeled or not)."""
     classic = [b for b in settings.PICTOR_BACKBONES if b in heads.CLASSIC]
     if not classic:
@@ -79,7 +79,7 @@ def quick_train(*, job: TrainingJob) -> ModelVersion:
     )
     _check(data)
     services.training_job_heartbeat(job=job, progress=0.2, message=f"fitting on {data.n} labeled samples")
-    result = fit_quick(data=data, pool=_pool_features(project))
+    result = fit_quick(data=data, pool=classic_pool(project))
     thresholds = result.thresholds.tolist() if result.thresholds is not None else None
     honest = result.evaluation != "none"
     evaluation = metrics.evaluate(

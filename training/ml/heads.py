@@ -680,6 +680,31 @@ def _affine_for(key: str, dims: Mapping[str, int], pcas: Mapping[str, tuple[np.n
     return np.concatenate(ms).astype(np.float32), M
 
 
+def _classic_bases(
+    features: Mapping[str, np.ndarray], n_labeled: int, pool: Mapping[str, np.ndarray] | None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The PCA basis of each classic feature among ``features``, fit on ``pool[key]`` when given."""
+    out = {}
+    for key in features:
+        if key in CLASSIC:
+            src = features[key]
+            pooled = pool.get(key) if pool is not None else None
+            if pooled is not None and pooled.ndim == 2 and len(pooled) and pooled.shape[1] == src.shape[1]:
+                src = pooled  # (an empty or missing store: the labeled rows)
+            # whitened components amplify noise: keep about one per 3 labels (15 at 50 labels of
+            # digits scored 0.82 against 0.65 with 60), at most PCA_COMPONENTS
+            out[key] = pca_transform(src, components=int(min(PCA_COMPONENTS, max(8, n_labeled // 3))))
+    return out
+
+
+def _folded(head: LinearHead, aff) -> LinearHead:
+    """A head fit on ``(x - m) @ M`` as one on raw rows x: logits = x @ (M W) + (b - m M W)."""
+    if aff is None:
+        return head
+    W_raw = aff[1] @ head.W
+    return LinearHead(W=W_raw, b=head.b - aff[0] @ W_raw, multi_label=head.multi_label, meta=head.meta)
+
+
 def concat_features(parts: Sequence[np.ndarray]) -> np.ndarray:
     """The features a "a+b" key stands for (what the server must build at prediction time)."""
     return (
@@ -758,13 +783,7 @@ def automl_fit(
     elif evaluation == "none":
         k = 1
     dims = {key: v.shape[1] for key, v in raw.items()}
-    pcas = {}
-    for key in raw:
-        if key in CLASSIC:
-            src = pool[key] if pool is not None and key in pool else raw[key]
-            # whitened components amplify noise: keep about one per 3 labels (15 at 50 labels of
-            # digits scored 0.82 against 0.65 with 60), at most PCA_COMPONENTS
-            pcas[key] = pca_transform(src, components=int(min(PCA_COMPONENTS, max(8, n // 3))))
+    pcas = _classic_bases(raw, n, pool)
 
     def transformed(key: str) -> tuple[np.ndarray, tuple | None]:
         aff = _affine_for(key, dims, pcas)
@@ -811,11 +830,7 @@ def automl_fit(
     if oof is None:
         res = _cv_many(X, y, multi_label=multi_label, n_classes=c, l2s=[l2], k=k, seed=seed, max_iter=cv_max_iter)
         oof, kk = res.oof[0], res.k
-    head = fit_head(X, y, multi_label=multi_label, l2=l2, max_iter=max_iter, n_classes=c)
-    if aff is not None:
-        # fold the PCA into the head: logits = ((x - m) @ M) @ W + b = x @ (M W) + (b - m M W)
-        W_raw = aff[1] @ head.W
-        head = LinearHead(W=W_raw, b=head.b - aff[0] @ W_raw, multi_label=multi_label, meta=head.meta)
+    head = _folded(fit_head(X, y, multi_label=multi_label, l2=l2, max_iter=max_iter, n_classes=c), aff)
     head.meta.update({"feature_key": key, "cv_folds": int(kk), "evaluation": evaluation})
     thresholds = choose_thresholds(oof, y) if multi_label and evaluation != "none" else None
     if multi_label and thresholds is None:
@@ -851,11 +866,19 @@ def refit_recipe(
     l2: float,
     multi_label: bool,
     n_classes: int | None = None,
+    pool: Mapping[str, np.ndarray] | None = None,
 ) -> LinearHead:
     """One fit of a known recipe (feature key, l2) on new labels, no search: what the queue ranks
-    with when the latest AutoML result missed some labels (~0.1 s instead of a full search)."""
+    with when the latest AutoML result missed some labels (~0.1 s instead of a full search). A
+    classic feature goes through the same whitened PCA as in :func:`automl_fit` (basis fit on
+    ``pool[key]``), so ``l2`` means what it meant there."""
     parts = feature_key.split("+")
     X = features[parts[0]] if len(parts) == 1 else concat_features([features[p] for p in parts])
-    head = fit_head(X, y, multi_label=multi_label, l2=l2, n_classes=n_classes)
+    X = _check_X(X)
+    used = {p: features[p] for p in parts}
+    aff = _affine_for(feature_key, {p: v.shape[1] for p, v in used.items()}, _classic_bases(used, X.shape[0], pool))
+    if aff is not None:
+        X = np.ascontiguousarray((X - aff[0]) @ aff[1])
+    head = _folded(fit_head(X, y, multi_label=multi_label, l2=l2, n_classes=n_classes), aff)
     head.meta["feature_key"] = feature_key
     return head

@@ -257,6 +257,29 @@ def test_the_classic_pixel_feature_wins_on_digits_with_five_labels_per_class():
     assert {row["feature_key"] for row in res.cv_table} >= {"lite0", "pixels", "lite0+pixels"}
 
 
+def test_a_refit_of_a_pixel_recipe_is_the_head_automl_fit_made():
+    """What the queue ranks with between retrains must be the quick model's recipe: the same whitened
+    PCA of the classic feature (a refit on raw pixels at the PCA's l2 was another model)."""
+    feats, y = _digits_features()
+    rng = np.random.default_rng(2)
+    train = np.concatenate([rng.choice(np.flatnonzero(y == c), 5, replace=False) for c in range(10)])
+    rest = np.setdiff1d(np.arange(y.size), train)
+    labeled = {k: v[train] for k, v in feats.items()}
+    res = heads.automl_fit(labeled, y[train], multi_label=False, n_classes=10, pool=feats)
+    assert "pixels" in res.feature_key
+    head = heads.refit_recipe(
+        labeled, y[train], feature_key=res.feature_key, l2=res.l2, multi_label=False, n_classes=10, pool=feats
+    )
+    X = res.build({k: v[rest] for k, v in feats.items()})
+    theirs, ours = res.head.predict_proba(X), head.predict_proba(X)
+    assert (ours.argmax(1) == theirs.argmax(1)).mean() > 0.99 and np.abs(ours - theirs).max() < 0.02
+    # without a pool (nothing stored yet) the labeled rows give the basis, and it still predicts
+    alone = heads.refit_recipe(
+        labeled, y[train], feature_key=res.feature_key, l2=res.l2, multi_label=False, n_classes=10
+    )
+    assert (alone.predict_proba(X).argmax(1) == y[rest]).mean() > 0.5
+
+
 def test_the_cost_cap_skips_the_remaining_candidates():
     feats, y = _digits_features()
     rows = np.arange(200)
