@@ -144,16 +144,13 @@ def _deploy_automatic(*, project, model: ModelVersion, data, result: heads.AutoM
     left a 0.75 model deployed where the zero-shot one scores 0.99). A pinned or full version stays.
     """
     deployed = ModelVersion.objects.filter(project=project, deployed=True).first()
-    automatic = (ModelVersion.Mode.QUICK, ModelVersion.Mode.ZERO_SHOT)
-    if deployed is not None and (deployed.mode not in automatic or deployed.pinned):
-        return
+    if not services.automatic_choice_open(deployed=deployed):
+        return  # a person chose (checked again under the lock when deploying)
     from training import zeroshot
 
     zero = zeroshot.current_zero_shot(project)
-    if zero is None or _beats_zero_shot(data=data, result=result, zero=zero):
-        services.model_deploy(model=model, pinned=False)
-    elif deployed is None or deployed.pk != zero.pk:
-        services.model_deploy(model=zero, pinned=False)
+    beats = zero is None or _beats_zero_shot(data=data, result=result, zero=zero)
+    services.model_deploy_automatic(model=model if beats else zero)
 
 
 def _beats_zero_shot(*, data, result: heads.AutoMLResult, zero: ModelVersion) -> bool:

@@ -43,7 +43,7 @@ def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
     zero_shot_kept = (
         deployed is not None
         and deployed.mode == "zero_shot"
-        and not deployed.pinned
+        and services.automatic_choice_open(deployed=deployed)
         and any(m.mode == "quick" for m in models)
     )
     return render(

@@ -27,9 +27,11 @@ from training.services.jobs import (
 )
 from training.services.models import (
     WorseThanQuick,
+    automatic_choice_open,
     model_delete,
     learning_point_record,
     model_deploy,
+    model_deploy_automatic,
     model_metrics_update,
     model_version_create,
     quick_models_prune,
@@ -42,6 +44,7 @@ __all__ = [
     "JobGone",
     "TrainingConflict",
     "WorseThanQuick",
+    "automatic_choice_open",
     "embeddings_compute",
     "feature_store_check",
     "feature_store_rebuild",
@@ -51,6 +54,7 @@ __all__ = [
     "model_delete",
     "learning_point_record",
     "model_deploy",
+    "model_deploy_automatic",
     "model_metrics_update",
     "model_version_create",
     "quick_models_prune",

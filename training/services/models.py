@@ -162,6 +162,28 @@ def learning_point_record(*, model: ModelVersion) -> LearningPoint | None:
     return point
 
 
+#: Versions the product deploys by itself; a person's choice (pinned, or a full model) is never replaced.
+AUTOMATIC_MODES = (ModelVersion.Mode.QUICK, ModelVersion.Mode.ZERO_SHOT)
+
+
+def automatic_choice_open(*, deployed: ModelVersion | None) -> bool:
+    """Whether the product may choose what answers: nothing deployed, or an unpinned automatic version."""
+    return deployed is None or (deployed.mode in AUTOMATIC_MODES and not deployed.pinned)
+
+
+@transaction.atomic
+def model_deploy_automatic(*, model: ModelVersion) -> bool:
+    """Deploy ``model`` (a quick or zero-shot version the product chose) unless a person chose what
+    answers; checked under the project's row lock, so a deployment made meanwhile by hand stays."""
+    Project.objects.select_for_update().filter(pk=model.project_id).first()
+    deployed = ModelVersion.objects.filter(project=model.project_id, deployed=True).first()
+    if not automatic_choice_open(deployed=deployed):
+        return False
+    if deployed is None or deployed.pk != model.pk:
+        model_deploy(model=model, pinned=False)
+    return True
+
+
 @transaction.atomic
 def zero_shot_deploy_if_idle(*, model: ModelVersion) -> bool:
     """Deploy a zero-shot version while nothing else answers: no deployment yet, or an older zero-shot

@@ -330,6 +330,20 @@ def test_it_leaves_a_pinned_or_full_version_deployed(team, deployed_mode, pinned
         assert _deployed(team) == before
 
 
+def test_it_keeps_a_version_deployed_by_hand_while_it_was_deciding(team):
+    zero, old, new = _versions(team, deployed_mode="quick")
+    full = ModelVersion.objects.create(project=team.project, version=7, mode="full", label_names=["ants", "bees"])
+
+    def someone_deploys_by_hand(**kwargs):
+        services.model_deploy(model=full)  # between the first look and the deployment
+        return False
+
+    with mock.patch.object(quick, "_beats_zero_shot", side_effect=someone_deploys_by_hand):
+        quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+    assert _deployed(team) == full
+    assert not services.model_deploy_automatic(model=zero) and _deployed(team) == full
+
+
 def test_it_deploys_the_quick_model_when_the_labels_have_no_zero_shot_model(team):
     label_create(project=team.project, name="blorptastic")
     label_create(project=team.project, name="xqzzy")
