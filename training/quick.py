@@ -128,16 +128,21 @@ def quick_train(*, job: TrainingJob) -> ModelVersion:
         artifact=head.to_bytes(),
         suffix="npz",
     )
-    _zero_shot_rescore(project)
-    _deploy_automatic(project=project, model=model, data=data, result=result)
+    from training import zeroshot
+
+    zero, zero_scores = zeroshot.zero_shot_rescore(project=project)
+    _deploy_automatic(project=project, model=model, data=data, result=result, zero=zero, zero_scores=zero_scores)
     services.quick_models_prune(project=project)
     log.info("quick model v%s for %s in %.2fs", model.version, project.pk, time.perf_counter() - started)
     return model
 
 
-def _deploy_automatic(*, project, model: ModelVersion, data, result: heads.AutoMLResult) -> None:
+def _deploy_automatic(
+    *, project, model: ModelVersion, data, result: heads.AutoMLResult, zero: ModelVersion | None, zero_scores: dict
+) -> None:
     """Choose what answers while nobody chose by hand: the new quick model, or the label names'
-    zero-shot version when the quick model does not beat it on the labeled samples.
+    zero-shot version ``zero`` (current, or None) when the quick model does not beat it on the labeled
+    samples (``zero_scores``: its label probabilities by sample id).
 
     Decided again at every retrain, whichever of the two answers now: a quick model that won by
     luck on ten labels does not shut the zero-shot model out for good (on hymenoptera that luck
@@ -146,47 +151,29 @@ def _deploy_automatic(*, project, model: ModelVersion, data, result: heads.AutoM
     deployed = ModelVersion.objects.filter(project=project, deployed=True).first()
     if not services.automatic_choice_open(deployed=deployed):
         return  # a person chose (checked again under the lock when deploying)
-    from training import zeroshot
-
-    zero = zeroshot.current_zero_shot(project)
-    beats = zero is None or _beats_zero_shot(data=data, result=result, zero=zero)
+    beats = zero is None or _beats_zero_shot(data=data, result=result, zero=zero, scores=zero_scores)
     services.model_deploy_automatic(model=model if beats else zero)
 
 
-def _beats_zero_shot(*, data, result: heads.AutoMLResult, zero: ModelVersion) -> bool:
+def _beats_zero_shot(*, data, result: heads.AutoMLResult, zero: ModelVersion, scores: dict) -> bool:
     """The quick model's out-of-fold answers against the zero-shot's on the same labeled samples
     (training.ml.zeroshot.trained_beats_zero_shot)."""
-    from training import zeroshot
     from training.ml import zeroshot as zs
 
     names = list(zero.label_names)
     if any(n not in names for n in data.label_names):
         return True  # the zero-shot version does not know these labels
-    ids, probs = zeroshot.stored_predict(model=zero, sample_ids=list(data.sample_ids))
-    at = {sid: r for r, sid in enumerate(ids)}
-    rows = [i for i, sid in enumerate(data.sample_ids) if sid in at]
+    rows = [i for i, sid in enumerate(data.sample_ids) if sid in scores]
     if not rows:
         return True
-    Z = probs[[at[data.sample_ids[i]] for i in rows]][:, [names.index(n) for n in data.label_names]]
-    if not data.multi_label:
-        total = Z.sum(axis=1, keepdims=True)
-        Z = np.where(total > 1e-12, Z / np.maximum(total, 1e-12), 1.0 / Z.shape[1])
+    Z = np.stack([scores[data.sample_ids[i]] for i in rows])
     return zs.trained_beats_zero_shot(
         y=data.y[rows],
         trained=None if result.evaluation == "none" else result.oof_probs[rows],
-        zero_shot=Z,
+        zero_shot=zs.label_columns(Z, [names.index(n) for n in data.label_names], multi_label=data.multi_label),
         multi_label=data.multi_label,
         thresholds=result.thresholds,
     )
-
-
-def _zero_shot_rescore(project) -> None:
-    """The zero-shot version's accuracy follows the labels (one matrix product over stored vectors)."""
-    from training import zeroshot
-
-    model = zeroshot.current_zero_shot(project)
-    if model is not None:
-        zeroshot.zero_shot_evaluate(model=model)
 
 
 def _predictions(data, probs: np.ndarray, thresholds) -> list:

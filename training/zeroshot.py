@@ -107,8 +107,9 @@ def suggestions(project, samples) -> dict:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _evaluation(*, model: ModelVersion, project) -> dict:
-    """Metrics on every labeled sample whose labels the version knows (none of them was trained on)."""
+def _evaluation(*, model: ModelVersion, project) -> tuple[dict, list, np.ndarray | None]:
+    """Metrics on every labeled sample whose labels the version knows (none of them was trained on),
+    with those samples' ids and label probabilities."""
     names = list(model.label_names)
     index = {n: i for i, n in enumerate(names)}
     by_sample: dict = {}
@@ -132,13 +133,17 @@ def _evaluation(*, model: ModelVersion, project) -> dict:
             multi_label=project.is_multi_label,
             thresholds=model.thresholds,
         )
-        return {
-            **empty,
-            **base,
-            "accuracy": None,
-            "macro_f1": None,
-            "evaluation_detail": "no labeled samples yet: not evaluated",
-        }
+        return (
+            {
+                **empty,
+                **base,
+                "accuracy": None,
+                "macro_f1": None,
+                "evaluation_detail": "no labeled samples yet: not evaluated",
+            },
+            [],
+            None,
+        )
     if project.is_multi_label:
         y = np.zeros((len(ids), len(names)), np.float32)
         for r, sid in enumerate(ids):
@@ -147,19 +152,31 @@ def _evaluation(*, model: ModelVersion, project) -> dict:
     else:
         y = np.array([index[by_sample[sid][0]] for sid in ids], np.int64)
     out = metrics.evaluate(y, probs, label_names=names, multi_label=project.is_multi_label, thresholds=model.thresholds)
-    return {
-        **out,
-        **base,
-        "evaluation_detail": f"all {len(ids)} labeled samples (the zero-shot model never trains on labels)",
-    }
+    detail = f"all {len(ids)} labeled samples (the zero-shot model never trains on labels)"
+    return {**out, **base, "evaluation_detail": detail}, ids, probs
+
+
+def _evaluate(*, model: ModelVersion) -> tuple[ModelVersion, list, np.ndarray | None]:
+    project = Project.objects.get(pk=model.project_id)
+    evaluation, ids, probs = _evaluation(model=model, project=project)
+    evaluation["zero_shot"] = {**(model.metrics or {}).get("zero_shot", {}), **evaluation["zero_shot"]}
+    return services.model_metrics_update(model=model, metrics=evaluation), ids, probs
 
 
 def zero_shot_evaluate(*, model: ModelVersion) -> ModelVersion:
-    """Score the version on the labels that exist now (called after every quick retrain)."""
-    project = Project.objects.get(pk=model.project_id)
-    evaluation = _evaluation(model=model, project=project)
-    evaluation["zero_shot"] = {**(model.metrics or {}).get("zero_shot", {}), **evaluation["zero_shot"]}
-    return services.model_metrics_update(model=model, metrics=evaluation)
+    """Score the version on the labels that exist now."""
+    return _evaluate(model=model)[0]
+
+
+def zero_shot_rescore(*, project) -> tuple[ModelVersion | None, dict]:
+    """After a quick retrain: the current zero-shot version scored on the labels that exist now (its
+    accuracy follows the labels), and its label probabilities by labeled sample id, which the retrain
+    compares its own model with (training.quick._deploy_automatic). (None, {}) without a version."""
+    model = current_zero_shot(project)
+    if model is None:
+        return None, {}
+    model, ids, probs = _evaluate(model=model)
+    return model, dict(zip(ids, probs)) if ids else {}
 
 
 # ----------------------------------------------------------------------------- the version

@@ -229,10 +229,22 @@ class ZeroShotHead:
         scores = np.stack([p[:, g].sum(axis=1) for g in self.groups], axis=1)
         if self.multi_label:
             return np.clip(scores, 0.0, 1.0).astype(np.float32)
-        total = scores.sum(axis=1, keepdims=True)
-        # nothing of any label's classes at all: an honest "don't know" (uniform), not a division by zero
-        uniform = np.full_like(scores, 1.0 / scores.shape[1])
-        return np.where(total > 1e-12, scores / np.maximum(total, 1e-12), uniform).astype(np.float32)
+        return _renormalised(scores)
+
+
+def _renormalised(scores: np.ndarray) -> np.ndarray:
+    """Rows summing to 1 over the labels; a row with nothing of any label's classes at all is an honest
+    "don't know" (uniform), not a division by zero."""
+    total = scores.sum(axis=1, keepdims=True)
+    uniform = np.full_like(scores, 1.0 / scores.shape[1])
+    return np.where(total > 1e-12, scores / np.maximum(total, 1e-12), uniform).astype(np.float32)
+
+
+def label_columns(probs: np.ndarray, columns: list[int], *, multi_label: bool) -> np.ndarray:
+    """The zero-shot answers over some of its labels (those a trained model knows): single-label rows
+    renormalised over them, as if the head had only those labels."""
+    picked = np.asarray(probs, dtype=np.float32)[:, columns]
+    return picked if multi_label else _renormalised(picked)
 
 
 def groups_to_bytes(*, groups: list[list[int]], backbone: str, multi_label: bool) -> bytes:

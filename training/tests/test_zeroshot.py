@@ -304,6 +304,11 @@ def _versions(team, *, deployed_mode, pinned=False):
     return zero, old, new
 
 
+def _choice(team):
+    """What a retrain passes on: the current zero-shot version (its scores only matter to _beats_zero_shot)."""
+    return {"zero": zeroshot.current_zero_shot(team.project), "zero_scores": {}}
+
+
 def _deployed(team):
     return ModelVersion.objects.get(project=team.project, deployed=True)
 
@@ -312,11 +317,11 @@ def _deployed(team):
 def test_it_decides_between_the_new_quick_model_and_the_zero_shot_one_at_every_retrain(team, deployed_mode, pinned):
     zero, old, new = _versions(team, deployed_mode=deployed_mode, pinned=pinned)
     with mock.patch.object(quick, "_beats_zero_shot", return_value=False):
-        quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+        quick._deploy_automatic(project=team.project, model=new, data=None, result=None, **_choice(team))
     # an automatic quick model that won by luck earlier gives way to the zero-shot model again
     assert _deployed(team) == zero
     with mock.patch.object(quick, "_beats_zero_shot", return_value=True):
-        quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+        quick._deploy_automatic(project=team.project, model=new, data=None, result=None, **_choice(team))
     assert _deployed(team) == new and not new.pinned
 
 
@@ -326,7 +331,7 @@ def test_it_leaves_a_pinned_or_full_version_deployed(team, deployed_mode, pinned
     before = _deployed(team)
     for wins in (False, True):
         with mock.patch.object(quick, "_beats_zero_shot", return_value=wins):
-            quick._deploy_automatic(project=team.project, model=before, data=None, result=None)
+            quick._deploy_automatic(project=team.project, model=before, data=None, result=None, **_choice(team))
         assert _deployed(team) == before
 
 
@@ -339,7 +344,7 @@ def test_it_keeps_a_version_deployed_by_hand_while_it_was_deciding(team):
         return False
 
     with mock.patch.object(quick, "_beats_zero_shot", side_effect=someone_deploys_by_hand):
-        quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+        quick._deploy_automatic(project=team.project, model=new, data=None, result=None, **_choice(team))
     assert _deployed(team) == full
     assert not services.model_deploy_automatic(model=zero) and _deployed(team) == full
 
@@ -351,7 +356,7 @@ def test_it_deploys_the_quick_model_when_the_labels_have_no_zero_shot_model(team
     new = ModelVersion.objects.create(
         project=team.project, version=2, mode="quick", label_names=["blorptastic", "xqzzy"]
     )
-    quick._deploy_automatic(project=team.project, model=new, data=None, result=None)
+    quick._deploy_automatic(project=team.project, model=new, data=None, result=None, **_choice(team))
     assert _deployed(team) == new
 
 
