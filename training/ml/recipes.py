@@ -128,6 +128,9 @@ class SearchConfig:
     flip_train_max: int = 2000
     weights: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # fine-tune share of the blend
     seed: int = 0
+    # How the frozen stages are run for the cache: "auto" is onnxruntime on CPU and torch on CUDA;
+    # "torch" forces the CUDA path's runtime on any device (so it is exercised without a GPU).
+    stem_runtime: str = "auto"
 
     def pairs(self) -> list[tuple[int, float]]:
         if self.recipes is not None:
@@ -184,15 +187,17 @@ class _Stem(nn.Module):
 
 
 def _stem_runner(
-    model: nn.Module, stop: int, resolution: int, dev: torch.device
+    model: nn.Module, stop: int, resolution: int, dev: torch.device, runtime: str = "auto"
 ) -> Callable[[np.ndarray], torch.Tensor]:
     """A function from a preprocessed batch to its stem activations on ``dev``.
 
     On CPU the frozen stem runs in onnxruntime (exported once, ~1 s): it is ~3x faster than eager
     torch for these graphs on 2 cores, and the cache pass is most of a CPU search's cost. On CUDA
-    it stays in torch.
+    (or with ``runtime="torch"``) it stays in torch, on ``dev``.
     """
-    if dev.type == "cpu":
+    if runtime not in ("auto", "torch"):
+        raise ValueError(f"unknown stem runtime {runtime!r}")
+    if dev.type == "cpu" and runtime == "auto":
         import tempfile
 
         stem = _Stem(model, stop).eval()
@@ -451,7 +456,7 @@ def search(
         n_blocks = len(model.blocks)
         stop = n_blocks - k_max
         t0 = time.monotonic()
-        run = _stem_runner(model, stop, resolution, dev)
+        run = _stem_runner(model, stop, resolution, dev, config.stem_runtime)
         train_cache = _cache(
             run, train_images, resolution=resolution, flip=flip_train, batch_size=32, should_stop=should_stop
         ).to(dev)

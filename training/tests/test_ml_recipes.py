@@ -89,6 +89,27 @@ def test_cached_finetune_improves_over_its_initial_head(toy):
     assert float((p.numpy().argmax(1) == y).mean()) == pytest.approx(result.val_accuracy, abs=1 / len(y) + 1e-9)
 
 
+def test_it_runs_the_gpu_paths_torch_stem_on_cpu_and_it_matches_onnxruntime(toy):
+    # No GPU here: on CUDA the frozen stages run in torch instead of onnxruntime. Forcing that
+    # runtime on CPU runs the same code, which must give the cache onnxruntime gives, and train.
+    train, val = toy
+    model = bb.load_backbone("lite0", num_classes=2).eval()
+    stop = len(model.blocks) - 1
+    x = bb.preprocess([img for img, _ in val[:4]], RES)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        from_ort = recipes._stem_runner(model, stop, RES, cpu)(x)
+        from_torch = recipes._stem_runner(model, stop, RES, cpu, "torch")(x)
+    assert from_torch.dtype == torch.float16 and from_torch.shape == from_ort.shape
+    assert torch.allclose(from_torch.float(), from_ort.float(), atol=3e-2, rtol=1e-2)
+    config = recipes.SearchConfig(**{**TINY, "epochs": 2}, recipes=((1, 3e-3),), stem_runtime="torch")
+    result = recipes.search(train_items=train, val_items=val, num_classes=2, multi_label=False, config=config)
+    assert [c["blocks"] for c in result.candidates] == [0, 1]
+    assert len(result.history) == 2
+    with pytest.raises(ValueError, match="stem runtime"):
+        recipes._stem_runner(model, stop, RES, cpu, "tensorrt")
+
+
 def test_search_respects_a_tiny_time_budget(toy):
     train, val = toy
     config = recipes.SearchConfig(**{**TINY, "max_seconds": 0.0, "backbones": ("lite0", "lite2")})
