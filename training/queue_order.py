@@ -6,6 +6,7 @@ import uuid
 
 import numpy as np
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from labeling.models import Lease, QueueBatch, Sample
@@ -13,7 +14,7 @@ from projects.models import Project
 from training.data import aligned_features, labeled_set
 from training.selectors import feature_snapshot, uuid_keys
 from training.ml import active, heads
-from training.models import ModelVersion
+from training.models import Embedding, ModelVersion
 from training.quick import NotEnoughLabels, _check, _feature_parts, classic_pool, latest_quick_model, quick_predict
 
 #: One batch of the active learner: what a labeler takes at once (the bench measures batches of 10);
@@ -67,15 +68,24 @@ def queue_refresh(*, project_id, batch_size: int | None = None, in_request: bool
         version = model.version
     # Leased rows count as labeled for the ranking (nobody else may get them), but the phase and
     # the model only know real labels.
+    size = max(QUEUE_BATCH if snap.n <= SYNC_MAX_ROWS else QUEUE_BATCH_LARGE, batch_size or 0)
+    unranked = _unembedded_share(project=project, backbone=backbone, n_labeled=n_labeled)
+    n_unranked = int(round(size * unranked))
     chosen, scores = active.queue_rank(
         features={backbone: feats[backbone]},
         labeled_mask=mask,
         probs=probs,
         multi_label=project.is_multi_label,
         thresholds=thresholds,
-        batch_size=max(QUEUE_BATCH if snap.n <= SYNC_MAX_ROWS else QUEUE_BATCH_LARGE, batch_size or 0),
+        batch_size=max(1, size - n_unranked),
         label_counts=counts,
     )
+    batch_ids = [str(ids[i]) for i in chosen]
+    batch_scores: list = [round(float(s), 4) for s in scores]
+    if n_unranked:
+        batch_ids, batch_scores = _with_unembedded(
+            project=project, backbone=backbone, ids=batch_ids, scores=batch_scores, count=n_unranked
+        )
     phase = active.phase(
         n_labeled=n_labeled,
         has_model=probs is not None,
@@ -85,13 +95,50 @@ def queue_refresh(*, project_id, batch_size: int | None = None, in_request: bool
     QueueBatch.objects.update_or_create(
         project=project,
         defaults={
-            "sample_ids": [str(ids[i]) for i in chosen],
-            "scores": [round(float(s), 4) for s in scores],
+            "sample_ids": batch_ids,
+            "scores": batch_scores,
             "phase": str(phase)[:20],
             "model_version": version,
         },
     )
-    return len(chosen)
+    return len(batch_ids)
+
+
+def _unembedded_share(*, project, backbone: str, n_labeled: int) -> float:
+    """The share of the unlabeled samples that have no vector yet (0 once embedding has caught up).
+
+    Two indexed counts; a vector that failed (an unreadable image) counts as done.
+    """
+    total = Sample.objects.filter(project=project).count()
+    pending = total - Embedding.objects.filter(project_id=project.pk, backbone=backbone).count()
+    if pending <= 0:
+        return 0.0
+    return min(1.0, pending / max(1, total - n_labeled))
+
+
+def _with_unembedded(*, project, backbone: str, ids: list[str], scores: list, count: int) -> tuple[list, list]:
+    """The ranked batch with ``count`` samples that have no vector yet spread evenly through it.
+
+    The learner only sees what is embedded, and images are embedded in upload order: ranked alone,
+    a batch taken while a folder-by-folder upload is being embedded would hold only the first
+    folders' classes. Samples without a vector, in content-hash (random) order and unscored, keep
+    the batch a draw from the whole pool, in proportion to the part the learner cannot see.
+    """
+    has_vector = Embedding.objects.filter(sample=OuterRef("pk"), backbone=backbone)
+    leased = Lease.objects.filter(sample=OuterRef("pk"), expires__gt=timezone.now())
+    extra = [
+        str(pk)
+        for pk in Sample.objects.filter(project=project, labeled_at__isnull=True)
+        .exclude(Exists(has_vector))
+        .exclude(Exists(leased))
+        .order_by("sha256")
+        .values_list("pk", flat=True)[:count]
+    ]
+    # Evenly interleaved, so a labeler taking the first few of a large batch gets both kinds.
+    keyed = [((n + 0.5) / len(ids), 0, sid, sc) for n, (sid, sc) in enumerate(zip(ids, scores))]
+    keyed += [((n + 0.5) / len(extra), 1, sid, None) for n, sid in enumerate(extra)]
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [t[2] for t in keyed], [t[3] for t in keyed]
 
 
 def _ranking_pool(*, project, snap) -> tuple[list, np.ndarray, np.ndarray, int]:
