@@ -539,6 +539,8 @@ def main() -> int:
     ap.add_argument("--probe", action="store_true", help="run the readiness probe (hymenoptera) too")
     ap.add_argument("--probe-only", action="store_true", help="run only the probe, into the saved results")
     ap.add_argument("--max-budget", type=int, default=max(BUDGETS), help="stop the curves there (a short trial)")
+    ap.add_argument("--orders", default=",".join(ORDERS), help="which curves to run (comma-separated)")
+    ap.add_argument("--eager-runs", type=int, default=1, help="eager curves per set (timing differs run to run)")
     args = ap.parse_args()
     saved = OUT_DIR / "api_learning.json"
     if args.report_only or args.probe_only:
@@ -584,8 +586,9 @@ def run_curves(args) -> dict:
             orders = (
                 [("active", 0)]
                 + [("random", s) for s in range(args.seeds)]
-                + ([] if args.no_busy else [("busy", 0), ("eager", 0)])
+                + ([] if args.no_busy else [("busy", 0)] + [("eager", s) for s in range(args.eager_runs)])
             )
+            orders = [(o, s) for o, s in orders if o in args.orders.split(",")]
             runs = [
                 curve(product, ds, test, order=o, seed=s, problems=problems, max_budget=args.max_budget)
                 for o, s in orders
