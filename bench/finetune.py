@@ -1,6 +1,6 @@
 """Full-training recipe search against the quick model, through the ML core full_train uses.
 
-    nice .venv/bin/python bench/finetune.py [hymenoptera dtd10 fashion] [--seconds S] [--fashion-seconds S]
+    nice .venv/bin/python bench/finetune.py [hymenoptera dtd10 fashion] [--seconds S] [--fashion-seconds S] [--splits 0,1,2]
 
 Per set, as full_train does it: one stratified 70/15/15 split (``recipes.stratified_split``); the
 quick recipe (``heads.automl_fit`` on the product's ONNX features lite0/lite2/pixels) fitted on
@@ -11,6 +11,9 @@ scored through onnxruntime on the test split, next to the quick head on the same
 Sets: hymenoptera (train+val folders, 397 photos), dtd10 (all 1,200 photos, 10 classes: the
 "1k-image run"), Fashion-MNIST with 6,000 labeled training images (600 per class, seed 0).
 Quick features are cached under bench/out/cache; the search itself is timed from scratch.
+
+``--splits``: the split seeds to run (default 0). With several, each split is a row and the margin is
+also given pooled over their test images (a paired interval over N x 15% of the set, not 15%).
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def paired_interval(full_right: np.ndarray, quick_right: np.ndarray, *, rounds: 
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def run(name: str, seconds: float) -> dict:
+def run(name: str, seconds: float, split_seed: int = 0) -> dict:
     from training.ml import backbone as bb
     from training.ml import heads, recipes
     from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
@@ -94,7 +97,7 @@ def run(name: str, seconds: float) -> dict:
 
     classes, images, y = load(name)
     feats = quick_features(name, images)
-    train, val, test = recipes.stratified_split(list(y), seed=0)
+    train, val, test = recipes.stratified_split(list(y), seed=split_seed)
     t_total = time.perf_counter()
     pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
     t0 = time.perf_counter()
@@ -153,6 +156,9 @@ def run(name: str, seconds: float) -> dict:
     lo, hi = paired_interval(probs.argmax(1) == y[test], q_test.argmax(1) == y[test])
     return {
         "set": name,
+        "split_seed": split_seed,
+        "full_right": (probs.argmax(1) == y[test]).astype(int).tolist(),
+        "quick_right": (q_test.argmax(1) == y[test]).astype(int).tolist(),
         "n": len(images),
         "split": [len(train), len(val), len(test)],
         "quick_features": quick.feature_key,
@@ -182,35 +188,51 @@ def main() -> None:
     ap.add_argument("sets", nargs="*", default=["hymenoptera", "dtd10", "fashion"])
     ap.add_argument("--seconds", type=float, default=600.0, help="search budget (PICTOR_FINETUNE_SECONDS)")
     ap.add_argument("--fashion-seconds", type=float, default=900.0)
+    ap.add_argument("--splits", default="0", help="split seeds, comma-separated (pooled margin when several)")
+    ap.add_argument("--out", default="finetune.md", help="report file name in bench/out")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    rows = []
+    seeds = [int(x) for x in args.splits.split(",")]
     for name in args.sets:
-        rows.append(run(name, args.fashion_seconds if name == "fashion" else args.seconds))
-        (OUT_DIR / f"finetune-{name}.json").write_text(json.dumps(rows[-1], indent=1))
-        print(json.dumps({k: v for k, v in rows[-1].items() if k != "candidates"}), flush=True)
+        runs = []
+        for seed in seeds:
+            runs.append(run(name, args.fashion_seconds if name == "fashion" else args.seconds, seed))
+            (OUT_DIR / f"finetune-{name}.json").write_text(json.dumps(runs if len(runs) > 1 else runs[0], indent=1))
+            print(
+                json.dumps({k: v for k, v in runs[-1].items() if not k.endswith(("candidates", "right"))}), flush=True
+            )
     # The table shows every set measured so far (each set's latest run, its own JSON), so sets can
     # be run separately on a shared machine.
-    ran = {r["set"] for r in rows}
-    for name in ["hymenoptera", "dtd10", "fashion"]:
+    per_set = {}
+    for name in [n for n in ["hymenoptera", "dtd10", "fashion"] if args.out == "finetune.md" or n in args.sets]:
         saved = OUT_DIR / f"finetune-{name}.json"
-        if name not in ran and saved.exists():
-            rows.append(json.loads(saved.read_text()))
-    order = {"hymenoptera": 0, "dtd10": 1, "fashion": 2}
-    rows.sort(key=lambda r: order.get(r["set"], 9))
+        if saved.exists():
+            data = json.loads(saved.read_text())
+            per_set[name] = data if isinstance(data, list) else [data]
     lines = [
         "| set | images (train/val/test) | quick test acc | full test acc | margin (points, 95% paired bootstrap) | selected recipe | search s (budget) | whole training s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['set']} | {r['n']} ({'/'.join(map(str, r['split']))}) | {r['quick_test_accuracy']:.3f} ({r['quick_features']}) "
-            f"| {r['full_test_accuracy']:.3f} | {r['margin_points']:+.1f}{interval(r)} | {r['recipe']} | {r['search_seconds']:.0f} ({r['budget_seconds']:.0f}, {r['stop_reason']}) "
-            f"| {r['total_seconds']:.0f} |"
-        )
+    for runs in per_set.values():
+        for r in runs:
+            split = f", split {r['split_seed']}" if len(runs) > 1 else ""
+            lines.append(
+                f"| {r['set']}{split} | {r['n']} ({'/'.join(map(str, r['split']))}) | {r['quick_test_accuracy']:.3f} ({r['quick_features']}) "
+                f"| {r['full_test_accuracy']:.3f} | {r['margin_points']:+.1f}{interval(r)} | {r['recipe']} | {r['search_seconds']:.0f} ({r['budget_seconds']:.0f}, {r['stop_reason']}) "
+                f"| {r['total_seconds']:.0f} |"
+            )
+        if len(runs) > 1 and all("full_right" in r for r in runs):
+            full = np.concatenate([np.asarray(r["full_right"], bool) for r in runs])
+            quick = np.concatenate([np.asarray(r["quick_right"], bool) for r in runs])
+            lo, hi = paired_interval(full, quick)
+            lines.append(
+                f"| **{runs[0]['set']}, {len(runs)} splits pooled** | {len(full)} test images | {quick.mean():.3f} | {full.mean():.3f} "
+                f"| **{100 * (full.mean() - quick.mean()):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]** | | | |"
+            )
+    rows = [r for runs in per_set.values() for r in runs]
     lines.append("")
     lines.append(
         "The interval resamples the test images (full and quick answers paired): where it holds 0, that split cannot tell the two apart."
@@ -228,10 +250,11 @@ def main() -> None:
             )
             for c in r["candidates"]
         )
-        lines.append(f"- {r['set']}: {cs}")
+        split = f" (split {r['split_seed']})" if len(per_set.get(r["set"], [])) > 1 else ""
+        lines.append(f"- {r['set']}{split}: {cs}")
     text = "\n".join(lines) + "\n"
     print(text)
-    (OUT_DIR / "finetune.md").write_text(text)
+    (OUT_DIR / args.out).write_text(text)
 
 
 if __name__ == "__main__":
