@@ -417,7 +417,11 @@ class SuggestionSerializer(s.Serializer):
 class NextSampleSerializer(s.Serializer):
     id = s.UUIDField(source="sample.pk")
     image_url = s.SerializerMethodField()
-    score = s.FloatField(allow_null=True)
+    score = s.FloatField(
+        allow_null=True,
+        help_text="The active learner's score. null: not ranked (random or oldest order, or an image the "
+        "learner has no features for yet, drawn at random in proportion to those).",
+    )
     suggestion = SuggestionSerializer(allow_null=True)
 
     @extend_schema_field(OpenApiTypes.URI)
