@@ -1,10 +1,12 @@
-"""The active learner's batch while images are still being embedded (training/queue_order.py)."""
+"""The active learner's batch (training/queue_order.py): refreshed at claim time, and while images are
+still being embedded."""
 
 import pytest
 
 from conftest import datasets_dir
 from labeling import queue as lq
 from labeling.models import QueueBatch
+from labeling.services import sample_labels_set
 from labeling.tests.factories import make_sample
 from training import services
 
@@ -51,3 +53,24 @@ def test_it_ranks_the_whole_batch_once_every_image_has_a_vector(half_embedded):
     got = lq.queue_claim(project=team.project, holder=lq.holder_for_user(team.user("labeler")), count=10)
     assert len(got) == 10 and all(i.score is not None for i in got)
     assert {truth[i.sample.pk] for i in got} == {"ants", "bees"}
+
+
+def test_the_queue_order_is_refreshed_after_a_labeled_batch(half_embedded):
+    """Whoever asks for the next batch after labeling one gets an order computed after those labels,
+    at claim time, even though the background refresh never ran."""
+    team, truth = half_embedded
+    services.embeddings_compute(project_id=team.project.pk)
+    holder = lq.holder_for_user(team.user("labeler"))
+    # Inside the test transaction no on_commit callback runs: no background retrain or refresh.
+    first = lq.queue_claim(project=team.project, holder=holder, count=10)
+    batch = QueueBatch.objects.get(project=team.project)
+    # the learner's pick (typicality, no labels yet), not the upload-order fallback
+    assert [str(i.sample.pk) for i in first] == batch.sample_ids[:10] and batch.phase == "typicality"
+    for item in first:
+        sample_labels_set(sample=item.sample, names=[truth[item.sample.pk]], user=team.user("labeler"))
+    second = lq.queue_claim(project=team.project, holder=holder, count=10)
+    refreshed = QueueBatch.objects.get(project=team.project)
+    last_label = max(s.labeled_at for s in (i.sample.__class__.objects.get(pk=i.sample.pk) for i in first))
+    assert refreshed.created > last_label  # recomputed after the labels, synchronously
+    assert [str(i.sample.pk) for i in second] == refreshed.sample_ids[:10]
+    assert not {i.sample.pk for i in first} & {i.sample.pk for i in second}

@@ -248,34 +248,3 @@ def test_a_quick_model_on_the_pixels_feature_exports_to_onnx_too(hym_project, cl
     (probs,) = session.run(None, {"input": x})
     _, server = quick.quick_predict(model=model, sample_ids=[sample.pk])
     assert np.allclose(probs[0], server[0], atol=0.03), (probs, server)
-
-
-def test_the_queue_order_is_refreshed_after_a_labeled_batch(team, settings):
-    """Whoever asks for the next batch after labeling one gets an order computed after those labels,
-    at claim time, even though the background refresh never ran."""
-    from labeling import queue as lq
-
-    if not HYM.is_dir():
-        pytest.skip(f"hymenoptera_data not found at {HYM}")
-    settings.PICTOR_BACKBONES = ["lite0"]
-    team.project.queue_strategy = "active"
-    team.project.save()
-    truth = {}
-    for cls in ("ants", "bees"):
-        for p in sorted((HYM / "train" / cls).glob("*.jpg"))[:15]:
-            truth[make_sample(team.project, data=p.read_bytes()).pk] = cls
-    services.embeddings_compute(project_id=team.project.pk)
-    holder = lq.holder_for_user(team.user("labeler"))
-    # Inside the test transaction no on_commit callback runs: no background retrain or refresh.
-    first = lq.queue_claim(project=team.project, holder=holder, count=10)
-    batch = QueueBatch.objects.get(project=team.project)
-    # the learner's pick (typicality, no labels yet), not the upload-order fallback
-    assert [str(i.sample.pk) for i in first] == batch.sample_ids[:10] and batch.phase == "typicality"
-    for item in first:
-        sample_labels_set(sample=item.sample, names=[truth[item.sample.pk]], user=team.user("labeler"))
-    second = lq.queue_claim(project=team.project, holder=holder, count=10)
-    refreshed = QueueBatch.objects.get(project=team.project)
-    last_label = max(s.labeled_at for s in (i.sample.__class__.objects.get(pk=i.sample.pk) for i in first))
-    assert refreshed.created > last_label  # recomputed after the labels, synchronously
-    assert [str(i.sample.pk) for i in second] == refreshed.sample_ids[:10]
-    assert not {i.sample.pk for i in first} & {i.sample.pk for i in second}
