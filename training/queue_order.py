@@ -12,7 +12,7 @@ from django.utils import timezone
 from labeling.models import Lease, QueueBatch, Sample
 from projects.models import Project
 from training.data import aligned_features, labeled_set
-from training.selectors import feature_snapshot, uuid_keys
+from training.selectors import embedding_progress, feature_snapshot, uuid_keys
 from training.ml import active, heads
 from training.models import Embedding, ModelVersion
 from training.quick import NotEnoughLabels, _check, _feature_parts, classic_pool, latest_quick_model, quick_predict
@@ -105,12 +105,11 @@ def queue_refresh(*, project_id, batch_size: int | None = None, in_request: bool
 
 
 def _unembedded_share(*, project, backbone: str, n_labeled: int) -> float:
-    """The share of the unlabeled samples that have no vector yet (0 once embedding has caught up).
-
-    Two indexed counts; a vector that failed (an unreadable image) counts as done.
-    """
-    total = Sample.objects.filter(project=project).count()
-    pending = total - Embedding.objects.filter(project_id=project.pk, backbone=backbone).count()
+    """The share of the unlabeled samples that have no vector yet (0 once embedding has caught up);
+    a vector that failed (an unreadable image) counts as done, as on the feature panel."""
+    progress = embedding_progress(project_id=project.pk)
+    total = progress["total"]
+    pending = total - progress["per_backbone"].get(backbone, 0)
     if pending <= 0:
         return 0.0
     return min(1.0, pending / max(1, total - n_labeled))
