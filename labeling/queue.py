@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from labeling.hooks import queue_refresh_now
 from labeling.models import LabelEvent, Lease, QueueBatch, Sample, Skip
+from labeling.selectors import samples_unclaimed
 from labeling.signals import queue_exhausted
 from projects.models import Project
 
@@ -36,13 +37,8 @@ def holder_for_key(key) -> str:
 
 
 def _available(project: Project, holder: str, now) -> QuerySet[Sample]:
-    active_lease = Lease.objects.filter(sample=OuterRef("pk"), expires__gt=now)
     skipped = Skip.objects.filter(sample=OuterRef("pk"), holder=holder)
-    return (
-        Sample.objects.filter(project=project, labeled_at__isnull=True)
-        .exclude(Exists(active_lease))
-        .exclude(Exists(skipped))
-    )
+    return samples_unclaimed(project=project, now=now).exclude(Exists(skipped))
 
 
 def _try_lease(sample: Sample, holder: str, now, ttl: timedelta) -> bool:

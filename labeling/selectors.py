@@ -8,9 +8,9 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, Q, QuerySet
 
-from labeling.models import Label, LabelEvent, Sample, SampleLabel
+from labeling.models import Label, LabelEvent, Lease, Sample, SampleLabel
 from projects.access import parse_uuid
 from projects.models import Project
 
@@ -36,6 +36,12 @@ def project_sample_figures(project_ids: list) -> dict:
             if r["samples"] > COUNT_CACHE_ABOVE:
                 cache.set(keys[r["project_id"]], figures, COUNT_SECONDS)
     return out
+
+
+def samples_unclaimed(*, project: Project, now) -> QuerySet[Sample]:
+    """Samples the queue may still hand out: unlabeled, and under no live lease at ``now``."""
+    live_lease = Lease.objects.filter(sample=OuterRef("pk"), expires__gt=now)
+    return Sample.objects.filter(project=project, labeled_at__isnull=True).exclude(Exists(live_lease))
 
 
 def label_list(*, project: Project) -> list[Label]:

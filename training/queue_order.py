@@ -10,6 +10,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from labeling.models import Lease, QueueBatch, Sample
+from labeling.selectors import samples_unclaimed
 from projects.models import Project
 from training.data import aligned_features, labeled_set
 from training.selectors import embedding_progress, feature_snapshot, uuid_keys
@@ -124,12 +125,10 @@ def _with_unembedded(*, project, backbone: str, ids: list[str], scores: list, co
     the batch a draw from the whole pool, in proportion to the part the learner cannot see.
     """
     has_vector = Embedding.objects.filter(sample=OuterRef("pk"), backbone=backbone)
-    leased = Lease.objects.filter(sample=OuterRef("pk"), expires__gt=timezone.now())
     extra = [
         str(pk)
-        for pk in Sample.objects.filter(project=project, labeled_at__isnull=True)
+        for pk in samples_unclaimed(project=project, now=timezone.now())
         .exclude(Exists(has_vector))
-        .exclude(Exists(leased))
         .order_by("sha256")
         .values_list("pk", flat=True)[:count]
     ]
