@@ -34,10 +34,9 @@ def _job(access: ProjectAccess, job_id) -> TrainingJob:
 
 @project_view()
 def models_page(request: HttpRequest, access: ProjectAccess) -> HttpResponse:
-    models = selectors.model_list(project=access.project)
+    models = list(selectors.model_list(project=access.project))
     jobs = list(selectors.training_job_list(project=access.project).exclude(mode="quick")[:10])
     quick_jobs = list(selectors.training_job_list(project=access.project).filter(mode="quick")[:1])
-    models = list(models)
     deployed = next((m for m in models if m.deployed), None)
     # the zero-shot model answers because no quick model beat it (training.quick._deploy_automatic)
     zero_shot_kept = (
