@@ -178,6 +178,183 @@ def run(name: str, seconds: float, split_seed: int = 0) -> dict:
     }
 
 
+def load_holdout(name: str, split_seed: int, per_class: int):
+    """(classes, labeled images, labels, hold-out images, hold-out labels): what a user labeled, and
+    photos of the same classes the product never sees. Fashion-MNIST: its 6k labeled set and its
+    own 10k test set; others: ``per_class`` images per class drawn out with the seed."""
+    classes, images, y = load(name)
+    if name == "fashion":
+        import learning_data as ld
+
+        xte = ld._idx(ld.FASHION_DIR / "t10k-images-idx3-ubyte.gz")
+        yte = ld._idx(ld.FASHION_DIR / "t10k-labels-idx1-ubyte.gz").astype(np.int64)
+        return classes, images, y, [ld._png(a) for a in xte], yte
+    rng = np.random.default_rng(1000 + split_seed)
+    out = np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in range(len(classes))])
+    )
+    keep = np.setdiff1d(np.arange(len(y)), out)
+    return classes, [images[i] for i in keep], y[keep], [images[i] for i in out], y[out]
+
+
+def _graph_probs(graph, resolution: int, images: list) -> np.ndarray:
+    from training.ml import backbone as bb
+    from training.ml.ensemble import export_probabilities_onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runner = bb.OnnxRunner(export_probabilities_onnx(graph, Path(tmp) / "m.onnx", resolution))
+        return np.concatenate(
+            [
+                runner.run(bb.preprocess(images[i : i + 32], resolution))["probabilities"]
+                for i in range(0, len(images), 32)
+            ]
+        )
+
+
+def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refit_seconds: float) -> dict:
+    """full_train's whole path on a labeled set, judged on photos it never saw.
+
+    On the labeled set, as full_train does it: split 70/15/15, quick recipe on train, search, the
+    split's graph scored on its test split (the estimate), then ``recipes.refit`` on every label
+    with the quick head refitted by ``heads.refit_recipe``. On the hold-out: the split's graph (what
+    was stored before the refit existed), the refitted graph (what is stored now), and the quick
+    model a user has from the same labels (``heads.automl_fit`` on all of them, as quick_train)."""
+    from training.ml import heads, recipes
+    from training.ml.ensemble import BlendGraph, QuickGraph
+    from training.ml.features import FeatureKey
+
+    classes, images, y, h_images, h_y = load_holdout(name, split_seed, per_class)
+    tag = f"{name}-holdout{split_seed}" if name != "fashion" else name
+    feats = quick_features(tag, images)
+    h_feats = quick_features(f"{name}-holdout{split_seed}-out" if name != "fashion" else "fashion-test", h_images)
+    pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
+    t_total = time.perf_counter()
+    train, val, test = recipes.stratified_split(list(y), seed=split_seed)
+
+    def fit(rows):
+        return heads.automl_fit(
+            {k: v[rows] for k, v in feats.items()},
+            y[rows],
+            multi_label=False,
+            n_classes=len(classes),
+            pool=pool,
+            max_seconds=5.0,
+        )
+
+    def X(source, parts, rows=slice(None)):
+        return heads.concat_features([source[p][rows] for p in parts]) if len(parts) > 1 else source[parts[0]][rows]
+
+    quick = fit(train)
+    parts = list(FeatureKey.parse(quick.feature_key))
+    q_val = quick.head.predict_proba(X(feats, parts, val))
+    result = recipes.search(
+        train_items=[(images[i], int(y[i])) for i in train],
+        val_items=[(images[i], int(y[i])) for i in val],
+        num_classes=len(classes),
+        multi_label=False,
+        quick_val_probabilities=q_val,
+        config=recipes.SearchConfig(max_seconds=seconds),
+    )
+
+    def graph(net, head):
+        q = (
+            QuickGraph(parts, head.W, head.b, multi_label=False, input_resolution=result.resolution)
+            if result.weight < 1
+            else None
+        )
+        return BlendGraph(net, weight=result.weight, tta=result.tta, multi_label=False, quick=q)
+
+    split_graph = graph(result.model, quick.head)
+    est = _graph_probs(split_graph, result.resolution, [images[i] for i in test])
+    t0 = time.perf_counter()
+    fitted = recipes.refit(
+        items=[(img, int(t)) for img, t in zip(images, y)],
+        num_classes=len(classes),
+        multi_label=False,
+        result=result,
+        max_seconds=refit_seconds,
+    )
+    head_all = heads.refit_recipe(
+        feats, y, feature_key=quick.feature_key, l2=quick.l2, multi_label=False, n_classes=len(classes), pool=pool
+    )
+    refit_graph = graph(fitted.model if fitted.model is not None else result.model, head_all)
+    t_refit = time.perf_counter() - t0
+    t_total = time.perf_counter() - t_total
+    quick_all = fit(np.arange(len(y)))
+    qa_parts = list(FeatureKey.parse(quick_all.feature_key))
+    right = {
+        "quick_all": quick_all.head.predict_proba(X(h_feats, qa_parts)).argmax(1) == h_y,
+        "split": _graph_probs(split_graph, result.resolution, h_images).argmax(1) == h_y,
+        "refit": _graph_probs(refit_graph, result.resolution, h_images).argmax(1) == h_y,
+    }
+    margins = {}
+    for k in ("split", "refit"):
+        lo, hi = paired_interval(right[k], right["quick_all"])
+        margins[k] = [
+            round(100 * float(right[k].mean() - right["quick_all"].mean()), 1),
+            round(100 * lo, 1),
+            round(100 * hi, 1),
+        ]
+    return {
+        "set": name,
+        "split_seed": split_seed,
+        "labeled": len(y),
+        "holdout": len(h_y),
+        "split": [len(train), len(val), len(test)],
+        "estimate_split_test_accuracy": float((est.argmax(1) == y[test]).mean()),
+        "quick_split_test_accuracy": float(
+            (quick.head.predict_proba(X(feats, parts, test)).argmax(1) == y[test]).mean()
+        ),
+        "holdout_accuracy": {k: float(v.mean()) for k, v in right.items()},
+        "holdout_right": {k: v.astype(int).tolist() for k, v in right.items()},
+        "margin_vs_quick_all": margins,
+        "quick_all_features": quick_all.feature_key,
+        "recipe": result.recipe,
+        "refit": {"reason": fitted.reason, "seconds": round(t_refit, 1), "estimated_seconds": fitted.estimated_seconds},
+        "search_seconds": round(result.seconds, 1),
+        "budget_seconds": seconds,
+        "refit_budget_seconds": refit_seconds,
+        "total_seconds": round(t_total, 1),
+        "stop_reason": result.stop_reason,
+    }
+
+
+def holdout_report(name: str, runs: list[dict]) -> str:
+    lines = [
+        f"### {name}: the full model against the quick model a user has from the same labels, on photos neither saw",
+        "",
+        "| split | labeled (train/val/test) | hold-out | quick on all labels | full, split only (before) | full, refitted on all labels (now) | margin now (points, 95% paired) | margin before | recipe | refit s (est.) | whole training s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        a, m = r["holdout_accuracy"], r["margin_vs_quick_all"]
+        lines.append(
+            f"| {r['split_seed']} | {r['labeled']} ({'/'.join(map(str, r['split']))}) | {r['holdout']} | {a['quick_all']:.3f} ({r['quick_all_features']}) "
+            f"| {a['split']:.3f} | {a['refit']:.3f} | {m['refit'][0]:+.1f} [{m['refit'][1]:+.1f}, {m['refit'][2]:+.1f}] "
+            f"| {m['split'][0]:+.1f} [{m['split'][1]:+.1f}, {m['split'][2]:+.1f}] | {r['recipe']} "
+            f"| {r['refit']['seconds']:.0f} ({r['refit']['estimated_seconds']:.0f}, {r['refit']['reason']}) | {r['total_seconds']:.0f} |"
+        )
+    if len(runs) > 1:
+        q = np.concatenate([np.asarray(r["holdout_right"]["quick_all"], bool) for r in runs])
+        row = f"| **pooled** | | {len(q)} | {q.mean():.3f} |"
+        for k in ("split", "refit"):
+            f = np.concatenate([np.asarray(r["holdout_right"][k], bool) for r in runs])
+            row += f" {f.mean():.3f} |"
+        margins = []
+        for k in ("refit", "split"):
+            f = np.concatenate([np.asarray(r["holdout_right"][k], bool) for r in runs])
+            lo, hi = paired_interval(f, q)
+            margins.append(f" **{100 * (f.mean() - q.mean()):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]** |")
+        lines.append(row + "".join(margins) + " | | |")
+    lines.append("")
+    lines.append(
+        "Hold-out: photos of the same classes outside the labeled set (Fashion-MNIST: its 10k test set). "
+        "Quick on all labels: the AutoML quick recipe fitted on every labeled image (no subsample cap). "
+        "Whole training: quick fit, search, export and refit (the search's budget plus the refit's)."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def interval(r: dict) -> str:
     lo_hi = r.get("margin_interval_points")
     return f" [{lo_hi[0]:+.1f}, {lo_hi[1]:+.1f}]" if lo_hi else ""
@@ -190,12 +367,32 @@ def main() -> None:
     ap.add_argument("--fashion-seconds", type=float, default=900.0)
     ap.add_argument("--splits", default="0", help="split seeds, comma-separated (pooled margin when several)")
     ap.add_argument("--out", default="finetune.md", help="report file name in bench/out")
+    ap.add_argument(
+        "--holdout",
+        type=int,
+        default=0,
+        help="judge on N photos per class kept out of the labels (fashion: its test set)",
+    )
+    ap.add_argument("--refit-seconds", type=float, default=240.0, help="refit budget (PICTOR_FINETUNE_REFIT_SECONDS)")
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(2)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     seeds = [int(x) for x in args.splits.split(",")]
+    if args.holdout:
+        text = ""
+        for name in args.sets:
+            runs = []
+            for seed in seeds:
+                budget = args.fashion_seconds if name == "fashion" else args.seconds
+                runs.append(run_holdout(name, budget, seed, args.holdout, args.refit_seconds))
+                (OUT_DIR / f"finetune-holdout-{name}.json").write_text(json.dumps(runs, indent=1))
+                print(json.dumps({k: v for k, v in runs[-1].items() if k != "holdout_right"}), flush=True)
+            text += holdout_report(name, runs) + "\n"
+        print(text)
+        (OUT_DIR / args.out).write_text(text)
+        return
     for name in args.sets:
         runs = []
         for seed in seeds:

@@ -8,6 +8,13 @@ The search (``training.ml.recipes``) also considers blends of each fine-tune wit
 (its validation probabilities); when "the quick head alone" wins on validation, the stored model
 says so and is never offered as better. The stored artifact is one ONNX graph
 (``training.ml.ensemble.BlendGraph``) whatever won, and the reported test metrics are that graph's.
+
+The user's quick model learns from every label; a full model trained on 70% of them would start
+behind it. So once selected and scored, the recipe is replayed on all labels (``recipes.refit``:
+same backbone, stages, lr and epoch count; the quick head refitted with its features and l2) and
+that graph is stored, the split's test metrics standing as its estimate, as cross-validation does
+for the quick model. A refit the measured costs say cannot fit ``PICTOR_FINETUNE_REFIT_SECONDS``
+is skipped and the split's graph stored; the metrics' "refit" says which happened.
 """
 
 from __future__ import annotations
@@ -100,32 +107,36 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
     # step must still win over storing a model version.
     _stop_if_cancelled(job)
     services.training_job_heartbeat(job=job, progress=0.92, message="exporting and evaluating on held-out samples")
-    quick_graph = None
-    if result.weight < 1:
-        quick_graph = QuickGraph(
-            quick["parts"], quick["head"].W, quick["head"].b, multi_label=multi, input_resolution=result.resolution
-        )
+    quick_graph = _quick_graph(quick, quick["head"] if quick else None, result, multi)
     graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_probabilities_onnx(graph, Path(tmp) / "model.onnx", result.resolution)
-        artifact = path.read_bytes()
-        # The reported numbers are the stored graph's, through onnxruntime, as it will serve.
-        runner = bb.OnnxRunner(path)
-        test_images = [images[ids[i]] for i in test]
-        test_probs = np.concatenate(
-            [
-                runner.run(bb.preprocess(test_images[s : s + 16], result.resolution))["probabilities"]
-                for s in range(0, len(test_images), 16)
-            ]
-        ).astype(np.float32)
+    artifact, test_probs = _export(graph, result.resolution, [images[ids[i]] for i in test])
     y_test = Y[test]
     evaluation = metrics.evaluate(y_test, test_probs, label_names=label_names, multi_label=multi)
+    # The served model learns from every label, as the quick model does: the selected recipe is
+    # replayed on all of them (training.ml.recipes.refit). The split's model stays the estimate.
+    all_items = [item(i) for i in range(len(ids))]
+    refitted, refit_info = _refit(job, result, quick, all_items, Y, len(label_names), multi, config)
+    if refitted is not None:
+        net, quick_head = refitted
+        quick_graph = _quick_graph(quick, quick_head, result, multi)
+        graph = BlendGraph(net, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
+        artifact, _ = _export(graph, result.resolution, [])
+    n_train = len(ids) if refitted is not None else len(train)
     evaluation["evaluation"] = f"held-out test split of {len(test)} samples (not used for training or early stopping)"
+    evaluation["evaluation_detail"] = (
+        f"a held-out test split of {len(test)} samples, by the same recipe trained on {len(train)} others "
+        f"(selected on {len(val)} more); the served model was then retrained on all {len(ids)} labels"
+        if refitted is not None
+        else f"a held-out test split of {len(test)} samples (not used for training or early stopping); the "
+        f"retraining on all {len(ids)} labels did not fit its time budget, so the served model is this one, "
+        f"trained on {len(train)}"
+    )
     evaluation["honest"] = True
     evaluation["history"] = result.history
     evaluation["stop_reason"] = result.stop_reason
     evaluation["train_seconds"] = round(result.seconds, 1)
     evaluation["split"] = {"train": len(train), "validation": len(val), "test": len(test)}
+    evaluation["refit"] = refit_info
     evaluation["recipe"] = {
         "name": result.recipe,
         "backbone": result.backbone,
@@ -172,7 +183,7 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
         thresholds=[0.5] * len(label_names) if multi else None,
         metrics=evaluation,
         predictions=predictions,
-        n_train=len(train),
+        n_train=n_train,
         artifact=artifact,
         suffix="onnx",
     )
@@ -214,4 +225,84 @@ def _quick_fit(project, ids, Y, train, val, test, label_names, multi) -> dict | 
         "val_probs": result.head.predict_proba(X(va)).astype(np.float32),
         "head": result.head,
         "parts": parts,
+        # for the refit on all labels: the same recipe (features, l2), every labeled row
+        "feature_key": result.feature_key,
+        "l2": result.l2,
+        "features": {k: v[rows] for k, v in feats.items()},
+        "pool": pool or None,
     }
+
+
+def _quick_graph(quick: dict | None, head, result: recipes.SearchResult, multi: bool) -> QuickGraph | None:
+    """The quick part of the blend graph (None when the fine-tune alone won)."""
+    if result.weight >= 1 or quick is None:
+        return None
+    return QuickGraph(quick["parts"], head.W, head.b, multi_label=multi, input_resolution=result.resolution)
+
+
+def _export(graph: BlendGraph, resolution: int, images: list[bytes]) -> tuple[bytes, np.ndarray]:
+    """The graph as ONNX bytes, and its probabilities on ``images`` through onnxruntime (as it will serve)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = export_probabilities_onnx(graph, Path(tmp) / "model.onnx", resolution)
+        probs = []
+        if images:
+            runner = bb.OnnxRunner(path)
+            probs = [
+                runner.run(bb.preprocess(images[s : s + 16], resolution))["probabilities"]
+                for s in range(0, len(images), 16)
+            ]
+        return path.read_bytes(), (np.concatenate(probs).astype(np.float32) if probs else np.zeros((0, 0)))
+
+
+def _refit(
+    job: TrainingJob,
+    result: recipes.SearchResult,
+    quick: dict | None,
+    items: list,
+    Y: np.ndarray,
+    n_classes: int,
+    multi: bool,
+    config: recipes.SearchConfig,
+) -> tuple[tuple | None, dict]:
+    """The selected recipe retrained on every labeled item: ((net, quick head) or None, what happened).
+
+    None keeps the split's model (the refit did not fit its time budget); with "the quick head
+    alone" only the quick head is refitted. A cancel raises, as during the search.
+    """
+
+    def progress(p: float, message: str) -> None:
+        services.training_job_heartbeat(job=job, progress=0.93 + 0.05 * p, message=message)
+
+    fitted = recipes.refit(
+        items=items,
+        num_classes=n_classes,
+        multi_label=multi,
+        result=result,
+        config=config,
+        max_seconds=settings.PICTOR_FINETUNE_REFIT_SECONDS,
+        should_stop=lambda: services.training_job_cancel_requested(job=job),
+        progress=progress,
+    )
+    _stop_if_cancelled(job)
+    info = {
+        "reason": fitted.reason,
+        "seconds": fitted.seconds,
+        "estimated_seconds": fitted.estimated_seconds,
+        "budget_seconds": settings.PICTOR_FINETUNE_REFIT_SECONDS,
+    }
+    if fitted.reason not in ("refitted", "quick_alone"):
+        info["trained_on"] = result.n_train
+        return None, info
+    head = None
+    if result.weight < 1 and quick is not None:
+        head = heads.refit_recipe(
+            quick["features"],
+            Y,
+            feature_key=quick["feature_key"],
+            l2=quick["l2"],
+            multi_label=multi,
+            n_classes=n_classes,
+            pool=quick["pool"],
+        )
+    info["trained_on"] = len(items)
+    return (fitted.model if fitted.model is not None else result.model, head), info

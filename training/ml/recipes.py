@@ -25,6 +25,9 @@ Why it is built this way (CPU first):
 * **Budget**: one deadline for the whole search. A backbone's cache is only built when its
   estimated cost (measured per image on the previous backbone) still fits; each candidate stops
   at the deadline and keeps its best validated epoch.
+* **Refit**: the search learns from the train split only, while the quick model a user already
+  has learns from every label; ``refit`` replays the selected recipe (backbone, K, lr, epoch
+  count) on all of them, within its own budget estimated from the costs the search measured.
 """
 
 from __future__ import annotations
@@ -43,7 +46,19 @@ from torch import nn
 
 from . import backbone as bb
 
-__all__ = ["Cancelled", "Item", "SearchConfig", "SearchResult", "Target", "blend_choice", "search", "stratified_split"]
+__all__ = [
+    "Cancelled",
+    "Item",
+    "Refit",
+    "SearchConfig",
+    "SearchResult",
+    "Target",
+    "blend_choice",
+    "refit",
+    "refit_estimate",
+    "search",
+    "stratified_split",
+]
 
 Target = int | Sequence[int] | Sequence[float]
 Item = tuple[bb.ImageInput, Target]  # (image, class index or multi-hot list)
@@ -153,6 +168,14 @@ class SearchResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     stop_reason: str = "completed"  # "completed" | "time_limit"
     seconds: float = 0.0
+    # The winner's recipe, for ``refit``: stages fine-tuned (0: its linear probe), lr, selected
+    # epoch, and the measured costs (seconds per training epoch, per cached image view).
+    blocks: int = 0
+    lr: float = 0.0
+    epoch: int = 0
+    n_train: int = 0
+    epoch_seconds: float = 0.0
+    view_seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,6 +379,35 @@ def _fit_probe(
 
 
 @torch.no_grad()
+def _init_head(
+    model: nn.Module,
+    cache: torch.Tensor,
+    start: int,
+    targets: torch.Tensor,
+    num_classes: int,
+    multi_label: bool,
+    config: SearchConfig,
+) -> None:
+    """Set the classifier before fine-tuning: the LP of LP-FT (a logistic regression on the frozen
+    net's pooled features of every cached view; any K gives the same features) or zeros."""
+    if config.head_init == "linear_probe":
+        feats = _pooled(model, cache, start, 128)
+        weight, bias = _fit_probe(
+            feats.reshape(-1, feats.shape[-1]),
+            targets.repeat(feats.shape[0], *([1] * (targets.ndim - 1))),
+            num_classes,
+            multi_label,
+            config.probe_l2,
+        )
+    elif config.head_init == "zeros":
+        weight, bias = torch.zeros_like(model.classifier.weight), torch.zeros_like(model.classifier.bias)
+    else:
+        raise ValueError(f"unknown head_init {config.head_init!r}")
+    model.classifier.weight.copy_(weight)
+    model.classifier.bias.copy_(bias)
+
+
+@torch.no_grad()
 def _val_probs(
     model: nn.Module, cache: torch.Tensor, start: int, batch_size: int, multi_label: bool
 ) -> dict[bool, np.ndarray]:
@@ -374,6 +426,86 @@ def _lr_factor(step: int, total: int, warmup_fraction: float) -> float:
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class _Finetune:
+    """Fine-tuning of a net's last stages on a stem cache: the optimizer, loss, lr schedule and
+    per-epoch loop that a search candidate and the refit of its winner share.
+
+    The lr schedule spans ``config.epochs`` whatever the run's length, so a refit stopped at the
+    selected epoch has seen exactly the learning rates its candidate saw up to that epoch.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        start: int,
+        lr: float,
+        config: SearchConfig,
+        targets: torch.Tensor,
+        multi_label: bool,
+        rng: np.random.Generator,
+    ) -> None:
+        self.model, self.start, self.config, self.rng = model, start, config, rng
+        dev = next(model.parameters()).device
+        trainable = [*list(model.blocks)[start:], model.conv_head, model.bn2]
+        body = [p for m in trainable for p in m.parameters()]
+        head = list(model.classifier.parameters())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in body + head:
+            p.requires_grad_(True)
+        self.params = body + head
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": head, "lr": lr, "base_lr": lr},
+                {"params": body, "lr": lr * config.body_lr_mult, "base_lr": lr * config.body_lr_mult},
+            ],
+            weight_decay=config.weight_decay,
+        )
+        if multi_label:
+            self.criterion: nn.Module = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(targets).to(dev))
+        else:
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.targets = targets.to(dev)
+        self.n = len(targets)
+        self.steps = max(1, math.ceil(self.n / config.batch_size))
+        self.total = self.steps * config.epochs
+        self.step = 0
+
+    def epoch(
+        self,
+        cache: torch.Tensor,
+        *,
+        should_stop: Callable[[], bool] | None,
+        remaining: Callable[[], float],
+    ) -> tuple[float, int, bool]:
+        """One pass over the cache (one random view per image): (mean loss, steps run, timed out)."""
+        config, model, dev = self.config, self.model, self.targets.device
+        order = torch.from_numpy(self.rng.permutation(self.n))
+        view = torch.from_numpy(self.rng.integers(0, cache.shape[0], self.n))
+        running = 0.0
+        for s in range(self.steps):
+            if should_stop is not None and should_stop():
+                raise Cancelled("fine-tuning cancelled")
+            if remaining() <= 0:
+                return running / max(1, self.n), s, True
+            idx = order[s * config.batch_size : (s + 1) * config.batch_size]
+            x = cache[view[idx].to(dev), idx.to(dev)].float()
+            factor = _lr_factor(self.step, self.total, config.warmup_fraction)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["base_lr"] * factor
+            f = _tail(model, x, self.start)
+            f = nn.functional.dropout(f, p=config.drop_rate, training=True)
+            loss = self.criterion(model.classifier(f), self.targets[idx.to(dev)])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.params, 5.0)
+            self.optimizer.step()
+            running += loss.item() * len(idx)
+            self.step += 1
+        return running / max(1, self.n), self.steps, False
 
 
 def search(
@@ -422,6 +554,7 @@ def search(
     best: dict[str, Any] | None = None  # the selected candidate so far (with its blend)
     stop_reason = "completed"
     seconds_per_view: float | None = None  # trunk seconds per image view, measured
+    view_seconds: dict[str, float] = {}  # the same, per backbone (the refit's estimate)
     done = 0
 
     def remaining() -> float:
@@ -465,30 +598,15 @@ def search(
         ).to(dev)
         del run
         seconds_per_view = (time.monotonic() - t0) / views
+        view_seconds[name] = seconds_per_view
         caches = {k_max: (train_cache, val_cache)}
         for k in sorted({k for k, _ in pairs} - {k_max}):
             caches[k] = (
                 _advance(model, train_cache, stop, n_blocks - k, 64),
                 _advance(model, val_cache, stop, n_blocks - k, 64),
             )
-        # LP: the frozen net's pooled features (any K gives the same); both train views.
         start_k = n_blocks - k_max
-        feats = _pooled(model, train_cache, start_k, 128)
-        if config.head_init == "linear_probe":
-            weight, bias = _fit_probe(
-                feats.reshape(-1, feats.shape[-1]),
-                y_train.repeat(feats.shape[0], *([1] * (y_train.ndim - 1))),
-                num_classes,
-                multi_label,
-                config.probe_l2,
-            )
-        elif config.head_init == "zeros":
-            weight, bias = torch.zeros_like(model.classifier.weight), torch.zeros_like(model.classifier.bias)
-        else:
-            raise ValueError(f"unknown head_init {config.head_init!r}")
-        model.classifier.weight.copy_(weight)
-        model.classifier.bias.copy_(bias)
-        del feats
+        _init_head(model, train_cache, start_k, y_train, num_classes, multi_label, config)
         base_state = copy.deepcopy(model.state_dict())
         probe_probs = _val_probs(model, val_cache, start_k, 128, multi_label)
         scored = blend_choice(
@@ -528,58 +646,16 @@ def search(
         tr_cache, va_cache = caches[k]
         start = n_blocks - k
         model.load_state_dict(base_state)
-        trainable = [*list(model.blocks)[start:], model.conv_head, model.bn2]
-        body = [p for m in trainable for p in m.parameters()]
-        head = list(model.classifier.parameters())
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in body + head:
-            p.requires_grad_(True)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": head, "lr": lr, "base_lr": lr},
-                {"params": body, "lr": lr * config.body_lr_mult, "base_lr": lr * config.body_lr_mult},
-            ],
-            weight_decay=config.weight_decay,
-        )
-        if multi_label:
-            criterion: nn.Module = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(y_train).to(dev))
-        else:
-            criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-        n = tr_cache.shape[1]
-        steps = max(1, math.ceil(n / config.batch_size))
-        total = steps * config.epochs
-        y_dev = y_train.to(dev)
+        run = _Finetune(model, start=start, lr=lr, config=config, targets=y_train, multi_label=multi_label, rng=rng)
         cand_best: dict[str, Any] | None = None
         bad = 0
-        step = 0
         epoch = 0
+        train_seconds = 0.0
         for epoch in range(1, config.epochs + 1):
-            order = torch.from_numpy(rng.permutation(n))
-            view = torch.from_numpy(rng.integers(0, tr_cache.shape[0], n))
-            running = 0.0
-            timed_out = False
-            for s in range(steps):
-                if should_stop is not None and should_stop():
-                    raise Cancelled("fine-tuning cancelled")
-                if remaining() <= 0:
-                    timed_out = True
-                    break
-                idx = order[s * config.batch_size : (s + 1) * config.batch_size]
-                x = tr_cache[view[idx].to(dev), idx.to(dev)].float()
-                factor = _lr_factor(step, total, config.warmup_fraction)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["base_lr"] * factor
-                f = _tail(model, x, start)
-                f = nn.functional.dropout(f, p=config.drop_rate, training=True)
-                loss = criterion(model.classifier(f), y_dev[idx.to(dev)])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(body + head, 5.0)
-                optimizer.step()
-                running += loss.item() * len(idx)
-                step += 1
-            if timed_out and s == 0:
+            t0 = time.monotonic()
+            loss, steps_run, timed_out = run.epoch(tr_cache, should_stop=should_stop, remaining=remaining)
+            train_seconds += time.monotonic() - t0
+            if timed_out and steps_run == 0:
                 stop_reason = "time_limit"
                 break
             probs = _val_probs(model, va_cache, start, 128, multi_label)
@@ -589,7 +665,7 @@ def search(
                 {
                     "candidate": label,
                     "epoch": epoch,
-                    "train_loss": running / max(1, n),
+                    "train_loss": loss,
                     "val_loss": v_loss,
                     "val_accuracy": v_acc,
                 }
@@ -599,7 +675,7 @@ def search(
                 candidate=label,
                 epoch=epoch,
                 epochs=config.epochs,
-                loss=running / max(1, n),
+                loss=loss,
                 val_accuracy=v_acc,
                 val_loss=v_loss,
             )
@@ -631,6 +707,7 @@ def search(
             "lr": lr,
             "epoch": cand_best["epoch"],
             "epochs_run": epoch,
+            "epoch_seconds": round(train_seconds / max(1, epoch), 3),
             **{k2: v for k2, v in scored.items() if k2 != "probs"},
         }
         candidates.append(entry)
@@ -679,7 +756,118 @@ def search(
         history=history,
         stop_reason=stop_reason,
         seconds=time.monotonic() - started,
+        blocks=int(best["blocks"]),
+        lr=float(best["lr"]),
+        epoch=int(best["epoch"]),
+        n_train=len(train_items),
+        epoch_seconds=float(best.get("epoch_seconds", 0.0)),
+        view_seconds=float(view_seconds.get(best["backbone"], 0.0)),
     )
+
+
+@dataclass
+class Refit:
+    """The search's winner retrained on every labeled item, or why it was not."""
+
+    model: nn.Module | None  # the retrained net (eval, CPU); None: keep the search's model
+    reason: str  # "refitted" | "quick_alone" (no net to retrain) | "time_budget" | "time_limit"
+    seconds: float
+    estimated_seconds: float
+    n_items: int
+
+
+def refit_estimate(result: SearchResult, n_items: int, config: SearchConfig | None = None) -> float:
+    """Seconds a refit of ``result`` on ``n_items`` should take, from the costs the search measured:
+    one cache pass (both views up to ``flip_train_max``) plus the selected epochs, scaled to the
+    larger set, with a 30% margin."""
+    config = config or SearchConfig()
+    views = n_items * (2 if n_items <= config.flip_train_max else 1)
+    epochs = result.epoch_seconds * result.epoch * n_items / max(1, result.n_train)
+    return 1.3 * (result.view_seconds * views + epochs)
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def refit(
+    *,
+    items: Sequence[Item],
+    num_classes: int,
+    multi_label: bool,
+    result: SearchResult,
+    config: SearchConfig | None = None,
+    max_seconds: float | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> Refit:
+    """Retrain the search's selected recipe on ``items`` (every label, the search's held-out ones too).
+
+    The search trains on its train split and holds out val (selection) and test (the reported
+    estimate); the model a user serves should learn from all their labels, as the quick model does.
+    Nothing is left to validate on, so the recipe is replayed exactly: the same backbone,
+    resolution, K stages and lr, its LP head refitted on all items, trained for the epoch count the
+    search selected on val (same lr schedule, same views). TTA and the blend weight are the
+    caller's to keep. A refit that the measured costs say cannot finish within ``max_seconds`` is
+    not started, and one that runs out of time is abandoned: the caller keeps the search's model.
+    """
+    config = config or SearchConfig()
+    started = time.monotonic()
+    n = len(items)
+    if result.weight == 0.0:
+        return Refit(None, "quick_alone", 0.0, 0.0, n)
+    estimate = refit_estimate(result, n, config)
+    if max_seconds is not None and estimate > max_seconds:
+        return Refit(None, "time_budget", 0.0, round(estimate, 1), n)
+    deadline = None if max_seconds is None else started + max_seconds
+
+    def remaining() -> float:
+        return math.inf if deadline is None else deadline - time.monotonic()
+
+    def stop() -> bool:
+        if should_stop is not None and should_stop():
+            return True
+        if remaining() <= 0:
+            raise _OutOfTime
+        return False
+
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    dev = bb.device()
+    targets = _targets_tensor([t for _, t in items], num_classes, multi_label)
+    model = bb.load_backbone(result.backbone, num_classes=num_classes).to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    start = len(model.blocks) - result.blocks
+    try:
+        if progress is not None:
+            progress(0.0, f"caching the frozen stages of {result.backbone} for all {n} labeled images")
+        run = _stem_runner(model, start, result.resolution, dev, config.stem_runtime)
+        flip = n <= config.flip_train_max
+        cache = _cache(
+            run, [img for img, _ in items], resolution=result.resolution, flip=flip, batch_size=32, should_stop=stop
+        ).to(dev)
+        del run
+        _init_head(model, cache, start, targets, num_classes, multi_label, config)
+        if result.blocks > 0:
+            tune = _Finetune(
+                model, start=start, lr=result.lr, config=config, targets=targets, multi_label=multi_label, rng=rng
+            )
+            for epoch in range(1, result.epoch + 1):
+                if progress is not None:
+                    progress(epoch / (result.epoch + 1), f"retraining on all {n} labels · epoch {epoch}/{result.epoch}")
+                _, _, timed_out = tune.epoch(cache, should_stop=stop, remaining=remaining)
+                if timed_out:
+                    raise _OutOfTime
+    except _OutOfTime:
+        return Refit(None, "time_limit", round(time.monotonic() - started, 1), round(estimate, 1), n)
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+    model = model.cpu().eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Refit(model, "refitted", round(time.monotonic() - started, 1), round(estimate, 1), n)
 
 
 def recipe_name(c: dict[str, Any]) -> str:

@@ -54,8 +54,9 @@ def _run(project) -> ModelVersion:
     return job.model
 
 
-def _test_accuracy_of_artifact(model: ModelVersion) -> float:
-    """Accuracy of the stored graph on the stored held-out predictions' samples, recomputed."""
+def _artifact_on_held_out(model: ModelVersion) -> tuple[float, np.ndarray, np.ndarray]:
+    """The stored graph on the stored held-out predictions' samples, recomputed: (accuracy, its
+    confidences, the stored confidences)."""
     from django.core.files.storage import default_storage
 
     from labeling.models import Sample
@@ -66,7 +67,8 @@ def _test_accuracy_of_artifact(model: ModelVersion) -> float:
     images = [default_storage.open(names[h.sample_id]).read() for h in held]
     probs = runner_.run(bb.preprocess(images, RES))["probabilities"]
     truth = [model.label_names.index(h.true[0]) for h in held]
-    return float(np.mean(probs.argmax(1) == np.array(truth)))
+    stored = np.array([h.confidence for h in held])
+    return float(np.mean(probs.argmax(1) == np.array(truth))), probs.max(1), stored
 
 
 @pytest.mark.slow
@@ -84,10 +86,31 @@ def test_it_stores_the_searched_recipe_as_one_graph_and_reports_it_on_the_test_s
     assert recipe["val_accuracy"] == max(c["val_accuracy"] for c in tried)
     assert m["baseline_quick"]["features"] == "lite0"
     assert m["better_than_quick"] == (recipe["finetune_weight"] > 0 and m["accuracy"] > m["baseline_quick"]["accuracy"])
-    # The reported test accuracy is the stored graph's (what FullPredictor serves).
     assert model.features == f"lite0@{RES}"
-    assert _test_accuracy_of_artifact(model) == pytest.approx(m["accuracy"])
     assert model.held_out.count() == m["split"]["test"]
+    # The stored graph is the recipe retrained on all 20 labels, the test split's included: it is
+    # no longer the graph the held-out figures came from (those stand as its estimate).
+    assert m["refit"]["reason"] in ("refitted", "quick_alone") and m["refit"]["trained_on"] == 2 * PER_CLASS
+    assert model.n_train == 2 * PER_CLASS
+    assert f"retrained on all {2 * PER_CLASS} labels" in m["evaluation_detail"]
+    _, served, reported = _artifact_on_held_out(model)
+    assert np.abs(served - reported).max() > 1e-3
+
+
+@pytest.mark.slow
+@needs_hymenoptera
+def test_without_time_for_the_refit_it_stores_the_split_graph_it_reported(project, settings, monkeypatch):
+    settings.PICTOR_FINETUNE_REFIT_SECONDS = 0
+    _forced(monkeypatch, weight=1.0)  # a net to retrain ("quick head alone" only refits the head)
+    model = _run(project)
+    m = model.metrics
+    assert m["refit"]["reason"] == "time_budget" and m["refit"]["estimated_seconds"] > 0
+    assert model.n_train == m["split"]["train"] == m["refit"]["trained_on"]
+    assert "did not fit its time budget" in m["evaluation_detail"]
+    # The reported test accuracy is the stored graph's (what FullPredictor serves).
+    accuracy, served, reported = _artifact_on_held_out(model)
+    assert accuracy == pytest.approx(m["accuracy"])
+    assert np.allclose(served, reported, atol=1e-3)
 
 
 def _forced(monkeypatch, **changes):

@@ -7,6 +7,7 @@ which bench/finetune.py measures.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -121,6 +122,68 @@ def test_search_respects_a_tiny_time_budget(toy):
     assert any(c.get("backbone") == "lite2" and c.get("skipped") for c in result.candidates) or not any(
         c.get("backbone") == "lite2" for c in result.candidates
     )
+
+
+@pytest.fixture(scope="module")
+def searched(toy):
+    """A search whose winner is a one-stage fine-tune (the probe starts at chance)."""
+    train, val = toy
+    config = recipes.SearchConfig(**TINY, recipes=((1, 3e-3),), head_init="zeros")
+    result = recipes.search(train_items=train, val_items=val, num_classes=2, multi_label=False, config=config)
+    assert result.blocks == 1 and result.epoch >= 1 and result.lr == 3e-3
+    assert result.n_train == len(train) and result.epoch_seconds > 0 and result.view_seconds > 0
+    return result, config
+
+
+def _accuracy(model, items) -> float:
+    x = torch.from_numpy(bb.preprocess([img for img, _ in items], RES))
+    with torch.no_grad():
+        return float((model(x).argmax(1).numpy() == np.array([t for _, t in items])).mean())
+
+
+@pytest.mark.slow
+def test_a_refit_replays_the_winners_recipe_on_the_items_it_is_given(toy, searched):
+    train, val = toy
+    result, config = searched
+    # Labels swapped: a refit that learnt from its items answers the swap; one that reused the
+    # search's net (trained on the true labels) would not.
+    swapped = [(img, 1 - t) for img, t in train + val]
+    events: list[str] = []
+    fitted = recipes.refit(
+        items=swapped,
+        num_classes=2,
+        multi_label=False,
+        result=result,
+        config=config,
+        progress=lambda p, message: events.append(message),
+    )
+    assert fitted.reason == "refitted" and fitted.n_items == len(swapped)
+    assert fitted.model is not result.model and not fitted.model.training
+    assert _accuracy(result.model, val) >= 0.9
+    assert _accuracy(fitted.model, val) <= 0.1
+    # exactly the selected number of epochs, no early stopping (nothing is held out)
+    assert sum("epoch" in e for e in events) == result.epoch
+    assert f"epoch {result.epoch}/{result.epoch}" in events[-1]
+
+
+def test_a_refit_that_cannot_fit_its_budget_or_has_no_net_is_not_run(searched, toy, monkeypatch):
+    train, val = toy
+    result, config = searched
+    items = train + val
+    over = recipes.refit(items=items, num_classes=2, multi_label=False, result=result, config=config, max_seconds=0.0)
+    assert over.reason == "time_budget" and over.model is None and over.estimated_seconds > 0
+    assert recipes.refit_estimate(result, 2 * len(items), config) > recipes.refit_estimate(result, len(items), config)
+    quick_alone = dataclasses.replace(result, weight=0.0)
+    none = recipes.refit(items=items, num_classes=2, multi_label=False, result=quick_alone, config=config)
+    assert none.reason == "quick_alone" and none.model is None
+    # Estimated to fit, then out of time mid-way: abandoned, not half-trained.
+    monkeypatch.setattr(recipes, "refit_estimate", lambda *a, **k: 0.0)
+    late = recipes.refit(items=items, num_classes=2, multi_label=False, result=result, config=config, max_seconds=1e-6)
+    assert late.reason == "time_limit" and late.model is None
+    with pytest.raises(recipes.Cancelled):
+        recipes.refit(
+            items=items, num_classes=2, multi_label=False, result=result, config=config, should_stop=lambda: True
+        )
 
 
 def test_blend_weight_and_tta_are_chosen_on_validation_only():
