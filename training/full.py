@@ -122,7 +122,13 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
         graph = BlendGraph(net, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
         artifact, _ = _export(graph, result.resolution, [])
     n_train = len(ids) if refitted is not None else len(train)
-    evaluation["evaluation"] = f"held-out test split of {len(test)} samples (not used for training or early stopping)"
+    # "not used for training" is only true of the split's model: the served one saw those samples.
+    evaluation["evaluation"] = (
+        f"held-out test split of {len(test)} samples, scored by the same recipe trained without them "
+        f"(the served model was then retrained on all {len(ids)} labels)"
+        if refitted is not None
+        else f"held-out test split of {len(test)} samples (not used for training or early stopping)"
+    )
     evaluation["evaluation_detail"] = (
         f"a held-out test split of {len(test)} samples, by the same recipe trained on {len(train)} others "
         f"(selected on {len(val)} more); the served model was then retrained on all {len(ids)} labels"

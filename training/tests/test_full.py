@@ -93,6 +93,7 @@ def test_it_stores_the_searched_recipe_as_one_graph_and_reports_it_on_the_test_s
     assert m["refit"]["reason"] in ("refitted", "quick_alone") and m["refit"]["trained_on"] == 2 * PER_CLASS
     assert model.n_train == 2 * PER_CLASS
     assert f"retrained on all {2 * PER_CLASS} labels" in m["evaluation_detail"]
+    assert "not used for training" not in m["evaluation"] and "trained without them" in m["evaluation"]
     _, served, reported = _artifact_on_held_out(model)
     assert np.abs(served - reported).max() > 1e-3
 
@@ -107,6 +108,7 @@ def test_without_time_for_the_refit_it_stores_the_split_graph_it_reported(projec
     assert m["refit"]["reason"] == "time_budget" and m["refit"]["estimated_seconds"] > 0
     assert model.n_train == m["split"]["train"] == m["refit"]["trained_on"]
     assert "did not fit its time budget" in m["evaluation_detail"]
+    assert "not used for training" in m["evaluation"]
     # The reported test accuracy is the stored graph's (what FullPredictor serves).
     accuracy, served, reported = _artifact_on_held_out(model)
     assert accuracy == pytest.approx(m["accuracy"])

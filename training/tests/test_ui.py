@@ -148,6 +148,13 @@ def test_evaluation_page_shows_the_full_trainings_recipe_and_its_candidates(team
         and "skipped (time budget)" in table
     )
     assert "not offered as better" not in page
+    assert "on the test split it never saw" in page
+    # Retrained on all labels after scoring: the page no longer says the version never saw the test split.
+    model.metrics["split"] = {"train": 70, "validation": 15, "test": 15}
+    model.metrics["refit"] = {"reason": "refitted", "trained_on": 100}
+    model.save()
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    assert "never saw" not in page and "retrained on all 100 labels, those included" in page
     model.metrics["history"] = [
         {"candidate": "lite2 · last 1 stage · lr 0.001", "epoch": 3, "train_loss": 0.25, "val_accuracy": 0.9}
     ]
