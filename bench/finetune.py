@@ -89,26 +89,47 @@ def paired_interval(full_right: np.ndarray, quick_right: np.ndarray, *, rounds: 
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def quick_fit(feats: dict, y: np.ndarray, rows, n_classes: int):
+    """The quick model's AutoML on ``rows`` (the classic features' PCA on every labeled row, as the product)."""
+    from training.ml import heads
+
+    pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
+    return heads.automl_fit(
+        {k: v[rows] for k, v in feats.items()},
+        y[rows],
+        multi_label=False,
+        n_classes=n_classes,
+        pool=pool,
+        max_seconds=5.0,
+    )
+
+
+def search_on(images, y, train, val, q_val, n_classes: int, seconds: float, progress=None):
+    """The product's recipe search on one split (full_train's call)."""
+    from training.ml import recipes
+
+    return recipes.search(
+        train_items=[(images[i], int(y[i])) for i in train],
+        val_items=[(images[i], int(y[i])) for i in val],
+        num_classes=n_classes,
+        multi_label=False,
+        quick_val_probabilities=q_val,
+        config=recipes.SearchConfig(max_seconds=seconds),
+        progress=progress,
+    )
+
+
 def run(name: str, seconds: float, split_seed: int = 0) -> dict:
-    from training.ml import backbone as bb
     from training.ml import heads, recipes
-    from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
+    from training.ml.ensemble import BlendGraph, QuickGraph
     from training.ml.features import FeatureKey
 
     classes, images, y = load(name)
     feats = quick_features(name, images)
     train, val, test = recipes.stratified_split(list(y), seed=split_seed)
     t_total = time.perf_counter()
-    pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
     t0 = time.perf_counter()
-    quick = heads.automl_fit(
-        {k: v[train] for k, v in feats.items()},
-        y[train],
-        multi_label=False,
-        n_classes=len(classes),
-        pool=pool,
-        max_seconds=5.0,
-    )
+    quick = quick_fit(feats, y, train, len(classes))
     t_quick = time.perf_counter() - t0
     parts = list(FeatureKey.parse(quick.feature_key))
 
@@ -126,31 +147,14 @@ def run(name: str, seconds: float, split_seed: int = 0) -> dict:
                 flush=True,
             )
 
-    result = recipes.search(
-        train_items=[(images[i], int(y[i])) for i in train],
-        val_items=[(images[i], int(y[i])) for i in val],
-        num_classes=len(classes),
-        multi_label=False,
-        quick_val_probabilities=q_val,
-        config=recipes.SearchConfig(max_seconds=seconds),
-        progress=progress,
-    )
+    result = search_on(images, y, train, val, q_val, len(classes), seconds, progress)
     quick_graph = (
         QuickGraph(parts, quick.head.W, quick.head.b, multi_label=False, input_resolution=result.resolution)
         if result.weight < 1
         else None
     )
     graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=False, quick=quick_graph)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_probabilities_onnx(graph, Path(tmp) / "m.onnx", result.resolution)
-        runner = bb.OnnxRunner(path)
-        timg = [images[i] for i in test]
-        probs = np.concatenate(
-            [
-                runner.run(bb.preprocess(timg[i : i + 32], result.resolution))["probabilities"]
-                for i in range(0, len(timg), 32)
-            ]
-        )
+    probs = _graph_probs(graph, result.resolution, [images[i] for i in test])
     t_total = time.perf_counter() - t_total
     full_acc = float((probs.argmax(1) == y[test]).mean())
     lo, hi = paired_interval(probs.argmax(1) == y[test], q_test.argmax(1) == y[test])
@@ -232,14 +236,7 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
     train, val, test = recipes.stratified_split(list(y), seed=split_seed)
 
     def fit(rows):
-        return heads.automl_fit(
-            {k: v[rows] for k, v in feats.items()},
-            y[rows],
-            multi_label=False,
-            n_classes=len(classes),
-            pool=pool,
-            max_seconds=5.0,
-        )
+        return quick_fit(feats, y, rows, len(classes))
 
     def X(source, parts, rows=slice(None)):
         return heads.concat_features([source[p][rows] for p in parts]) if len(parts) > 1 else source[parts[0]][rows]
@@ -247,14 +244,7 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
     quick = fit(train)
     parts = list(FeatureKey.parse(quick.feature_key))
     q_val = quick.head.predict_proba(X(feats, parts, val))
-    result = recipes.search(
-        train_items=[(images[i], int(y[i])) for i in train],
-        val_items=[(images[i], int(y[i])) for i in val],
-        num_classes=len(classes),
-        multi_label=False,
-        quick_val_probabilities=q_val,
-        config=recipes.SearchConfig(max_seconds=seconds),
-    )
+    result = search_on(images, y, train, val, q_val, len(classes), seconds)
 
     def graph(net, head):
         q = (
