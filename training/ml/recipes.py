@@ -147,6 +147,10 @@ class SearchConfig:
     # "torch" forces the CUDA path's runtime on any device (so it is exercised without a GPU).
     stem_runtime: str = "auto"
 
+    def flip_train(self, n_train: int) -> bool:
+        """Whether a training set of ``n_train`` images gets its mirrored view cached too."""
+        return n_train <= self.flip_train_max
+
     def pairs(self) -> list[tuple[int, float]]:
         if self.recipes is not None:
             return [(k, lr) for k, lr in self.recipes if k in self.blocks]
@@ -207,6 +211,13 @@ class _Stem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _stem(self.model, x, self.stop)
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    """The net in eval mode (frozen BatchNorm) with no gradients: loaded, cached or returned."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
 
 
 def _stem_runner(
@@ -543,7 +554,7 @@ def search(
     y_val = _targets_tensor([t for _, t in val_items], num_classes, multi_label)
     if quick_val_probabilities is not None and quick_val_probabilities.shape != (len(val_items), num_classes):
         raise ValueError("quick_val_probabilities must be (len(val_items), num_classes)")
-    flip_train = len(train_images) <= config.flip_train_max
+    flip_train = config.flip_train(len(train_images))
     pairs = config.pairs()
     if not pairs:
         raise ValueError("no (blocks, lr) recipe to try")
@@ -583,9 +594,7 @@ def search(
                 stop_reason = "time_limit"
                 return None
         report(phase="caching", candidate=name, epoch=0, epochs=0)
-        model = bb.load_backbone(name, num_classes=num_classes).to(dev).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+        model = _frozen(bb.load_backbone(name, num_classes=num_classes).to(dev))
         n_blocks = len(model.blocks)
         stop = n_blocks - k_max
         t0 = time.monotonic()
@@ -739,9 +748,7 @@ def search(
     assert best is not None
     final = bb.load_backbone(best["backbone"], num_classes=num_classes)
     final.load_state_dict({k: v.cpu() for k, v in best["state"].items()})
-    for p in final.parameters():
-        p.requires_grad_(False)
-    final.eval()
+    final = _frozen(final)
     return SearchResult(
         model=final,
         backbone=best["backbone"],
@@ -781,7 +788,7 @@ def refit_estimate(result: SearchResult, n_items: int, config: SearchConfig | No
     one cache pass (both views up to ``flip_train_max``) plus the selected epochs, scaled to the
     larger set, with a 30% margin."""
     config = config or SearchConfig()
-    views = n_items * (2 if n_items <= config.flip_train_max else 1)
+    views = n_items * (2 if config.flip_train(n_items) else 1)
     epochs = result.epoch_seconds * result.epoch * n_items / max(1, result.n_train)
     return 1.3 * (result.view_seconds * views + epochs)
 
@@ -835,18 +842,15 @@ def refit(
     rng = np.random.default_rng(config.seed)
     dev = bb.device()
     targets = _targets_tensor([t for _, t in items], num_classes, multi_label)
-    model = bb.load_backbone(result.backbone, num_classes=num_classes).to(dev).eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    model = _frozen(bb.load_backbone(result.backbone, num_classes=num_classes).to(dev))
     start = len(model.blocks) - result.blocks
     try:
         if progress is not None:
             progress(0.0, f"caching the frozen stages of {result.backbone} for all {n} labeled images")
         run = _stem_runner(model, start, result.resolution, dev, config.stem_runtime)
-        flip = n <= config.flip_train_max
-        cache = _cache(
-            run, [img for img, _ in items], resolution=result.resolution, flip=flip, batch_size=32, should_stop=stop
-        ).to(dev)
+        images = [img for img, _ in items]
+        flip = config.flip_train(n)
+        cache = _cache(run, images, resolution=result.resolution, flip=flip, batch_size=32, should_stop=stop).to(dev)
         del run
         _init_head(model, cache, start, targets, num_classes, multi_label, config)
         if result.blocks > 0:
@@ -864,10 +868,7 @@ def refit(
     finally:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
-    model = model.cpu().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return Refit(model, "refitted", round(time.monotonic() - started, 1), round(estimate, 1), n)
+    return Refit(_frozen(model.cpu()), "refitted", round(time.monotonic() - started, 1), round(estimate, 1), n)
 
 
 def recipe_name(c: dict[str, Any]) -> str:
