@@ -350,8 +350,10 @@ def test_a_cancel_arriving_after_the_last_training_step_still_wins(team, setting
     settings.PICTOR_FINETUNE_BACKBONES = ["lite0"]
     settings.PICTOR_FINETUNE_EPOCHS = 1
     settings.PICTOR_FINETUNE_RESOLUTION = 64
+    settings.PICTOR_BACKBONES = ["lite0"]
     for seed, (cls, path) in enumerate((cls, p) for cls, paths in files.items() for p in paths[:5]):
         make_sample(team.project, seed=seed, labels=[cls], data=path.read_bytes())
+    services.embeddings_compute(project_id=team.project.pk)  # a full job waits for its quick baseline's
     job = TrainingJob.objects.create(project=team.project, mode="full")
     search = full.recipes.search
 

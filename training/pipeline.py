@@ -5,7 +5,7 @@
     labels changed   → quick retrain (debounced)            (queue `default`)
     queue exhausted  → queue order                          (queue `default`)
     label names set  → zero-shot version                    (queue `default`)
-    training asked   → run the job; a quick one waits for the features of its labeled samples
+    training asked   → run the job; it waits for the features of its labeled samples
 
 Receivers of the labeling app's signals are one-line calls into the entry points below; the
 periodic sweeps call `sweep_*`. Every step is queued once per project at a time (`enqueue_once`):
@@ -80,8 +80,8 @@ def training_start(*, project, mode: str, user=None):
 
 
 def training_waiting(*, job, delay: float) -> None:
-    """A quick job whose labeled samples lack features: look again in `delay` seconds."""
-    enqueue(RUN, args=[str(job.pk)], queue="default", countdown=delay)
+    """A job whose labeled samples lack features: look again in `delay` seconds (on its own queue)."""
+    enqueue(RUN, args=[str(job.pk)], queue=_queue_of(job), countdown=delay)
 
 
 def step_started(*, step: str, project_id) -> None:

@@ -20,8 +20,10 @@ S = TrainingJob.Status
 
 
 def _wait_for_features(job: TrainingJob) -> str | None:
-    """A quick job needs the vectors of its labeled samples: requeue it (status queued, a message)
-    until they exist, up to PICTOR_FEATURES_WAIT_SECONDS after it was asked for, then fail clearly."""
+    """A job asked for needs the vectors of its labeled samples (a quick one fits on them; a full one
+    blends with, and is judged against, the quick head fitted on them): requeue it (status queued, a
+    message) until they exist, up to PICTOR_FEATURES_WAIT_SECONDS after it was asked for, then fail
+    clearly."""
     from training import pipeline, selectors
 
     if selectors.labeled_label_count(project_id=job.project_id) < 2:
@@ -60,7 +62,7 @@ def training_job_run(*, job_id, wait_for_features: bool = True) -> str | None:
     # this worker's feature stores may lag the database (vectors embedded on another machine)
     services.feature_stores_catch_up(project_id=job.project_id, backbones=settings.PICTOR_BACKBONES)
 
-    if job.mode == ModelVersion.Mode.QUICK and wait_for_features:
+    if wait_for_features:
         waiting = _wait_for_features(job)
         if waiting is not None:
             return waiting

@@ -1,5 +1,5 @@
-"""The pipeline: a quick training asked for before its labeled samples have features waits for
-them (queued, with a message), trains once they exist, and fails clearly past its time limit."""
+"""The pipeline: a training asked for before its labeled samples have features waits for them
+(queued, with a message), trains once they exist, and fails clearly past its time limit."""
 
 from __future__ import annotations
 
@@ -36,6 +36,19 @@ def test_it_keeps_a_quick_job_queued_until_the_features_exist_then_trains(labele
     assert runner.training_job_run(job_id=job.pk) == "succeeded"
     job.refresh_from_db()
     assert job.status == "succeeded" and job.model is not None
+
+
+def test_it_keeps_a_full_job_queued_on_its_own_queue_until_the_features_exist(labeled_without_features):
+    """A full training judged against (and blended with) the quick head must not start without the
+    quick head's features: it waits like a quick job, and is looked at again on the training queue."""
+    job = services.training_job_create(project=labeled_without_features, mode="full")
+    with mock.patch.object(pipeline, "enqueue") as enqueue, mock.patch("training.full.full_train") as train:
+        assert runner.training_job_run(job_id=job.pk) == "queued"
+    job.refresh_from_db()
+    assert job.status == "queued" and "waiting for the features of 4 of 4 labeled images" in job.message
+    assert not train.called
+    assert enqueue.call_args.args == (pipeline.RUN,) and enqueue.call_args.kwargs["queue"] == "training"
+    assert enqueue.call_args.kwargs["args"] == [str(job.pk)]
 
 
 def test_it_fails_a_waiting_job_clearly_after_the_time_limit(labeled_without_features, settings):
