@@ -104,7 +104,81 @@ def quick_fit(feats: dict, y: np.ndarray, rows, n_classes: int):
     )
 
 
-def search_on(images, y, train, val, q_val, n_classes: int, seconds: float, progress=None):
+def layer_features(tag: str, images: list) -> tuple[np.ndarray, float]:
+    """The multi-layer features of lite0+lite2 (``training.ml.layers``), cached with the seconds they
+    took (full_train computes them from the images on every run: the whole training's time counts them)."""
+    from training.ml import layers
+
+    path = CACHE / f"finetune-{tag}-{len(images)}-layers.npz"
+    if not path.exists():
+        t0 = time.perf_counter()
+        CACHE.mkdir(parents=True, exist_ok=True)
+        X = layers.compute(images, ["lite0", "lite2"])
+        np.savez(path, X=X, seconds=time.perf_counter() - t0)
+        print(f"  {tag} layers: {len(images)} in {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+    saved = np.load(path)
+    return saved["X"], float(saved["seconds"])
+
+
+class Probe:
+    """full_train's probe (training/full.py ``_probe_choice``): the quick recipe fitted on the train
+    rows, or the multi-layer probe when its out-of-fold log loss there is lower."""
+
+    def __init__(self, feats: dict, L: np.ndarray, y: np.ndarray, rows, n_classes: int) -> None:
+        from training.ml import heads, layers
+        from training.ml.features import FeatureKey
+
+        self.quick = quick_fit(feats, y, rows, n_classes)
+        self.layers = layers.fit(L[rows], y[rows], multi_label=False, n_classes=n_classes, max_seconds=5.0)
+        self.cv = {
+            "quick": heads.log_loss(self.quick.oof_probs, y[rows], multi_label=False),
+            "layers": layers.cv_log_loss(self.layers, y[rows], multi_label=False),
+        }
+        self.kind = "quick" if self.cv["quick"] <= self.cv["layers"] else "layers"
+        self.name = "quick head" if self.kind == "quick" else "multi-layer probe"
+        self.chosen = self.quick if self.kind == "quick" else self.layers
+        self.parts = list(FeatureKey.parse(self.quick.feature_key)) if self.kind == "quick" else ["lite0", "lite2"]
+        self.feats, self.L = feats, L
+
+    def X(self, source: dict, L: np.ndarray, rows=slice(None)) -> np.ndarray:
+        """The chosen probe's rows from quick features ``source`` and multi-layer features ``L``."""
+        from training.ml import heads
+
+        if self.kind == "layers":
+            return L[rows]
+        p = self.parts
+        return heads.concat_features([source[k][rows] for k in p]) if len(p) > 1 else source[p[0]][rows]
+
+    def probs(self, rows) -> np.ndarray:
+        return self.chosen.head.predict_proba(self.X(self.feats, self.L, rows))
+
+    def refit_head(self, y: np.ndarray, n_classes: int):
+        """The chosen probe's recipe on every labeled row (what ``_refit`` stores)."""
+        from training.ml import heads
+
+        if self.kind == "layers":
+            return heads.refit_recipe(
+                {"layers": self.L}, y, feature_key="layers", l2=self.layers.l2, multi_label=False, n_classes=n_classes
+            )
+        pool = {k: v for k, v in self.feats.items() if k in heads.CLASSIC}
+        q = self.quick
+        return heads.refit_recipe(
+            self.feats, y, feature_key=q.feature_key, l2=q.l2, multi_label=False, n_classes=n_classes, pool=pool
+        )
+
+    def graph(self, head, resolution: int):
+        from training.ml import layers
+        from training.ml.ensemble import QuickGraph
+
+        if self.kind == "layers":
+            return layers.LayerHead(self.parts, head.W, head.b, multi_label=False, input_resolution=resolution)
+        return QuickGraph(self.parts, head.W, head.b, multi_label=False, input_resolution=resolution)
+
+    def info(self) -> dict:
+        return {"kind": self.kind, "cv_log_loss": {k: round(v, 4) for k, v in self.cv.items()}}
+
+
+def search_on(images, y, train, val, probe: Probe, n_classes: int, seconds: float, progress=None):
     """The product's recipe search on one split (full_train's call)."""
     from training.ml import recipes
 
@@ -113,7 +187,8 @@ def search_on(images, y, train, val, q_val, n_classes: int, seconds: float, prog
         val_items=[(images[i], int(y[i])) for i in val],
         num_classes=n_classes,
         multi_label=False,
-        quick_val_probabilities=q_val,
+        quick_val_probabilities=probe.probs(val),
+        probe_name=probe.name,
         config=recipes.SearchConfig(max_seconds=seconds),
         progress=progress,
     )
@@ -121,15 +196,17 @@ def search_on(images, y, train, val, q_val, n_classes: int, seconds: float, prog
 
 def run(name: str, seconds: float, split_seed: int = 0) -> dict:
     from training.ml import heads, recipes
-    from training.ml.ensemble import BlendGraph, QuickGraph
+    from training.ml.ensemble import BlendGraph
     from training.ml.features import FeatureKey
 
     classes, images, y = load(name)
     feats = quick_features(name, images)
+    L, l_seconds = layer_features(name, images)
     train, val, test = recipes.stratified_split(list(y), seed=split_seed)
-    t_total = time.perf_counter()
+    t_total = time.perf_counter() - l_seconds
     t0 = time.perf_counter()
-    quick = quick_fit(feats, y, train, len(classes))
+    probe = Probe(feats, L, y, train, len(classes))
+    quick = probe.quick
     t_quick = time.perf_counter() - t0
     parts = list(FeatureKey.parse(quick.feature_key))
 
@@ -147,12 +224,8 @@ def run(name: str, seconds: float, split_seed: int = 0) -> dict:
                 flush=True,
             )
 
-    result = search_on(images, y, train, val, q_val, len(classes), seconds, progress)
-    quick_graph = (
-        QuickGraph(parts, quick.head.W, quick.head.b, multi_label=False, input_resolution=result.resolution)
-        if result.weight < 1
-        else None
-    )
+    result = search_on(images, y, train, val, probe, len(classes), seconds, progress)
+    quick_graph = probe.graph(probe.chosen.head, result.resolution) if result.weight < 1 else None
     graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=False, quick=quick_graph)
     probs = _graph_probs(graph, result.resolution, [images[i] for i in test])
     t_total = time.perf_counter() - t_total
@@ -166,6 +239,7 @@ def run(name: str, seconds: float, split_seed: int = 0) -> dict:
         "n": len(images),
         "split": [len(train), len(val), len(test)],
         "quick_features": quick.feature_key,
+        "probe": probe.info(),
         "quick_test_accuracy": quick_acc,
         "quick_val_accuracy": float((q_val.argmax(1) == y[val]).mean()),
         "full_test_accuracy": full_acc,
@@ -220,41 +294,28 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
 
     On the labeled set, as full_train does it: split 70/15/15, quick recipe on train, search, the
     split's graph scored on its test split (the estimate), then ``recipes.refit`` on every label
-    with the quick head refitted by ``heads.refit_recipe``. On the hold-out: the split's graph (what
+    with the probe (quick head or multi-layer probe: ``Probe``) refitted by ``heads.refit_recipe``. On the hold-out: the split's graph (what
     was stored before the refit existed), the refitted graph (what is stored now), and the quick
     model a user has from the same labels (``heads.automl_fit`` on all of them, as quick_train)."""
     from training.ml import heads, recipes
-    from training.ml.ensemble import BlendGraph, QuickGraph
+    from training.ml.ensemble import BlendGraph
     from training.ml.features import FeatureKey
 
     classes, images, y, h_images, h_y = load_holdout(name, split_seed, per_class)
     tag = f"{name}-holdout{split_seed}" if name != "fashion" else name
     feats = quick_features(tag, images)
     h_feats = quick_features(f"{name}-holdout{split_seed}-out" if name != "fashion" else "fashion-test", h_images)
-    pool = {k: v for k, v in feats.items() if k in heads.CLASSIC}
-    t_total = time.perf_counter()
+    L, l_seconds = layer_features(tag, images)
+    t_total = time.perf_counter() - l_seconds
     train, val, test = recipes.stratified_split(list(y), seed=split_seed)
-
-    def fit(rows):
-        return quick_fit(feats, y, rows, len(classes))
-
-    def X(source, parts, rows=slice(None)):
-        return heads.concat_features([source[p][rows] for p in parts]) if len(parts) > 1 else source[parts[0]][rows]
-
-    quick = fit(train)
-    parts = list(FeatureKey.parse(quick.feature_key))
-    q_val = quick.head.predict_proba(X(feats, parts, val))
-    result = search_on(images, y, train, val, q_val, len(classes), seconds)
+    probe = Probe(feats, L, y, train, len(classes))
+    result = search_on(images, y, train, val, probe, len(classes), seconds)
 
     def graph(net, head):
-        q = (
-            QuickGraph(parts, head.W, head.b, multi_label=False, input_resolution=result.resolution)
-            if result.weight < 1
-            else None
-        )
+        q = probe.graph(head, result.resolution) if result.weight < 1 else None
         return BlendGraph(net, weight=result.weight, tta=result.tta, multi_label=False, quick=q)
 
-    split_graph = graph(result.model, quick.head)
+    split_graph = graph(result.model, probe.chosen.head)
     est = _graph_probs(split_graph, result.resolution, [images[i] for i in test])
     t0 = time.perf_counter()
     fitted = recipes.refit(
@@ -264,16 +325,15 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
         result=result,
         max_seconds=refit_seconds,
     )
-    head_all = heads.refit_recipe(
-        feats, y, feature_key=quick.feature_key, l2=quick.l2, multi_label=False, n_classes=len(classes), pool=pool
-    )
+    head_all = probe.refit_head(y, len(classes))
     refit_graph = graph(fitted.model if fitted.model is not None else result.model, head_all)
     t_refit = time.perf_counter() - t0
     t_total = time.perf_counter() - t_total
-    quick_all = fit(np.arange(len(y)))
+    quick_all = quick_fit(feats, y, np.arange(len(y)), len(classes))
     qa_parts = list(FeatureKey.parse(quick_all.feature_key))
+    qa_x = heads.concat_features([h_feats[p] for p in qa_parts]) if len(qa_parts) > 1 else h_feats[qa_parts[0]]
     right = {
-        "quick_all": quick_all.head.predict_proba(X(h_feats, qa_parts)).argmax(1) == h_y,
+        "quick_all": quick_all.head.predict_proba(qa_x).argmax(1) == h_y,
         "split": _graph_probs(split_graph, result.resolution, h_images).argmax(1) == h_y,
         "refit": _graph_probs(refit_graph, result.resolution, h_images).argmax(1) == h_y,
     }
@@ -293,8 +353,9 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
         "split": [len(train), len(val), len(test)],
         "estimate_split_test_accuracy": float((est.argmax(1) == y[test]).mean()),
         "quick_split_test_accuracy": float(
-            (quick.head.predict_proba(X(feats, parts, test)).argmax(1) == y[test]).mean()
+            (probe.quick.head.predict_proba(probe.quick.build(feats)[test]).argmax(1) == y[test]).mean()
         ),
+        "probe": probe.info(),
         "holdout_accuracy": {k: float(v.mean()) for k, v in right.items()},
         "holdout_right": {k: v.astype(int).tolist() for k, v in right.items()},
         "margin_vs_quick_all": margins,

@@ -4,9 +4,12 @@ Split: train / validation (early stopping and recipe selection) / test (the repo
 test split is never seen by the search, and the quick model is fitted on the same train split and
 scored on the same test split, so "better than the quick model" compares like with like.
 
-The search (``training.ml.recipes``) also considers blends of each fine-tune with that quick head
-(its validation probabilities); when "the quick head alone" wins on validation, the stored model
-says so and is never offered as better. The stored artifact is one ONNX graph
+Beside the quick head, a multi-layer probe (``training.ml.layers``: the backbones' middle stages
+pooled with their final features, l2 by cross-validation) is fitted on the same train split; the one
+of the two with the lower out-of-fold log loss there is "the probe". The search
+(``training.ml.recipes``) also considers blends of each fine-tune with the probe (its validation
+probabilities); when "the quick head alone" wins on validation, the stored model says so and is
+never offered as better. The stored artifact is one ONNX graph
 (``training.ml.ensemble.BlendGraph``) whatever won, and the reported test metrics are that graph's.
 
 The user's quick model learns from every label; a full model trained on 70% of them would start
@@ -31,7 +34,7 @@ from training import services
 from training.data import aligned_features
 from training.data import targets as data_targets
 from training.ml import backbone as bb
-from training.ml import heads, metrics, recipes
+from training.ml import heads, layers, metrics, recipes
 from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
 from training.ml.features import FeatureKey
 from training.models import ModelVersion, TrainingJob
@@ -77,6 +80,8 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
         resolution=settings.PICTOR_FINETUNE_RESOLUTION or None,
     )
     quick = _quick_fit(project, ids, Y, train, val, test, label_names, multi)
+    services.training_job_heartbeat(job=job, progress=0.03, message="multi-layer features of the labeled images")
+    probe = _probe_choice(job, quick, [images[sid] for sid in ids], Y, train, val, len(label_names), multi, config)
 
     def progress(p: dict) -> None:
         entry = {k: p.get(k) for k in ("candidate", "epoch", "epochs", "loss", "val_accuracy", "val_loss", "phase")}
@@ -98,7 +103,8 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
         val_items=[item(i) for i in val],
         num_classes=len(label_names),
         multi_label=multi,
-        quick_val_probabilities=quick["val_probs"] if quick else None,
+        quick_val_probabilities=probe["val_probs"] if probe else None,
+        probe_name=probe["name"] if probe else "quick head",
         config=config,
         progress=progress,
         should_stop=lambda: services.training_job_cancel_requested(job=job),
@@ -107,7 +113,7 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
     # step must still win over storing a model version.
     _stop_if_cancelled(job)
     services.training_job_heartbeat(job=job, progress=0.92, message="exporting and evaluating on held-out samples")
-    quick_graph = _quick_graph(quick, quick["head"] if quick else None, result, multi)
+    quick_graph = _quick_graph(probe, probe["head"] if probe else None, result, multi)
     graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
     artifact, test_probs = _export(graph, result.resolution, [images[ids[i]] for i in test])
     y_test = Y[test]
@@ -115,10 +121,10 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
     # The served model learns from every label, as the quick model does: the selected recipe is
     # replayed on all of them (training.ml.recipes.refit). The split's model stays the estimate.
     all_items = [item(i) for i in range(len(ids))]
-    refitted, refit_info = _refit(job, result, quick, all_items, Y, len(label_names), multi, config)
+    refitted, refit_info = _refit(job, result, probe, all_items, Y, len(label_names), multi, config)
     if refitted is not None:
         net, quick_head = refitted
-        quick_graph = _quick_graph(quick, quick_head, result, multi)
+        quick_graph = _quick_graph(probe, quick_head, result, multi)
         graph = BlendGraph(net, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
         artifact, _ = _export(graph, result.resolution, [])
     n_train = len(ids) if refitted is not None else len(train)
@@ -149,7 +155,8 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
         "resolution": result.resolution,
         "tta": result.tta,
         "finetune_weight": result.weight,
-        "quick_alone": result.weight == 0.0,
+        "quick_alone": result.weight == 0.0 and (probe is None or probe["kind"] == "quick"),
+        "probe": _probe_info(probe),
         "val_accuracy": result.val_accuracy,
         "val_loss": result.val_loss,
         "candidates": result.candidates,
@@ -158,7 +165,7 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
     base = evaluation["baseline_quick"]
     # "The quick head alone" won on validation: this version is the quick recipe, never "better".
     evaluation["better_than_quick"] = bool(
-        result.weight > 0
+        not evaluation["recipe"]["quick_alone"]
         and base
         and evaluation["accuracy"] is not None
         and base.get("accuracy") is not None
@@ -227,6 +234,9 @@ def _quick_fit(project, ids, Y, train, val, test, label_names, multi) -> dict | 
     probs = result.head.predict_proba(X(te))
     m = metrics.evaluate(Y[test], probs, label_names=label_names, multi_label=multi, thresholds=result.thresholds)
     return {
+        "kind": "quick",
+        "name": "quick head",
+        "cv_log_loss": heads.log_loss(result.oof_probs, Y[train], multi_label=multi),
         "baseline": {"accuracy": m["accuracy"], "macro_f1": m["macro_f1"], "features": result.feature_key},
         "val_probs": result.head.predict_proba(X(va)).astype(np.float32),
         "head": result.head,
@@ -239,11 +249,67 @@ def _quick_fit(project, ids, Y, train, val, test, label_names, multi) -> dict | 
     }
 
 
-def _quick_graph(quick: dict | None, head, result: recipes.SearchResult, multi: bool) -> QuickGraph | None:
-    """The quick part of the blend graph (None when the fine-tune alone won)."""
-    if result.weight >= 1 or quick is None:
+def _probe_choice(
+    job: TrainingJob,
+    quick: dict | None,
+    images: list[bytes],
+    Y: np.ndarray,
+    train: np.ndarray,
+    val: np.ndarray,
+    n_classes: int,
+    multi: bool,
+    config: recipes.SearchConfig,
+) -> dict | None:
+    """The head the fine-tunes are blended with: the quick one, or the multi-layer probe when its
+    out-of-fold log loss on the same train rows (same folds) is lower. Same shape as ``_quick_fit``'s."""
+    X = layers.compute(
+        images, list(config.backbones), should_stop=lambda: services.training_job_cancel_requested(job=job)
+    )
+    fitted = layers.fit(
+        X[train], Y[train], multi_label=multi, n_classes=n_classes, max_seconds=settings.PICTOR_QUICK_SECONDS
+    )
+    cv = layers.cv_log_loss(fitted, Y[train], multi_label=multi)
+    if quick is not None and quick["cv_log_loss"] <= cv:
+        return {**quick, "rival_cv_log_loss": cv}
+    return {
+        "kind": "layers",
+        "name": "multi-layer probe",
+        "cv_log_loss": cv,
+        "rival_cv_log_loss": quick["cv_log_loss"] if quick else None,
+        "val_probs": fitted.head.predict_proba(X[val]).astype(np.float32),
+        "head": fitted.head,
+        "parts": list(config.backbones),
+        "feature_key": layers.KEY,
+        "l2": fitted.l2,
+        "features": {layers.KEY: X},
+        "pool": None,
+    }
+
+
+def _probe_info(probe: dict | None) -> dict | None:
+    """What the metrics say about the probe: which won, on what out-of-fold log losses."""
+    if probe is None:
         return None
-    return QuickGraph(quick["parts"], head.W, head.b, multi_label=multi, input_resolution=result.resolution)
+    rival = probe["rival_cv_log_loss"]
+    return {
+        "kind": probe["kind"],
+        "name": probe["name"],
+        "features": probe["feature_key"],
+        "l2": probe["l2"],
+        "cv_log_loss": {
+            probe["kind"]: round(probe["cv_log_loss"], 4),
+            ("layers" if probe["kind"] == "quick" else "quick"): None if rival is None else round(rival, 4),
+        },
+    }
+
+
+def _quick_graph(probe: dict | None, head, result: recipes.SearchResult, multi: bool):
+    """The probe's part of the blend graph (None when the fine-tune alone won)."""
+    if result.weight >= 1 or probe is None:
+        return None
+    if probe["kind"] == "layers":
+        return layers.LayerHead(probe["parts"], head.W, head.b, multi_label=multi, input_resolution=result.resolution)
+    return QuickGraph(probe["parts"], head.W, head.b, multi_label=multi, input_resolution=result.resolution)
 
 
 def _export(graph: BlendGraph, resolution: int, images: list[bytes]) -> tuple[bytes, np.ndarray]:

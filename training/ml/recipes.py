@@ -526,6 +526,7 @@ def search(
     num_classes: int,
     multi_label: bool,
     quick_val_probabilities: np.ndarray | None = None,
+    probe_name: str = "quick head",
     config: SearchConfig | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -533,7 +534,8 @@ def search(
     """Search fine-tuning recipes on ``train_items``, select on ``val_items`` (see the module doc).
 
     ``quick_val_probabilities``: the quick head's probabilities on ``val_items`` (same order),
-    fitted on the same train items; when given, blends with it are candidates too.
+    fitted on the same train items; when given, blends with it are candidates too. ``probe_name``
+    names that head in the recipe's name ("quick head", "multi-layer probe").
     ``progress`` receives ``{"candidate", "epoch", "epochs", "loss", "val_accuracy", "val_loss",
     "progress", "phase"}`` after each validated epoch and at phase changes. ``should_stop`` is
     polled every step; True raises ``Cancelled``.
@@ -755,7 +757,7 @@ def search(
         resolution=best["resolution"],
         tta=bool(best["tta"]),
         weight=float(best["weight"]),
-        recipe=recipe_name(best),
+        recipe=recipe_name(best, probe=probe_name),
         val_accuracy=float(best["val_accuracy"]),
         val_loss=float(best["val_loss"]),
         val_probabilities=np.asarray(best["probs"], dtype=np.float32),
@@ -871,10 +873,11 @@ def refit(
     return Refit(_frozen(model.cpu()), "refitted", round(time.monotonic() - started, 1), round(estimate, 1), n)
 
 
-def recipe_name(c: dict[str, Any]) -> str:
-    """ "lite2 · last 1 stage (LP-FT) · flip TTA · 75% + 25% quick", or "quick head alone"."""
+def recipe_name(c: dict[str, Any], *, probe: str = "quick head") -> str:
+    """ "lite2 · last 1 stage (LP-FT) · flip TTA · 75% + 25% quick head", or "quick head alone"
+    (``probe``: the name of the head blended with)."""
     if float(c["weight"]) == 0.0:
-        return "quick head alone (fine-tuning did not pay on validation)"
+        return f"{probe} alone (fine-tuning did not pay on validation)"
     parts = [c["backbone"]]
     parts.append(
         "linear probe"
@@ -885,5 +888,5 @@ def recipe_name(c: dict[str, Any]) -> str:
         parts.append("flip TTA")
     w = float(c["weight"])
     if w < 1:
-        parts.append(f"blended {round(w * 100)}% with {round((1 - w) * 100)}% quick head")
+        parts.append(f"blended {round(w * 100)}% with {round((1 - w) * 100)}% {probe}")
     return " · ".join(parts)

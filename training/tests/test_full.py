@@ -79,13 +79,13 @@ def test_it_stores_the_searched_recipe_as_one_graph_and_reports_it_on_the_test_s
     recipe = m["recipe"]
     assert recipe["name"] and recipe["backbone"] == "lite0" and recipe["resolution"] == RES
     assert 0.0 <= recipe["finetune_weight"] <= 1.0
-    assert recipe["quick_alone"] == (recipe["finetune_weight"] == 0.0)
+    assert recipe["quick_alone"] == (recipe["finetune_weight"] == 0.0 and recipe["probe"]["kind"] == "quick")
     # Candidates: the linear probe and the fine-tunes, each with its validation score.
     tried = [c for c in recipe["candidates"] if "val_accuracy" in c]
     assert any(c["blocks"] == 0 for c in tried) and any(c["blocks"] > 0 for c in tried)
     assert recipe["val_accuracy"] == max(c["val_accuracy"] for c in tried)
     assert m["baseline_quick"]["features"] == "lite0"
-    assert m["better_than_quick"] == (recipe["finetune_weight"] > 0 and m["accuracy"] > m["baseline_quick"]["accuracy"])
+    assert m["better_than_quick"] == (not recipe["quick_alone"] and m["accuracy"] > m["baseline_quick"]["accuracy"])
     assert model.features == f"lite0@{RES}"
     assert model.held_out.count() == m["split"]["test"]
     # The stored graph is the recipe retrained on all 20 labels, the test split's included: it is
@@ -121,7 +121,7 @@ def _forced(monkeypatch, **changes):
     def search(**kwargs):
         result = real(**kwargs)
         for key, value in changes.items():
-            value = value(result) if callable(value) else value
+            value = value(result, kwargs) if callable(value) else value
             setattr(result, key, value)
         return result
 
@@ -131,15 +131,61 @@ def _forced(monkeypatch, **changes):
 @pytest.mark.slow
 @needs_hymenoptera
 def test_when_the_quick_head_alone_wins_the_full_model_says_so_and_is_never_better(project, monkeypatch):
-    _forced(monkeypatch, weight=0.0, recipe=recipes.recipe_name({"weight": 0.0}))
+    _probe_wins(monkeypatch, "quick")
+    _forced(monkeypatch, weight=0.0, recipe=_alone)
     model = _run(project)
     m = model.metrics
     assert m["recipe"]["quick_alone"] is True and m["recipe"]["name"].startswith("quick head alone")
+    assert m["recipe"]["probe"]["kind"] == "quick" and m["recipe"]["probe"]["features"] == "lite0"
     assert m["better_than_quick"] is False
     assert model.held_out.count() == m["split"]["test"]
 
 
-def _constant(result):
+def _alone(result, search_kwargs) -> str:
+    """The name the search gives "the probe alone" (what it would have called a weight-0 winner)."""
+    return recipes.recipe_name({"weight": 0.0}, probe=search_kwargs["probe_name"])
+
+
+def _probe_wins(monkeypatch, kind: str) -> None:
+    """Make the multi-layer probe's out-of-fold log loss lose ("quick") or win ("layers") against the quick head's."""
+    monkeypatch.setattr(full.layers, "cv_log_loss", lambda *a, **k: 1e9 if kind == "quick" else 0.0)
+
+
+@pytest.mark.slow
+@needs_hymenoptera
+def test_when_the_multi_layer_probe_alone_wins_it_is_served_and_may_be_better(project, monkeypatch):
+    """The probe on the middle stages is not the quick recipe: it is stored as its own graph (the
+    backbones' pooled stages + its head refitted on every label) and judged against the quick model."""
+    from django.core.files.storage import default_storage
+
+    from labeling.models import Sample
+    from training.ml import heads, layers
+
+    _probe_wins(monkeypatch, "layers")
+    _forced(monkeypatch, weight=0.0, recipe=_alone)
+    model = _run(project)
+    m = model.metrics
+    probe = m["recipe"]["probe"]
+    assert probe["kind"] == "layers" and probe["features"] == "layers" and probe["cv_log_loss"]["layers"] == 0.0
+    assert probe["cv_log_loss"]["quick"] > 0
+    assert m["recipe"]["quick_alone"] is False and m["recipe"]["name"].startswith("multi-layer probe alone")
+    assert m["better_than_quick"] == (m["accuracy"] > m["baseline_quick"]["accuracy"])
+    assert m["refit"]["reason"] == "quick_alone" and model.n_train == 2 * PER_CLASS
+    # The served graph is that probe refitted on all labels: rebuilt here from the same features and l2.
+    samples = list(Sample.objects.filter(project=project).order_by("created", "pk"))
+    images = [default_storage.open(s.image_name).read() for s in samples]
+    y = np.array([model.label_names.index(s.labels.get().name) for s in samples])
+    X = layers.compute(images, ["lite0"])
+    head = heads.refit_recipe({"layers": X}, y, feature_key="layers", l2=probe["l2"], multi_label=False, n_classes=2)
+    graph = layers.LayerHead(["lite0"], head.W, head.b, multi_label=False, input_resolution=RES).eval()
+    x = bb.preprocess(images[:6], RES)
+    with torch.no_grad():
+        expected = graph(torch.from_numpy(x)).numpy()
+    served = bb.OnnxRunner(default_storage.path(model.artifact_name)).run(x)["probabilities"]
+    assert np.allclose(served, expected, atol=1e-4)
+
+
+def _constant(result, _search_kwargs):
     """A fine-tune that always answers the first label (worse than any sensible quick head)."""
     with torch.no_grad():
         result.model.classifier.weight.zero_()

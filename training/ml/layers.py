@@ -1,0 +1,181 @@
+"""Multi-layer features: the backbones' intermediate stages pooled, beside their final features.
+
+A linear probe on the last layer of an ImageNet net sees what ImageNet's classes needed; textures,
+materials and small grey images are described better by the middle stages (Head2Toe, Evci et al.
+2022: a probe on pooled features from many layers matches fine-tuning on such tasks). Per backbone,
+the mean and standard deviation over space of stages ``STAGES`` (each block L2-normalised, then the
+whole) join its L2-normalised final features; the backbones' vectors are concatenated and scaled
+like ``heads.concat_features``. One module computes this for training (exported to onnxruntime on
+CPU, or in torch) and inside the served graph, so the two cannot drift apart.
+
+Pure PyTorch/numpy (no Django).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import backbone as bb
+from . import heads
+
+#: The stages (of EfficientNet-Lite's seven) whose pooled statistics join the final features.
+STAGES = (3, 4, 5, 6)
+#: The feature key a multi-layer probe records (``heads.AutoMLResult.feature_key``).
+KEY = "layers"
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class LayerFeatures(nn.Module):
+    """``(N, 3, R, R)`` in [-1, 1] → ``(N, D)`` multi-layer features of ``parts`` (backbone names).
+
+    ``input_resolution``: the size of the input; each backbone gets it resized to its own
+    resolution in-graph when different (as ``ensemble.QuickGraph`` does).
+    """
+
+    def __init__(self, parts: Sequence[str], *, input_resolution: int | None = None) -> None:
+        super().__init__()
+        if not parts:
+            raise ValueError("LayerFeatures needs at least one backbone")
+        self.parts = list(parts)
+        self.backbones = nn.ModuleList([bb.load_backbone(p) for p in self.parts])
+        self.sizes = [bb.get_spec(p).resolution for p in self.parts]
+        self.input_resolution = input_resolution or max(self.sizes)
+
+    def _one(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = net.bn1(net.conv_stem(x))
+        stats = []
+        for i, block in enumerate(net.blocks):
+            h = block(h)
+            if i in STAGES:
+                stats += [_unit(h.mean(dim=(2, 3))), _unit(h.std(dim=(2, 3)))]
+        final = net.global_pool(net.bn2(net.conv_head(h)))
+        return _unit(final), _unit(torch.cat(stats, dim=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        finals, stats = [], []
+        for net, size in zip(self.backbones, self.sizes):
+            xi = x if size == self.input_resolution else F.interpolate(x, size=(size, size), mode="bilinear")
+            f, s = self._one(net, xi)
+            finals.append(f)
+            stats.append(s)
+        blocks = finals + stats
+        return torch.cat(blocks, dim=1) / math.sqrt(len(blocks))
+
+
+class LayerHead(nn.Module):
+    """``LayerFeatures`` + a linear head ``z @ W + b`` → probabilities (the served probe)."""
+
+    def __init__(
+        self,
+        parts: Sequence[str],
+        W: np.ndarray,
+        b: np.ndarray,
+        *,
+        multi_label: bool,
+        input_resolution: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.features = LayerFeatures(parts, input_resolution=input_resolution)
+        self.multi_label = multi_label
+        self.register_buffer("W", torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32)))
+        self.register_buffer("b", torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.features(x) @ self.W + self.b
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
+
+
+@torch.no_grad()
+def compute(
+    images: Sequence[bb.ImageInput],
+    parts: Sequence[str],
+    *,
+    batch_size: int = 32,
+    should_stop: Callable[[], bool] | None = None,
+    runtime: str = "auto",
+) -> np.ndarray:
+    """float32 ``(N, D)`` multi-layer features of ``images``, each backbone at its own resolution
+    and preprocessing (as the quick features are computed). On CPU the module runs in onnxruntime
+    (exported once per backbone, ~2 s; ~3x faster than eager torch on 2 cores), on CUDA in torch.
+
+    ``should_stop`` is polled per batch; True raises ``Cancelled`` (``training.ml.recipes``).
+    """
+    from .recipes import Cancelled
+
+    if runtime not in ("auto", "torch"):
+        raise ValueError(f"unknown runtime {runtime!r}")
+    dev = bb.device()
+    per_part: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
+    for part in parts:
+        single = LayerFeatures([part]).eval()
+        res = single.sizes[0]
+        net = single.backbones[0]
+        if dev.type == "cpu" and runtime == "auto":
+            pair = _PairOut(single)
+            with tempfile.TemporaryDirectory() as tmp:
+                path = bb.export_graph(pair, Path(tmp) / "layers.onnx", resolution=res, outputs=["final", "stats"])
+                runner = bb.OnnxRunner(path)
+
+            def run(x: np.ndarray, runner=runner) -> tuple[torch.Tensor, torch.Tensor]:
+                out = runner.run(x)
+                return torch.from_numpy(out["final"]), torch.from_numpy(out["stats"])
+
+        else:
+            net = net.to(dev)
+
+            def run(x: np.ndarray, net=net, single=single) -> tuple[torch.Tensor, torch.Tensor]:
+                f, s = single._one(net, torch.from_numpy(x).to(dev))
+                return f.float().cpu(), s.float().cpu()
+
+        finals, stats = [], []
+        for start in range(0, len(images), batch_size):
+            if should_stop is not None and should_stop():
+                raise Cancelled("fine-tuning cancelled")
+            f, s = run(bb.preprocess(images[start : start + batch_size], res))
+            finals.append(f)
+            stats.append(s)
+        per_part.append((finals, stats))
+    if not len(images):
+        return np.zeros((0, 0), np.float32)
+    blocks = [torch.cat(f) for f, _ in per_part] + [torch.cat(s) for _, s in per_part]
+    return (torch.cat(blocks, dim=1) / math.sqrt(len(blocks))).numpy().astype(np.float32)
+
+
+class _PairOut(nn.Module):
+    """One backbone's (final, stats) as two graph outputs, for the onnxruntime path of ``compute``."""
+
+    def __init__(self, single: LayerFeatures) -> None:
+        super().__init__()
+        self.single = single
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.single._one(self.single.backbones[0], x)
+
+
+def fit(
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    multi_label: bool,
+    n_classes: int,
+    max_seconds: float | None = None,
+) -> heads.AutoMLResult:
+    """The multi-layer probe: ``heads.automl_fit`` on the one feature set ``KEY`` (l2 by
+    cross-validation, the same folds as the quick model's on the same rows)."""
+    return heads.automl_fit({KEY: X}, y, multi_label=multi_label, n_classes=n_classes, max_seconds=max_seconds)
+
+
+def cv_log_loss(result: heads.AutoMLResult, y: np.ndarray, *, multi_label: bool) -> float:
+    """The out-of-fold log loss of an AutoML result (what selects between the quick model and this probe)."""
+    return heads.log_loss(result.oof_probs, y, multi_label=multi_label)
