@@ -156,6 +156,7 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
         "tta": result.tta,
         "finetune_weight": result.weight,
         "quick_alone": result.weight == 0.0 and (probe is None or probe["kind"] == "quick"),
+        "one_standard_error": result.one_standard_error,
         "probe": _probe_info(probe),
         "val_accuracy": result.val_accuracy,
         "val_loss": result.val_loss,

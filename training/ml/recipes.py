@@ -21,7 +21,12 @@ Why it is built this way (CPU first):
 * **Selection on val**: every candidate (backbone, K, lr) keeps its best epoch by val loss; then
   test-time flip on/off and the blend weight with the quick head's val probabilities are chosen
   by val accuracy (tie: val log loss). Weight 0 is "the quick head alone": the fine-tune did not
-  pay, and the caller must say so.
+  pay, and the caller must say so. The probe blended with is the caller's (the quick head, or the
+  multi-layer probe of ``training.ml.layers``).
+* **One standard error**: the best of dozens of (recipe, weight, flip) choices on a few hundred
+  validation images wins partly by chance, while the probe's recipe was chosen by cross-validation
+  on the train split. So the probe alone stands unless the selected blend beats it on validation
+  by more than one standard error of their paired difference (``simpler_holds``).
 * **Budget**: one deadline for the whole search. A backbone's cache is only built when its
   estimated cost (measured per image on the previous backbone) still fits; each candidate stops
   at the deadline and keeps its best validated epoch.
@@ -57,6 +62,7 @@ __all__ = [
     "refit",
     "refit_estimate",
     "search",
+    "simpler_holds",
     "stratified_split",
 ]
 
@@ -180,6 +186,8 @@ class SearchResult:
     n_train: int = 0
     epoch_seconds: float = 0.0
     view_seconds: float = 0.0
+    # The best blend won validation, but by less than one standard error: the probe alone was kept.
+    one_standard_error: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -320,6 +328,30 @@ def _scores(probs: np.ndarray, targets: torch.Tensor, multi_label: bool) -> tupl
         acc = float((p.argmax(1) == y).mean())
         loss = float(-np.log(p[np.arange(len(y)), y]).mean())
     return acc, loss
+
+
+def _right(probs: np.ndarray, targets: torch.Tensor, multi_label: bool) -> np.ndarray:
+    """Per validation sample, the share it got right (single-label: 0/1; multi-label: of its labels at 0.5)."""
+    y = targets.cpu().numpy()
+    if multi_label:
+        return ((probs >= 0.5) == (y >= 0.5)).mean(axis=1)
+    return (probs.argmax(1) == y).astype(np.float64)
+
+
+def simpler_holds(best_probs: np.ndarray, probe_probs: np.ndarray, targets: torch.Tensor, *, multi_label: bool) -> bool:
+    """The one-standard-error rule: the probe alone stands unless the selected blend beats it on
+    validation by more than one standard error of the paired difference.
+
+    The blend is the best of dozens of (recipe, weight, flip) choices scored on the same few
+    validation images, so its validation score is optimistic; the probe's recipe was chosen by
+    cross-validation on the train split. On held-out photos (bench/finetune.py --holdout) blends
+    that won validation by a few images lost to the probe alone.
+    """
+    d = _right(best_probs, targets, multi_label) - _right(probe_probs, targets, multi_label)
+    if len(d) < 2:
+        return True
+    se = float(d.std(ddof=1)) / math.sqrt(len(d))
+    return float(d.mean()) <= se
 
 
 def _better(a: tuple[float, float], b: tuple[float, float] | None) -> bool:
@@ -748,6 +780,21 @@ def search(
         torch.cuda.empty_cache()
 
     assert best is not None
+    if (
+        quick_val_probabilities is not None
+        and best["weight"] > 0
+        and simpler_holds(best["probs"], quick_val_probabilities, y_val, multi_label=multi_label)
+    ):
+        acc, loss = _scores(quick_val_probabilities, y_val, multi_label)
+        best = {
+            **best,
+            "weight": 0.0,
+            "tta": False,
+            "val_accuracy": acc,
+            "val_loss": loss,
+            "probs": quick_val_probabilities,
+            "one_standard_error": True,
+        }
     final = bb.load_backbone(best["backbone"], num_classes=num_classes)
     final.load_state_dict({k: v.cpu() for k, v in best["state"].items()})
     final = _frozen(final)
@@ -771,6 +818,7 @@ def search(
         n_train=len(train_items),
         epoch_seconds=float(best.get("epoch_seconds", 0.0)),
         view_seconds=float(view_seconds.get(best["backbone"], 0.0)),
+        one_standard_error=bool(best.get("one_standard_error")),
     )
 
 
@@ -877,6 +925,8 @@ def recipe_name(c: dict[str, Any], *, probe: str = "quick head") -> str:
     """ "lite2 · last 1 stage (LP-FT) · flip TTA · 75% + 25% quick head", or "quick head alone"
     (``probe``: the name of the head blended with)."""
     if float(c["weight"]) == 0.0:
+        if c.get("one_standard_error"):
+            return f"{probe} alone (no blend beat it on validation by more than one standard error)"
         return f"{probe} alone (fine-tuning did not pay on validation)"
     parts = [c["backbone"]]
     parts.append(

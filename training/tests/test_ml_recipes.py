@@ -204,6 +204,50 @@ def test_blend_weight_and_tta_are_chosen_on_validation_only():
     assert recipes.blend_choice({False: bad}, None, y, multi_label=False, weights=(0, 0.5))["weight"] == 1.0
 
 
+def test_the_probe_alone_stands_unless_a_blend_beats_it_by_one_standard_error():
+    n = 150
+    y = torch.tensor([i % 3 for i in range(n)])
+    truth = np.eye(3, dtype=np.float32)[y.numpy()]
+    wrong = np.roll(truth, 1, axis=1)
+
+    def right_on(lo: int, hi: int) -> np.ndarray:  # right on samples lo..hi-1, wrong on the rest
+        out = wrong.copy()
+        out[lo:hi] = truth[lo:hi]
+        return out
+
+    probe = right_on(0, 120)
+    # Six won, four lost (the best of many blends can win that by chance): the probe stands.
+    assert recipes.simpler_holds(right_on(4, 126), probe, y, multi_label=False)
+    # Fifteen won, none lost: past one standard error of the paired difference, the blend is taken.
+    assert not recipes.simpler_holds(right_on(0, 135), probe, y, multi_label=False)
+    # No better at all, or worse: the probe.
+    assert recipes.simpler_holds(probe, probe, y, multi_label=False)
+    assert recipes.simpler_holds(right_on(0, 100), probe, y, multi_label=False)
+    # Multi-label: each sample counts the share of its labels right at 0.5.
+    ym = torch.tensor(np.eye(2, dtype=np.float32)[[i % 2 for i in range(n)]])
+    good = ym.numpy() * 0.8 + 0.1
+    assert not recipes.simpler_holds(good, 1 - good, ym, multi_label=True)
+    assert recipes.simpler_holds(1 - good, good, ym, multi_label=True)
+
+
+def test_the_search_keeps_a_perfect_probe_alone(toy):
+    """A probe right on every validation image leaves nothing for a blend to win: weight 0, "alone"."""
+    train, val = toy
+    quick_val = np.eye(2, dtype=np.float32)[[t for _, t in val]] * 0.9 + 0.05
+    config = recipes.SearchConfig(**{**TINY, "epochs": 1}, recipes=((1, 3e-3),))
+    result = recipes.search(
+        train_items=train,
+        val_items=val,
+        num_classes=2,
+        multi_label=False,
+        quick_val_probabilities=quick_val,
+        probe_name="multi-layer probe",
+        config=config,
+    )
+    assert result.weight == 0.0 and result.recipe.startswith("multi-layer probe alone")
+    assert result.val_accuracy == 1.0 and np.allclose(result.val_probabilities, quick_val)
+
+
 def test_a_result_named_quick_alone_says_so():
     assert recipes.recipe_name({"weight": 0.0}).startswith("quick head alone")
     name = recipes.recipe_name({"weight": 0.75, "backbone": "lite2", "blocks": 2, "lr": 1e-3, "tta": True})

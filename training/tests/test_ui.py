@@ -168,6 +168,42 @@ def test_evaluation_page_shows_the_full_trainings_recipe_and_its_candidates(team
     assert "quick head alone" in page and "not offered as better" in page
 
 
+def test_evaluation_page_says_which_probe_the_fine_tunes_were_blended_with(team, client_for):
+    model = make_model(team.project, mode="full")
+    model.metrics["recipe"] = {
+        "name": "multi-layer probe alone (fine-tuning did not pay on validation)",
+        "quick_alone": False,
+        "val_accuracy": 0.9,
+        "candidates": [],
+        "probe": {
+            "kind": "layers",
+            "name": "multi-layer probe",
+            "features": "layers",
+            "l2": 0.01,
+            "cv_log_loss": {"layers": 0.3141, "quick": 0.4242},
+        },
+    }
+    model.save()
+    url = reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    probe = page[page.index('id="probe"') :]
+    probe = probe[: probe.index("</p>")]
+    assert "multi-layer probe</strong>" in probe and "middle stages" in probe and "over the quick head" in probe
+    assert "quick head 0.424" in probe and "multi-layer probe 0.314" in probe
+    assert "not offered as better" not in page
+    model.metrics["recipe"]["probe"] = {
+        "kind": "quick",
+        "name": "quick head",
+        "features": "lite0+lite2",
+        "l2": 0.01,
+        "cv_log_loss": {"quick": 0.2, "layers": 0.25},
+    }
+    model.save()
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    probe = page[page.index('id="probe"') :]
+    assert "quick model's recipe on lite0+lite2" in probe and "over the multi-layer probe" in probe
+
+
 def test_a_full_model_worse_than_the_quick_model_is_not_deployed_by_one_click(team, client_for):
     quick_v = make_model(team.project, mode="quick", deployed=True)
     full = make_model(team.project, mode="full")  # toy accuracy 0.600
