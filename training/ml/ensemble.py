@@ -22,10 +22,25 @@ from torch import nn
 from .backbone import export_graph, get_spec, load_backbone
 from .pixels import CROP, PIXELS, torch_pixel_features
 
-__all__ = ["BlendGraph", "QuickGraph", "export_probabilities_onnx"]
+__all__ = ["BlendGraph", "LinearOnFeatures", "QuickGraph", "export_probabilities_onnx"]
 
 
-class QuickGraph(nn.Module):
+class LinearOnFeatures(nn.Module):
+    """A probe's linear head ``z @ W + b`` as probabilities (softmax, or sigmoid for multi-label),
+    on whatever features a subclass computes in-graph."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, *, multi_label: bool) -> None:
+        super().__init__()
+        self.multi_label = multi_label
+        self.register_buffer("W", torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32)))
+        self.register_buffer("b", torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)))
+
+    def probabilities(self, z: torch.Tensor) -> torch.Tensor:
+        logits = z @ self.W + self.b
+        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
+
+
+class QuickGraph(LinearOnFeatures):
     """Backbone(s) + L2 normalisation (+ concatenation) + the quick model's linear head ``z @ W + b``.
 
     ``input_resolution``: the size of the square input; each backbone (and the pixel feature)
@@ -41,15 +56,12 @@ class QuickGraph(nn.Module):
         multi_label: bool,
         input_resolution: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(W, b, multi_label=multi_label)
         self.parts = list(parts)
         nets = [p for p in self.parts if p != PIXELS]
         self.backbones = nn.ModuleList([load_backbone(p) for p in nets])
         self.sizes = [get_spec(p).resolution for p in nets]
         self.input_resolution = input_resolution or max(self.sizes or [CROP])
-        self.multi_label = multi_label
-        self.register_buffer("W", torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32)))
-        self.register_buffer("b", torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)))
 
     def _resized(self, x: torch.Tensor, size: int) -> torch.Tensor:
         if size == self.input_resolution:
@@ -68,8 +80,7 @@ class QuickGraph(nn.Module):
             f = net.forward_head(net.forward_features(self._resized(x, size)), pre_logits=True)
             feats.append(f / f.norm(dim=1, keepdim=True).clamp_min(1e-12))
         z = torch.cat(feats, dim=1) / math.sqrt(len(feats)) if len(feats) > 1 else feats[0]
-        logits = z @ self.W + self.b
-        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
+        return self.probabilities(z)
 
 
 class BlendGraph(nn.Module):

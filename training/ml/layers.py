@@ -25,6 +25,7 @@ from torch import nn
 
 from . import backbone as bb
 from . import heads
+from .ensemble import LinearOnFeatures
 
 #: The stages (of EfficientNet-Lite's seven) whose pooled statistics join the final features.
 STAGES = (3, 4, 5, 6)
@@ -73,7 +74,7 @@ class LayerFeatures(nn.Module):
         return torch.cat(blocks, dim=1) / math.sqrt(len(blocks))
 
 
-class LayerHead(nn.Module):
+class LayerHead(LinearOnFeatures):
     """``LayerFeatures`` + a linear head ``z @ W + b`` → probabilities (the served probe)."""
 
     def __init__(
@@ -85,15 +86,11 @@ class LayerHead(nn.Module):
         multi_label: bool,
         input_resolution: int | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(W, b, multi_label=multi_label)
         self.features = LayerFeatures(parts, input_resolution=input_resolution)
-        self.multi_label = multi_label
-        self.register_buffer("W", torch.from_numpy(np.ascontiguousarray(W, dtype=np.float32)))
-        self.register_buffer("b", torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.features(x) @ self.W + self.b
-        return torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=1)
+        return self.probabilities(self.features(x))
 
 
 @torch.no_grad()
