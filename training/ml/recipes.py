@@ -321,11 +321,10 @@ def _scores(probs: np.ndarray, targets: torch.Tensor, multi_label: bool) -> tupl
     """(accuracy, log loss) of probabilities; multi-label: per-label accuracy at 0.5 and mean BCE."""
     p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
     y = targets.cpu().numpy()
+    acc = float(_right(p, targets, multi_label).mean())
     if multi_label:
-        acc = float(((p >= 0.5) == (y >= 0.5)).mean())
         loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
     else:
-        acc = float((p.argmax(1) == y).mean())
         loss = float(-np.log(p[np.arange(len(y)), y]).mean())
     return acc, loss
 
