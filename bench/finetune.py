@@ -147,7 +147,8 @@ def layer_features(tag: str, images: list) -> tuple[np.ndarray, float]:
     took (full_train computes them from the images on every run: the whole training's time counts them)."""
     from training.ml import layers
 
-    path = CACHE / f"finetune-{tag}-{len(images)}-layers.npz"
+    # "served": computed as the served graph computes them (one input at 260 px, lite0's resized in-graph)
+    path = CACHE / f"finetune-{tag}-{len(images)}-layers-served.npz"
     if not path.exists():
         t0 = time.perf_counter()
         CACHE.mkdir(parents=True, exist_ok=True)
@@ -204,13 +205,13 @@ class Probe:
             self.feats, y, feature_key=q.feature_key, l2=q.l2, multi_label=False, n_classes=n_classes, pool=pool
         )
 
-    def graph(self, head, resolution: int):
+    def graph(self, head):
         from training.ml import layers
         from training.ml.ensemble import QuickGraph
 
         if self.kind == "layers":
-            return layers.LayerHead(self.parts, head.W, head.b, multi_label=False, input_resolution=resolution)
-        return QuickGraph(self.parts, head.W, head.b, multi_label=False, input_resolution=resolution)
+            return layers.LayerHead(self.parts, head.W, head.b, multi_label=False)
+        return QuickGraph(self.parts, head.W, head.b, multi_label=False)
 
     def info(self) -> dict:
         return {"kind": self.kind, "cv_log_loss": {k: round(v, 4) for k, v in self.cv.items()}}
@@ -263,9 +264,16 @@ def run(name: str, seconds: float, split_seed: int = 0) -> dict:
             )
 
     result = search_on(images, y, train, val, probe, len(classes), seconds, progress)
-    quick_graph = probe.graph(probe.chosen.head, result.resolution) if result.weight < 1 else None
-    graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=False, quick=quick_graph)
-    probs = _graph_probs(graph, result.resolution, [images[i] for i in test])
+    quick_graph = probe.graph(probe.chosen.head) if result.weight < 1 else None
+    graph = BlendGraph(
+        result.model,
+        weight=result.weight,
+        tta=result.tta,
+        multi_label=False,
+        quick=quick_graph,
+        finetune_resolution=result.resolution,
+    )
+    probs = _graph_probs(graph, [images[i] for i in test])
     t_total = time.perf_counter() - t_total
     full_acc = float((probs.argmax(1) == y[test]).mean())
     lo, hi = paired_interval(probs.argmax(1) == y[test], q_test.argmax(1) == y[test])
@@ -313,10 +321,11 @@ def load_holdout(name: str, split_seed: int, per_class: int):
     return classes, [images[i] for i in keep], y[keep], [images[i] for i in out], y[out]
 
 
-def _graph_probs(graph, resolution: int, images: list) -> np.ndarray:
+def _graph_probs(graph, images: list) -> np.ndarray:
     from training.ml import backbone as bb
     from training.ml.ensemble import export_probabilities_onnx
 
+    resolution = graph.input_resolution
     with tempfile.TemporaryDirectory() as tmp:
         runner = bb.OnnxRunner(export_probabilities_onnx(graph, Path(tmp) / "m.onnx", resolution))
         return np.concatenate(
@@ -349,12 +358,14 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
     probe = Probe(feats, L, y, train, len(classes))
     result = search_on(images, y, train, val, probe, len(classes), seconds)
 
-    def graph(net, head):
-        q = probe.graph(head, result.resolution) if result.weight < 1 else None
-        return BlendGraph(net, weight=result.weight, tta=result.tta, multi_label=False, quick=q)
+    def graph(net, head, weight=result.weight):
+        q = probe.graph(head) if weight < 1 else None
+        return BlendGraph(
+            net, weight=weight, tta=result.tta, multi_label=False, quick=q, finetune_resolution=result.resolution
+        )
 
     split_graph = graph(result.model, probe.chosen.head)
-    est = _graph_probs(split_graph, result.resolution, [images[i] for i in test])
+    est = _graph_probs(split_graph, [images[i] for i in test])
     t0 = time.perf_counter()
     fitted = recipes.refit(
         items=[(img, int(t)) for img, t in zip(images, y)],
@@ -372,15 +383,15 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
     qa_right, qa_key = quick_all_right(feats, y, h_feats, h_y, len(classes), 5.0)
     right = {
         "quick_all": qa_right,
-        "split": _graph_probs(split_graph, result.resolution, h_images).argmax(1) == h_y,
-        "refit": (_graph_probs(refit_graph, result.resolution, h_images).argmax(1) == h_y)
-        if refit_graph is not None
-        else None,
+        "split": _graph_probs(split_graph, h_images).argmax(1) == h_y,
+        "refit": (_graph_probs(refit_graph, h_images).argmax(1) == h_y) if refit_graph is not None else None,
+        # diagnostic: the probe alone refitted on all labels (what the blend is judged against)
+        "probe_alone": _graph_probs(graph(None, head_all, 0.0), h_images).argmax(1) == h_y,
     }
     if right["refit"] is None:
         right["refit"] = right["split"]
     margins = {}
-    for k in ("split", "refit"):
+    for k in ("split", "refit", "probe_alone"):
         lo, hi = paired_interval(right[k], right["quick_all"])
         margins[k] = [
             round(100 * float(right[k].mean() - right["quick_all"].mean()), 1),
@@ -409,6 +420,7 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
         "refit_budget_seconds": refit_seconds,
         "total_seconds": round(t_total, 1),
         "stop_reason": result.stop_reason,
+        "selection_check": result.selection_check,
     }
     uncapped_baseline(out, per_class)
     return out
@@ -421,8 +433,23 @@ def holdout_report(name: str, runs: list[dict]) -> str:
         "| split | labeled (train/val/test) | hold-out | quick on all labels | full, split only (before) | full as served (refitted on all labels unless the refit was skipped) | margin now (points, 95% paired) | margin before | quick without cost cap | margin now vs it | recipe | refit s (est.) | whole training s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    notes = []
     for r in runs:
         a, m = r["holdout_accuracy"], r["margin_vs_quick_all"]
+        check = r.get("selection_check")
+        if "probe_alone" in a:
+            pa = m["probe_alone"]
+            notes.append(
+                f"- split {r['split_seed']}: the probe alone ({r['probe']['kind']}, refitted on all labels) "
+                f"{a['probe_alone']:.3f}, {pa[0]:+.1f} [{pa[1]:+.1f}, {pa[2]:+.1f}] against quick on all labels"
+                + (
+                    f"; validation: probe {check['probe_val_accuracy']:.3f}, selected blend "
+                    f"{check['selected_val_accuracy']:.3f}, chosen out of sample (cross-fitted) "
+                    f"{check['cross_fitted_val_accuracy']:.3f}; probe kept by: {check['probe_kept_by'] or 'neither check'}"
+                    if check
+                    else ""
+                )
+            )
         lines.append(
             f"| {r['split_seed']} | {r['labeled']} ({'/'.join(map(str, r['split']))}) | {r['holdout']} | {a['quick_all']:.3f} ({r['quick_all_features']}) "
             f"| {a['split']:.3f} | {a['refit']:.3f} | {m['refit'][0]:+.1f} [{m['refit'][1]:+.1f}, {m['refit'][2]:+.1f}] "
@@ -447,6 +474,9 @@ def holdout_report(name: str, runs: list[dict]) -> str:
         lo, hi = paired_interval(f, u)
         margins.append(f" {u.mean():.3f} | **{100 * (f.mean() - u.mean()):+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]** |")
         lines.append(row + "".join(margins) + " | | |")
+    if notes:
+        lines += ["", "The probe the blends are judged against, and the selection check (``recipes.search``):", ""]
+        lines += notes
     lines.append("")
     lines.append(
         "Hold-out: photos of the same classes outside the labeled set (Fashion-MNIST: its 10k test set). "

@@ -35,7 +35,7 @@ from training.data import aligned_features
 from training.data import targets as data_targets
 from training.ml import backbone as bb
 from training.ml import heads, layers, metrics, recipes
-from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx
+from training.ml.ensemble import BlendGraph, QuickGraph, export_probabilities_onnx, serving_resolution
 from training.ml.features import FeatureKey
 from training.models import ModelVersion, TrainingJob
 from training.quick import NotEnoughLabels
@@ -114,8 +114,8 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
     _stop_if_cancelled(job)
     services.training_job_heartbeat(job=job, progress=0.92, message="exporting and evaluating on held-out samples")
     quick_graph = _quick_graph(probe, probe["head"] if probe else None, result, multi)
-    graph = BlendGraph(result.model, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
-    artifact, test_probs = _export(graph, result.resolution, [images[ids[i]] for i in test])
+    graph = _blend(result.model, result, quick_graph, multi)
+    artifact, test_probs = _export(graph, [images[ids[i]] for i in test])
     y_test = Y[test]
     evaluation = metrics.evaluate(y_test, test_probs, label_names=label_names, multi_label=multi)
     # The served model learns from every label, as the quick model does: the selected recipe is
@@ -125,8 +125,8 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
     if refitted is not None:
         net, quick_head = refitted
         quick_graph = _quick_graph(probe, quick_head, result, multi)
-        graph = BlendGraph(net, weight=result.weight, tta=result.tta, multi_label=multi, quick=quick_graph)
-        artifact, _ = _export(graph, result.resolution, [])
+        graph = _blend(net, result, quick_graph, multi)
+        artifact, _ = _export(graph, [])
     n_train = len(ids) if refitted is not None else len(train)
     # "not used for training" is only true of the split's model: the served one saw those samples.
     evaluation["evaluation"] = (
@@ -153,10 +153,12 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
         "name": result.recipe,
         "backbone": result.backbone,
         "resolution": result.resolution,
+        "input_resolution": graph.input_resolution,
         "tta": result.tta,
         "finetune_weight": result.weight,
         "quick_alone": result.weight == 0.0 and (probe is None or probe["kind"] == "quick"),
         "one_standard_error": result.one_standard_error,
+        "selection_check": result.selection_check,
         "probe": _probe_info(probe),
         "val_accuracy": result.val_accuracy,
         "val_loss": result.val_loss,
@@ -264,7 +266,11 @@ def _probe_choice(
     """The head the fine-tunes are blended with: the quick one, or the multi-layer probe when its
     out-of-fold log loss on the same train rows (same folds) is lower. Same shape as ``_quick_fit``'s."""
     X = layers.compute(
-        images, list(config.backbones), should_stop=lambda: services.training_job_cancel_requested(job=job)
+        images,
+        list(config.backbones),
+        # as the served graph will compute them (its input: ensemble.serving_resolution)
+        input_resolution=serving_resolution(config.resolution, config.backbones),
+        should_stop=lambda: services.training_job_cancel_requested(job=job),
     )
     fitted = layers.fit(
         X[train], Y[train], multi_label=multi, n_classes=n_classes, max_seconds=settings.PICTOR_QUICK_SECONDS
@@ -309,12 +315,25 @@ def _quick_graph(probe: dict | None, head, result: recipes.SearchResult, multi: 
     if result.weight >= 1 or probe is None:
         return None
     if probe["kind"] == "layers":
-        return layers.LayerHead(probe["parts"], head.W, head.b, multi_label=multi, input_resolution=result.resolution)
-    return QuickGraph(probe["parts"], head.W, head.b, multi_label=multi, input_resolution=result.resolution)
+        return layers.LayerHead(probe["parts"], head.W, head.b, multi_label=multi)
+    return QuickGraph(probe["parts"], head.W, head.b, multi_label=multi)
 
 
-def _export(graph: BlendGraph, resolution: int, images: list[bytes]) -> tuple[bytes, np.ndarray]:
+def _blend(net, result: recipes.SearchResult, quick_graph, multi: bool) -> BlendGraph:
+    """The served graph: its input is the largest resolution a part needs (``serving_resolution``)."""
+    return BlendGraph(
+        net,
+        weight=result.weight,
+        tta=result.tta,
+        multi_label=multi,
+        quick=quick_graph,
+        finetune_resolution=result.resolution,
+    )
+
+
+def _export(graph: BlendGraph, images: list[bytes]) -> tuple[bytes, np.ndarray]:
     """The graph as ONNX bytes, and its probabilities on ``images`` through onnxruntime (as it will serve)."""
+    resolution = graph.input_resolution
     with tempfile.TemporaryDirectory() as tmp:
         path = export_probabilities_onnx(graph, Path(tmp) / "model.onnx", resolution)
         probs = []

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import backbone as bb
 from . import heads
-from .ensemble import LinearOnFeatures
+from .ensemble import LinearOnFeatures, resize
 
 #: The stages (of EfficientNet-Lite's seven) whose pooled statistics join the final features.
 STAGES = (3, 4, 5, 6)
@@ -40,8 +39,9 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 class LayerFeatures(nn.Module):
     """``(N, 3, R, R)`` in [-1, 1] → ``(N, D)`` multi-layer features of ``parts`` (backbone names).
 
-    ``input_resolution``: the size of the input; each backbone gets it resized to its own
-    resolution in-graph when different (as ``ensemble.QuickGraph`` does).
+    ``input_resolution``: the size of the input (default: the largest backbone's); each backbone
+    gets it resized to its own resolution in-graph when different (``ensemble.resize``, as
+    ``ensemble.QuickGraph`` does).
     """
 
     def __init__(self, parts: Sequence[str], *, input_resolution: int | None = None) -> None:
@@ -63,11 +63,14 @@ class LayerFeatures(nn.Module):
         final = net.global_pool(net.bn2(net.conv_head(h)))
         return _unit(final), _unit(torch.cat(stats, dim=1))
 
+    def part(self, i: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backbone ``i``'s (final, stats) of the input, resized to its resolution in-graph."""
+        return self._one(self.backbones[i], resize(x, self.sizes[i]))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         finals, stats = [], []
-        for net, size in zip(self.backbones, self.sizes):
-            xi = x if size == self.input_resolution else F.interpolate(x, size=(size, size), mode="bilinear")
-            f, s = self._one(net, xi)
+        for i in range(len(self.backbones)):
+            f, s = self.part(i, x)
             finals.append(f)
             stats.append(s)
         blocks = finals + stats
@@ -89,6 +92,10 @@ class LayerHead(LinearOnFeatures):
         super().__init__(W, b, multi_label=multi_label)
         self.features = LayerFeatures(parts, input_resolution=input_resolution)
 
+    @property
+    def parts(self) -> list[str]:
+        return self.features.parts
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.probabilities(self.features(x))
 
@@ -98,13 +105,16 @@ def compute(
     images: Sequence[bb.ImageInput],
     parts: Sequence[str],
     *,
+    input_resolution: int | None = None,
     batch_size: int = 32,
     should_stop: Callable[[], bool] | None = None,
     runtime: str = "auto",
 ) -> np.ndarray:
-    """float32 ``(N, D)`` multi-layer features of ``images``, each backbone at its own resolution
-    and preprocessing (as the quick features are computed). On CPU the module runs in onnxruntime
-    (exported once per backbone, ~2 s; ~3x faster than eager torch on 2 cores), on CUDA in torch.
+    """float32 ``(N, D)`` multi-layer features of ``images`` exactly as a served ``LayerHead`` with
+    that ``input_resolution`` (default: the largest backbone's) computes them: the images
+    preprocessed at it, each backbone fed its in-graph resize. On CPU the module runs in
+    onnxruntime (exported once per backbone, ~2 s; ~3x faster than eager torch on 2 cores), on CUDA
+    in torch.
 
     ``should_stop`` is polled per batch; True raises ``Cancelled`` (``training.ml.recipes``).
     """
@@ -113,15 +123,15 @@ def compute(
     if runtime not in ("auto", "torch"):
         raise ValueError(f"unknown runtime {runtime!r}")
     dev = bb.device()
+    res = input_resolution or max(bb.get_spec(p).resolution for p in parts)
     per_part: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
     for part in parts:
-        single = LayerFeatures([part]).eval()
-        res = single.sizes[0]
-        net = single.backbones[0]
+        single = LayerFeatures([part], input_resolution=res).eval()
         if dev.type == "cpu" and runtime == "auto":
-            pair = _PairOut(single)
             with tempfile.TemporaryDirectory() as tmp:
-                path = bb.export_graph(pair, Path(tmp) / "layers.onnx", resolution=res, outputs=["final", "stats"])
+                path = bb.export_graph(
+                    _PairOut(single), Path(tmp) / "layers.onnx", resolution=res, outputs=["final", "stats"]
+                )
                 runner = bb.OnnxRunner(path)
 
             def run(x: np.ndarray, runner=runner) -> tuple[torch.Tensor, torch.Tensor]:
@@ -129,10 +139,10 @@ def compute(
                 return torch.from_numpy(out["final"]), torch.from_numpy(out["stats"])
 
         else:
-            net = net.to(dev)
+            single = single.to(dev)
 
-            def run(x: np.ndarray, net=net, single=single) -> tuple[torch.Tensor, torch.Tensor]:
-                f, s = single._one(net, torch.from_numpy(x).to(dev))
+            def run(x: np.ndarray, single=single) -> tuple[torch.Tensor, torch.Tensor]:
+                f, s = single.part(0, torch.from_numpy(x).to(dev))
                 return f.float().cpu(), s.float().cpu()
 
         finals, stats = [], []
@@ -157,7 +167,7 @@ class _PairOut(nn.Module):
         self.single = single
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.single._one(self.single.backbones[0], x)
+        return self.single.part(0, x)
 
 
 def fit(

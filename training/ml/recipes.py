@@ -26,7 +26,9 @@ Why it is built this way (CPU first):
 * **One standard error**: the best of dozens of (recipe, weight, flip) choices on a few hundred
   validation images wins partly by chance, while the probe's recipe was chosen by cross-validation
   on the train split. So the probe alone stands unless the selected blend beats it on validation
-  by more than one standard error of their paired difference (``simpler_holds``).
+  by more than one standard error of their paired difference (``simpler_holds``), both in sample
+  and cross-fitted: each half of validation scored by the blend chosen on the other half
+  (``cross_fitted_probs``), which asks whether the choosing itself pays on images it did not see.
 * **Budget**: one deadline for the whole search. A backbone's cache is only built when its
   estimated cost (measured per image on the previous backbone) still fits; each candidate stops
   at the deadline and keeps its best validated epoch.
@@ -188,6 +190,10 @@ class SearchResult:
     view_seconds: float = 0.0
     # The best blend won validation, but by less than one standard error: the probe alone was kept.
     one_standard_error: bool = False
+    #: the blend against the probe alone on validation: their accuracies in sample and cross-fitted
+    #: (``cross_fitted_probs``), and which 1-SE check kept the probe ("in_sample", "cross_fitted"),
+    #: or None when the blend passed both. None: no blend was selected.
+    selection_check: dict[str, Any] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -351,6 +357,57 @@ def simpler_holds(best_probs: np.ndarray, probe_probs: np.ndarray, targets: torc
         return True
     se = float(d.std(ddof=1)) / math.sqrt(len(d))
     return float(d.mean()) <= se
+
+
+def validation_halves(targets: torch.Tensor, *, multi_label: bool, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Validation indices in two halves, stratified by the (first) label, shuffled by ``seed``."""
+    y = targets.cpu().numpy()
+    key = y.argmax(1) if multi_label else y
+    order = np.lexsort((np.random.default_rng(seed).random(len(y)), key))
+    return order[0::2], order[1::2]
+
+
+def cross_fitted_probs(
+    pool: Sequence[dict[bool, np.ndarray]],
+    probe_probs: np.ndarray,
+    targets: torch.Tensor,
+    *,
+    multi_label: bool,
+    weights: Sequence[float],
+    seed: int = 0,
+) -> np.ndarray:
+    """The selection's validation probabilities out of sample: validation split in two halves
+    (stratified by the first label), each half's images scored by the (candidate, flip, weight)
+    that ``blend_choice`` selects on the other half. ``pool`` holds every candidate's fine-tune
+    probabilities (flip False/True), as the search scored them.
+
+    ``simpler_holds`` on these asks whether *choosing* a blend beats the probe on images the
+    choice did not see; on the images that chose it, the winner of dozens of choices always looks
+    better than it is.
+    """
+    halves = validation_halves(targets, multi_label=multi_label, seed=seed)
+    out = np.array(probe_probs, dtype=np.float64, copy=True)
+    for pick, score in (halves, halves[::-1]):
+        if len(pick) == 0 or len(score) == 0:
+            continue
+        best, chosen = None, None
+        for ft in pool:
+            scored = blend_choice(
+                {tta: p[pick] for tta, p in ft.items()},
+                probe_probs[pick],
+                targets[torch.as_tensor(pick)],
+                multi_label=multi_label,
+                weights=weights,
+            )
+            if best is None or _better(
+                (scored["val_accuracy"], scored["val_loss"]), (best["val_accuracy"], best["val_loss"])
+            ):
+                best, chosen = scored, ft
+        if best is None or chosen is None:
+            continue
+        w = best["weight"]
+        out[score] = (chosen[best["tta"]][score] * w if w > 0 else 0.0) + probe_probs[score] * (1 - w)
+    return out
 
 
 def _better(a: tuple[float, float], b: tuple[float, float] | None) -> bool:
@@ -596,6 +653,7 @@ def search(
     candidates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None  # the selected candidate so far (with its blend)
+    pool: list[dict[bool, np.ndarray]] = []  # every candidate's val probabilities (the cross-fitted check)
     stop_reason = "completed"
     seconds_per_view: float | None = None  # trunk seconds per image view, measured
     view_seconds: dict[str, float] = {}  # the same, per backbone (the refit's estimate)
@@ -651,6 +709,7 @@ def search(
         _init_head(model, train_cache, start_k, y_train, num_classes, multi_label, config)
         base_state = copy.deepcopy(model.state_dict())
         probe_probs = _val_probs(model, val_cache, start_k, 128, multi_label)
+        pool.append(probe_probs)
         scored = blend_choice(
             probe_probs, quick_val_probabilities, y_val, multi_label=multi_label, weights=config.weights
         )
@@ -740,6 +799,7 @@ def search(
         if cand_best is None:
             candidates.append({"backbone": name, "blocks": k, "lr": lr, "skipped": "time budget"})
             return
+        pool.append(cand_best["probs"])
         scored = blend_choice(
             cand_best["probs"], quick_val_probabilities, y_val, multi_label=multi_label, weights=config.weights
         )
@@ -779,11 +839,20 @@ def search(
         torch.cuda.empty_cache()
 
     assert best is not None
-    if (
-        quick_val_probabilities is not None
-        and best["weight"] > 0
-        and simpler_holds(best["probs"], quick_val_probabilities, y_val, multi_label=multi_label)
-    ):
+    check = None
+    if quick_val_probabilities is not None and best["weight"] > 0:
+        crossed = cross_fitted_probs(
+            pool, quick_val_probabilities, y_val, multi_label=multi_label, weights=config.weights, seed=config.seed
+        )
+        check = {
+            "probe_val_accuracy": _scores(quick_val_probabilities, y_val, multi_label)[0],
+            "selected_val_accuracy": float(best["val_accuracy"]),
+            "cross_fitted_val_accuracy": _scores(crossed, y_val, multi_label)[0],
+        }
+        holds_in_sample = simpler_holds(best["probs"], quick_val_probabilities, y_val, multi_label=multi_label)
+        holds_crossed = simpler_holds(crossed, quick_val_probabilities, y_val, multi_label=multi_label)
+        check["probe_kept_by"] = "in_sample" if holds_in_sample else "cross_fitted" if holds_crossed else None
+    if check is not None and check["probe_kept_by"]:
         acc, loss = _scores(quick_val_probabilities, y_val, multi_label)
         best = {
             **best,
@@ -818,6 +887,7 @@ def search(
         epoch_seconds=float(best.get("epoch_seconds", 0.0)),
         view_seconds=float(view_seconds.get(best["backbone"], 0.0)),
         one_standard_error=bool(best.get("one_standard_error")),
+        selection_check=check,
     )
 
 

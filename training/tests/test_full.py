@@ -65,7 +65,7 @@ def _artifact_on_held_out(model: ModelVersion) -> tuple[float, np.ndarray, np.nd
     held = list(model.held_out.all())
     names = dict(Sample.objects.filter(pk__in=[h.sample_id for h in held]).values_list("pk", "image_name"))
     images = [default_storage.open(names[h.sample_id]).read() for h in held]
-    probs = runner_.run(bb.preprocess(images, RES))["probabilities"]
+    probs = runner_.run(bb.preprocess(images, runner_.resolution))["probabilities"]
     truth = [model.label_names.index(h.true[0]) for h in held]
     stored = np.array([h.confidence for h in held])
     return float(np.mean(probs.argmax(1) == np.array(truth))), probs.max(1), stored
@@ -78,15 +78,21 @@ def test_it_stores_the_searched_recipe_as_one_graph_and_reports_it_on_the_test_s
     m = model.metrics
     recipe = m["recipe"]
     assert recipe["name"] and recipe["backbone"] == "lite0" and recipe["resolution"] == RES
+    # The graph's input: the fine-tune's resolution, or the probe's own (224) when the probe is in it.
+    assert recipe["input_resolution"] == (RES if recipe["finetune_weight"] == 1.0 else 224)
     assert 0.0 <= recipe["finetune_weight"] <= 1.0
     assert recipe["quick_alone"] == (recipe["finetune_weight"] == 0.0 and recipe["probe"]["kind"] == "quick")
     # Candidates: the linear probe and the fine-tunes, each with its validation score.
     tried = [c for c in recipe["candidates"] if "val_accuracy" in c]
     assert any(c["blocks"] == 0 for c in tried) and any(c["blocks"] > 0 for c in tried)
+    check = recipe["selection_check"]
     if recipe["one_standard_error"]:  # the best blend won by too little: the probe alone was kept
         assert recipe["finetune_weight"] == 0.0 and "one standard error" in recipe["name"]
         assert recipe["val_accuracy"] <= max(c["val_accuracy"] for c in tried)
+        assert check["probe_kept_by"] in ("in_sample", "cross_fitted")
     else:
+        if recipe["finetune_weight"] > 0:  # the blend passed both checks
+            assert check["probe_kept_by"] is None and 0.0 <= check["cross_fitted_val_accuracy"] <= 1.0
         assert recipe["val_accuracy"] == max(c["val_accuracy"] for c in tried)
     assert m["baseline_quick"]["features"] == "lite0"
     assert m["better_than_quick"] == (not recipe["quick_alone"] and m["accuracy"] > m["baseline_quick"]["accuracy"])
@@ -181,12 +187,17 @@ def test_when_the_multi_layer_probe_alone_wins_it_is_served_and_may_be_better(pr
     y = np.array([model.label_names.index(s.labels.get().name) for s in samples])
     X = layers.compute(images, ["lite0"])
     head = heads.refit_recipe({"layers": X}, y, feature_key="layers", l2=probe["l2"], multi_label=False, n_classes=2)
-    graph = layers.LayerHead(["lite0"], head.W, head.b, multi_label=False, input_resolution=RES).eval()
-    x = bb.preprocess(images[:6], RES)
+    # Served at the probe's own resolution, not the fine-tune's (64): fed an enlarged 64 px image,
+    # the probe would see other features than the ones it was trained on.
+    served_runner = bb.OnnxRunner(default_storage.path(model.artifact_name))
+    assert served_runner.resolution == 224 and m["recipe"]["input_resolution"] == 224
+    x = bb.preprocess(images[:6], 224)
+    served = served_runner.run(x)["probabilities"]
+    # The served graph gives exactly what the head gives on the features it was fitted on.
+    assert np.allclose(served, head.predict_proba(X[:6]), atol=1e-4)
+    graph = layers.LayerHead(["lite0"], head.W, head.b, multi_label=False).eval()
     with torch.no_grad():
-        expected = graph(torch.from_numpy(x)).numpy()
-    served = bb.OnnxRunner(default_storage.path(model.artifact_name)).run(x)["probabilities"]
-    assert np.allclose(served, expected, atol=1e-4)
+        assert np.allclose(served, graph(torch.from_numpy(x)).numpy(), atol=1e-4)
 
 
 def _constant(result, _search_kwargs):

@@ -230,6 +230,39 @@ def test_the_probe_alone_stands_unless_a_blend_beats_it_by_one_standard_error():
     assert recipes.simpler_holds(1 - good, good, ym, multi_label=True)
 
 
+def test_choosing_a_blend_is_judged_on_validation_images_that_did_not_choose_it():
+    """A candidate that only gains on the images it was chosen on passes the in-sample 1-SE rule but
+    not the cross-fitted one; one that gains everywhere passes both."""
+    n = 150
+    y = torch.tensor([i % 3 for i in range(n)])
+    truth = np.eye(3, dtype=np.float32)[y.numpy()]
+    wrong = np.roll(truth, 1, axis=1)
+    a, b = recipes.validation_halves(y, multi_label=False)
+    assert sorted(np.concatenate([a, b]).tolist()) == list(range(n)) and abs(len(a) - len(b)) <= 1
+    assert all(abs((y[a] == c).sum().item() - (y[b] == c).sum().item()) <= 1 for c in range(3))  # stratified
+
+    probe = truth.copy()
+    missed = np.concatenate([a[:15], b[:15]])  # the probe misses 30, half in each half
+    probe[missed] = wrong[missed]
+
+    def fixes(rows: np.ndarray) -> dict[bool, np.ndarray]:
+        out = probe.copy()
+        out[rows] = truth[rows]
+        return {False: out, True: out}
+
+    lucky_a, lucky_b = fixes(a[:13]), fixes(b[:13])  # each right only where it was lucky
+    in_sample = lucky_a[False]
+    assert not recipes.simpler_holds(in_sample, probe, y, multi_label=False)  # 13 won, none lost
+    crossed = recipes.cross_fitted_probs([lucky_a, lucky_b], probe, y, multi_label=False, weights=(0.0, 1.0))
+    assert recipes.simpler_holds(crossed, probe, y, multi_label=False)
+    assert (crossed.argmax(1) == probe.argmax(1)).all()  # each half got the candidate lucky on the other
+    # A candidate that fixes misses in both halves is chosen on either and pays on the other.
+    even = fixes(np.concatenate([a[:14], b[:14]]))
+    crossed = recipes.cross_fitted_probs([lucky_a, even, lucky_b], probe, y, multi_label=False, weights=(0.0, 1.0))
+    assert not recipes.simpler_holds(crossed, probe, y, multi_label=False)
+    assert np.allclose(crossed, even[False])
+
+
 def test_the_search_keeps_a_perfect_probe_alone(toy):
     """A probe right on every validation image leaves nothing for a blend to win: weight 0, "alone"."""
     train, val = toy
@@ -279,6 +312,44 @@ def test_blend_graph_onnx_equals_the_torch_blend(tmp_path, parts):
         expected = (0.25 * ft_p + 0.75 * q_p).numpy()
     np.testing.assert_allclose(out, expected, atol=1e-4)
     np.testing.assert_allclose(out.sum(1), 1.0, atol=1e-5)
+
+
+def test_a_blend_graph_takes_the_largest_input_its_parts_need(tmp_path):
+    """The quick part is never fed an enlarged image: the graph's input is its 224 px, and the
+    fine-tune (trained at 64 here) gets it shrunk in-graph."""
+    from training.ml.ensemble import resize, serving_resolution
+
+    assert serving_resolution(224, ["lite2"]) == 260 and serving_resolution(260, ["lite0", "pixels"]) == 260
+    assert serving_resolution(None, ["lite0"]) == 224 and serving_resolution(RES, []) == RES
+    with pytest.raises(ValueError):
+        serving_resolution(None, [])
+    ft_net = bb.load_backbone("lite0", num_classes=2)
+    W = np.random.default_rng(2).normal(0, 1, (1280, 2)).astype(np.float32)
+    quick = QuickGraph(["lite0"], W, np.zeros(2, np.float32), multi_label=False)
+    graph = BlendGraph(ft_net, weight=0.5, tta=False, multi_label=False, quick=quick, finetune_resolution=RES).eval()
+    assert graph.input_resolution == 224
+    alone = BlendGraph(ft_net, weight=1.0, tta=False, multi_label=False, quick=quick, finetune_resolution=RES)
+    assert alone.input_resolution == RES  # no quick part: the fine-tune's own size
+    x = bb.preprocess([_stripes(i % 2, 120 + i) for i in range(2)], 224)
+    t = torch.from_numpy(x)
+    with torch.no_grad():
+        expected = (0.5 * torch.softmax(ft_net.eval()(resize(t, RES)), 1) + 0.5 * quick(t)).numpy()
+    path = export_probabilities_onnx(graph, tmp_path / "blend.onnx", graph.input_resolution)
+    np.testing.assert_allclose(bb.OnnxRunner(path, threads=1).run(x)["probabilities"], expected, atol=1e-4)
+
+
+def test_the_in_graph_resize_is_an_antialiased_bicubic_one():
+    """PIL's BICUBIC (what preprocessing uses) is antialiased when shrinking; the graph's resize is
+    the same filter, as two matrix products the ONNX exporter can write."""
+    import torch.nn.functional as F
+
+    from training.ml.ensemble import resize
+
+    big = torch.from_numpy(bb.preprocess([_stripes(1, 7), _stripes(0, 8)], 260))
+    for size in (224, 300):
+        ref = F.interpolate(big, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
+        assert torch.allclose(resize(big, size), ref, atol=1e-4)
+    assert resize(big, 260) is big
 
 
 def test_blend_graph_leaves_out_a_zero_share_part():
