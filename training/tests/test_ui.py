@@ -204,6 +204,36 @@ def test_evaluation_page_says_which_probe_the_fine_tunes_were_blended_with(team,
     assert "quick model's recipe on lite0+lite2" in probe and "over the multi-layer probe" in probe
 
 
+def test_evaluation_page_says_how_the_blend_fared_against_the_probe_alone(team, client_for):
+    model = make_model(team.project, mode="full")
+    model.metrics["recipe"] = {
+        "name": "multi-layer probe alone (no blend beat it on validation by more than one standard error)",
+        "quick_alone": False,
+        "val_accuracy": 0.9,
+        "candidates": [],
+        "selection_check": {
+            "probe_val_accuracy": 0.9,
+            "selected_val_accuracy": 0.9467,
+            "cross_fitted_val_accuracy": 0.8933,
+            "probe_kept_by": "cross_fitted",
+        },
+    }
+    model.save()
+    url = reverse("model_detail", kwargs={"project_id": team.project.pk, "model_id": model.pk})
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    check = page[page.index('id="selection-check"') :]
+    check = check[: check.index("</p>")]
+    assert "probe 0.900" in check and "selected blend 0.947" in check and "0.893 with each half" in check
+    assert "Chosen on other images" in check and "probe alone was kept" in check
+    model.metrics["recipe"]["selection_check"]["probe_kept_by"] = None
+    model.save()
+    page = client_for(team.user("viewer")).get(url).content.decode()
+    assert "so the blend is served" in page
+    model.metrics["recipe"]["selection_check"] = None  # no blend was selected: nothing to check
+    model.save()
+    assert 'id="selection-check"' not in client_for(team.user("viewer")).get(url).content.decode()
+
+
 def test_a_full_model_worse_than_the_quick_model_is_not_deployed_by_one_click(team, client_for):
     quick_v = make_model(team.project, mode="quick", deployed=True)
     full = make_model(team.project, mode="full")  # toy accuracy 0.600
