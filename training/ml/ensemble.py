@@ -1,12 +1,12 @@
 """Serving graphs built from torch modules: the quick classifier in-graph, and the full model's blend.
 
 Pure PyTorch (no Django). A full model is stored as ONE ONNX graph with one input (float32
-``(N, 3, R, R)`` in [-1, 1], R the fine-tuned net's resolution) and a ``probabilities`` output, so
+``(N, 3, R, R)`` in [-1, 1], R from ``serving_resolution``) and a ``probabilities`` output, so
 ``inference.predictors.FullPredictor``, batch jobs and the ONNX download need nothing new whatever
 recipe won: the fine-tuned net (optionally averaged with its mirror image) blended with the quick
 classifier (frozen backbones at their own resolutions, resized inside the graph, + linear head).
-The graph's input is the largest resolution any of its parts needs (``serving_resolution``): a part
-is never fed an enlarged image, and a smaller one gets it shrunk as ``backbone.preprocess`` would.
+R is the largest resolution any of its parts needs: a part is never fed an enlarged image, and a
+smaller one gets it shrunk as ``backbone.preprocess`` would (``resize``).
 """
 
 from __future__ import annotations

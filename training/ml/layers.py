@@ -6,7 +6,8 @@ materials and small grey images are described better by the middle stages (Head2
 the mean and standard deviation over space of stages ``STAGES`` (each block L2-normalised, then the
 whole) join its L2-normalised final features; the backbones' vectors are concatenated and scaled
 like ``heads.concat_features``. One module computes this for training (exported to onnxruntime on
-CPU, or in torch) and inside the served graph, so the two cannot drift apart.
+CPU, or in torch) and inside the served graph, from the same input size (``compute``'s
+``input_resolution``, the graph's input), so the two cannot drift apart.
 
 Pure PyTorch/numpy (no Django).
 """
