@@ -194,7 +194,12 @@ def full_train(*, job: TrainingJob, config: recipes.SearchConfig | None = None) 
     return services.model_version_create(
         project=project,
         mode=ModelVersion.Mode.FULL,
-        features=f"{result.backbone}@{result.resolution}",
+        # what the served graph holds: the fine-tuned net, or the probe alone ("layers@260")
+        features=(
+            f"{result.backbone}@{result.resolution}"
+            if result.weight > 0 or probe is None
+            else f"{probe['feature_key']}@{graph.input_resolution}"
+        ),
         label_names=label_names,
         thresholds=[0.5] * len(label_names) if multi else None,
         metrics=evaluation,

@@ -96,7 +96,10 @@ def test_it_stores_the_searched_recipe_as_one_graph_and_reports_it_on_the_test_s
         assert recipe["val_accuracy"] == max(c["val_accuracy"] for c in tried)
     assert m["baseline_quick"]["features"] == "lite0"
     assert m["better_than_quick"] == (not recipe["quick_alone"] and m["accuracy"] > m["baseline_quick"]["accuracy"])
-    assert model.features == f"lite0@{RES}"
+    # What the served graph holds: the fine-tuned net, or the probe alone at its own input.
+    alone = recipe["finetune_weight"] == 0.0
+    probe_features = f"{recipe['probe']['features']}@{recipe['input_resolution']}"
+    assert model.features == (probe_features if alone else f"lite0@{RES}")
     assert model.held_out.count() == m["split"]["test"]
     # The stored graph is the recipe retrained on all 20 labels, the test split's included: it is
     # no longer the graph the held-out figures came from (those stand as its estimate).
@@ -191,6 +194,7 @@ def test_when_the_multi_layer_probe_alone_wins_it_is_served_and_may_be_better(pr
     # the probe would see other features than the ones it was trained on.
     served_runner = bb.OnnxRunner(default_storage.path(model.artifact_name))
     assert served_runner.resolution == 224 and m["recipe"]["input_resolution"] == 224
+    assert model.features == "layers@224"
     x = bb.preprocess(images[:6], 224)
     served = served_runner.run(x)["probabilities"]
     # The served graph gives exactly what the head gives on the features it was fitted on.
