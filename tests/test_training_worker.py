@@ -218,7 +218,10 @@ def test_full_training_runs_end_to_end_in_a_real_worker(rig):
 
     model = ModelVersion.objects.get(pk=job["model"]["id"])
     assert model.mode == ModelVersion.Mode.FULL and model.project_id == rig.project.pk
-    assert model.features == f"lite0@{RESOLUTION}"
+    recipe = model.metrics["recipe"]
+    # What the graph holds: the fine-tuned lite0, or the probe alone at the graph's input.
+    alone = f"{recipe['probe']['features']}@{recipe['input_resolution']}"
+    assert model.features == (alone if recipe["finetune_weight"] == 0 else f"lite0@{RESOLUTION}")
     assert model.label_names == ["ants", "bees"]
     assert not model.deployed  # a full model is deployed by hand, never automatically
     m = model.metrics
@@ -238,7 +241,10 @@ def test_full_training_runs_end_to_end_in_a_real_worker(rig):
     with default_storage.open(model.artifact_name, "rb") as f:
         session = ort.InferenceSession(f.read(), providers=["CPUExecutionProvider"])
     image = _dataset_files("val")["bees"][0].read_bytes()  # never uploaded
-    (probs,) = session.run(["probabilities"], {"input": bb.preprocess([image], RESOLUTION)})
+    # its input: the largest resolution a part needs (a probe's 224 beside a fine-tune's 128)
+    size = session.get_inputs()[0].shape[-1]
+    assert size == recipe["input_resolution"]
+    (probs,) = session.run(["probabilities"], {"input": bb.preprocess([image], size)})
     assert probs.shape == (1, 2) and np.all(probs >= 0)
     assert abs(float(probs.sum()) - 1) < 1e-4
 
