@@ -108,7 +108,7 @@ class QuickGraph(LinearOnFeatures):
         nets = [p for p in self.parts if p != PIXELS]
         self.backbones = nn.ModuleList([load_backbone(p) for p in nets])
         self.sizes = [get_spec(p).resolution for p in nets]
-        self.input_resolution = input_resolution or max(self.sizes or [CROP])
+        self.input_resolution = input_resolution or serving_resolution(None, self.parts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = []

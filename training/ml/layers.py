@@ -25,7 +25,7 @@ from torch import nn
 
 from . import backbone as bb
 from . import heads
-from .ensemble import LinearOnFeatures, resize
+from .ensemble import LinearOnFeatures, resize, serving_resolution
 
 #: The stages (of EfficientNet-Lite's seven) whose pooled statistics join the final features.
 STAGES = (3, 4, 5, 6)
@@ -52,7 +52,7 @@ class LayerFeatures(nn.Module):
         self.parts = list(parts)
         self.backbones = nn.ModuleList([bb.load_backbone(p) for p in self.parts])
         self.sizes = [bb.get_spec(p).resolution for p in self.parts]
-        self.input_resolution = input_resolution or max(self.sizes)
+        self.input_resolution = input_resolution or serving_resolution(None, self.parts)
 
     def _one(self, net: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = net.bn1(net.conv_stem(x))
@@ -124,7 +124,7 @@ def compute(
     if runtime not in ("auto", "torch"):
         raise ValueError(f"unknown runtime {runtime!r}")
     dev = bb.device()
-    res = input_resolution or max(bb.get_spec(p).resolution for p in parts)
+    res = input_resolution or serving_resolution(None, parts)
     per_part: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
     for part in parts:
         single = LayerFeatures([part], input_resolution=res).eval()

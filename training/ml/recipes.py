@@ -405,9 +405,13 @@ def cross_fitted_probs(
                 best, chosen = scored, ft
         if best is None or chosen is None:
             continue
-        w = best["weight"]
-        out[score] = (chosen[best["tta"]][score] * w if w > 0 else 0.0) + probe_probs[score] * (1 - w)
+        out[score] = _mix(chosen[best["tta"]][score], probe_probs[score], best["weight"])
     return out
+
+
+def _mix(ft: np.ndarray, quick: np.ndarray | None, weight: float) -> np.ndarray:
+    """``weight * fine-tune + (1 - weight) * quick``, the blend ``ensemble.BlendGraph`` serves."""
+    return ft * weight + (quick * (1 - weight) if weight < 1 else 0.0)
 
 
 def _better(a: tuple[float, float], b: tuple[float, float] | None) -> bool:
@@ -438,7 +442,7 @@ def blend_choice(
         for tta in (False, True) if w > 0 else (False,):
             if tta not in ft_probs:
                 continue
-            probs = ft_probs[tta] * w + (quick_probs * (1 - w) if w < 1 else 0.0)
+            probs = _mix(ft_probs[tta], quick_probs, w)
             acc, loss = _scores(probs, targets, multi_label)
             if best is None or _better((acc, loss), (best["val_accuracy"], best["val_loss"])):
                 best = {"tta": tta, "weight": w, "val_accuracy": acc, "val_loss": loss, "probs": probs}
@@ -844,8 +848,9 @@ def search(
         crossed = cross_fitted_probs(
             pool, quick_val_probabilities, y_val, multi_label=multi_label, weights=config.weights, seed=config.seed
         )
+        probe_acc, probe_loss = _scores(quick_val_probabilities, y_val, multi_label)
         check = {
-            "probe_val_accuracy": _scores(quick_val_probabilities, y_val, multi_label)[0],
+            "probe_val_accuracy": probe_acc,
             "selected_val_accuracy": float(best["val_accuracy"]),
             "cross_fitted_val_accuracy": _scores(crossed, y_val, multi_label)[0],
         }
@@ -853,13 +858,12 @@ def search(
         holds_crossed = simpler_holds(crossed, quick_val_probabilities, y_val, multi_label=multi_label)
         check["probe_kept_by"] = "in_sample" if holds_in_sample else "cross_fitted" if holds_crossed else None
     if check is not None and check["probe_kept_by"]:
-        acc, loss = _scores(quick_val_probabilities, y_val, multi_label)
         best = {
             **best,
             "weight": 0.0,
             "tta": False,
-            "val_accuracy": acc,
-            "val_loss": loss,
+            "val_accuracy": probe_acc,
+            "val_loss": probe_loss,
             "probs": quick_val_probabilities,
             "one_standard_error": True,
         }
