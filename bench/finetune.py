@@ -89,6 +89,13 @@ def paired_interval(full_right: np.ndarray, quick_right: np.ndarray, *, rounds: 
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def margin(full_right: np.ndarray, quick_right: np.ndarray) -> list[float]:
+    """[points, low, high]: the accuracy difference and its 95% paired interval, in points."""
+    lo, hi = paired_interval(full_right, quick_right)
+    diff = float(np.mean(full_right) - np.mean(quick_right))
+    return [round(100 * diff, 1), round(100 * lo, 1), round(100 * hi, 1)]
+
+
 def quick_fit(feats: dict, y: np.ndarray, rows, n_classes: int, max_seconds: float | None = 5.0):
     """The quick model's AutoML on ``rows`` (the classic features' PCA on every labeled row, as the product).
     ``max_seconds``: the product's cost cap (PICTOR_QUICK_SECONDS); None tries every candidate."""
@@ -116,13 +123,20 @@ def quick_all_right(feats: dict, y: np.ndarray, h_feats: dict, h_y: np.ndarray, 
     return quick_all.head.predict_proba(x).argmax(1) == h_y, quick_all.feature_key
 
 
-def uncapped_baseline(run: dict, per_class: int) -> None:
+def holdout_tag(name: str, seed: int) -> str:
+    """The cache tag of a hold-out run's labeled images (Fashion-MNIST's are the same on every seed)."""
+    return f"{name}-holdout{seed}" if name != "fashion" else name
+
+
+def holdout_features(name: str, seed: int, images: list, h_images: list) -> tuple[dict, dict]:
+    """The quick features of a hold-out run's labeled images and of its held-out ones (cached)."""
+    tag = holdout_tag(name, seed)
+    return quick_features(tag, images), quick_features(f"{tag}-out" if name != "fashion" else "fashion-test", h_images)
+
+
+def uncapped_baseline(run: dict, feats: dict, y: np.ndarray, h_feats: dict, h_y: np.ndarray) -> None:
     """Add to a hold-out run the quick model without the cost cap (every candidate tried: on a busy
     CPU the 5 s cap can skip the combinations, which makes the capped baseline weaker than it can be)."""
-    _, images, y, h_images, h_y = load_holdout(run["set"], run["split_seed"], per_class)
-    name, seed = run["set"], run["split_seed"]
-    feats = quick_features(f"{name}-holdout{seed}" if name != "fashion" else name, images)
-    h_feats = quick_features(f"{name}-holdout{seed}-out" if name != "fashion" else "fashion-test", h_images)
     right, key = quick_all_right(feats, y, h_feats, h_y, int(y.max()) + 1, None)
     if run["refit"]["reason"] not in ("refitted", "quick_alone"):
         # what full_train serves then: the split's graph whole (runs before this rule scored the
@@ -131,15 +145,10 @@ def uncapped_baseline(run: dict, per_class: int) -> None:
         run["holdout_accuracy"]["refit"] = run["holdout_accuracy"]["split"]
         run["margin_vs_quick_all"]["refit"] = run["margin_vs_quick_all"]["split"]
     refit = np.asarray(run["holdout_right"]["refit"], bool)
-    lo, hi = paired_interval(refit, right)
     run["holdout_right"]["quick_uncapped"] = right.astype(int).tolist()
     run["holdout_accuracy"]["quick_uncapped"] = float(right.mean())
     run["quick_uncapped_features"] = key
-    run["margin_vs_quick_all"]["refit_vs_uncapped"] = [
-        round(100 * float(refit.mean() - right.mean()), 1),
-        round(100 * lo, 1),
-        round(100 * hi, 1),
-    ]
+    run["margin_vs_quick_all"]["refit_vs_uncapped"] = margin(refit, right)
 
 
 def layer_features(tag: str, images: list) -> tuple[np.ndarray, float]:
@@ -213,6 +222,21 @@ class Probe:
             return layers.LayerHead(self.parts, head.W, head.b, multi_label=False)
         return QuickGraph(self.parts, head.W, head.b, multi_label=False)
 
+    def served(self, net, head, result, weight: float | None = None):
+        """The graph full_train stores (``full._blend``): ``net`` blended with this probe's ``head``
+        at the search's weight (or ``weight``), its input the largest resolution a part needs."""
+        from training.ml.ensemble import BlendGraph
+
+        weight = result.weight if weight is None else weight
+        return BlendGraph(
+            net,
+            weight=weight,
+            tta=result.tta,
+            multi_label=False,
+            quick=self.graph(head) if weight < 1 else None,
+            finetune_resolution=result.resolution,
+        )
+
     def info(self) -> dict:
         return {"kind": self.kind, "cv_log_loss": {k: round(v, 4) for k, v in self.cv.items()}}
 
@@ -235,7 +259,6 @@ def search_on(images, y, train, val, probe: Probe, n_classes: int, seconds: floa
 
 def run(name: str, seconds: float, split_seed: int = 0) -> dict:
     from training.ml import heads, recipes
-    from training.ml.ensemble import BlendGraph
     from training.ml.features import FeatureKey
 
     classes, images, y = load(name)
@@ -264,16 +287,7 @@ def run(name: str, seconds: float, split_seed: int = 0) -> dict:
             )
 
     result = search_on(images, y, train, val, probe, len(classes), seconds, progress)
-    quick_graph = probe.graph(probe.chosen.head) if result.weight < 1 else None
-    graph = BlendGraph(
-        result.model,
-        weight=result.weight,
-        tta=result.tta,
-        multi_label=False,
-        quick=quick_graph,
-        finetune_resolution=result.resolution,
-    )
-    probs = _graph_probs(graph, [images[i] for i in test])
+    probs = _graph_probs(probe.served(result.model, probe.chosen.head, result), [images[i] for i in test])
     t_total = time.perf_counter() - t_total
     full_acc = float((probs.argmax(1) == y[test]).mean())
     lo, hi = paired_interval(probs.argmax(1) == y[test], q_test.argmax(1) == y[test])
@@ -346,25 +360,16 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
     (what is stored now), and the quick model a user has from the same labels (``heads.automl_fit``
     on all of them, as quick_train; with the product's cost cap, and without it)."""
     from training.ml import recipes
-    from training.ml.ensemble import BlendGraph
 
     classes, images, y, h_images, h_y = load_holdout(name, split_seed, per_class)
-    tag = f"{name}-holdout{split_seed}" if name != "fashion" else name
-    feats = quick_features(tag, images)
-    h_feats = quick_features(f"{name}-holdout{split_seed}-out" if name != "fashion" else "fashion-test", h_images)
-    L, l_seconds = layer_features(tag, images)
+    feats, h_feats = holdout_features(name, split_seed, images, h_images)
+    L, l_seconds = layer_features(holdout_tag(name, split_seed), images)
     t_total = time.perf_counter() - l_seconds
     train, val, test = recipes.stratified_split(list(y), seed=split_seed)
     probe = Probe(feats, L, y, train, len(classes))
     result = search_on(images, y, train, val, probe, len(classes), seconds)
 
-    def graph(net, head, weight=result.weight):
-        q = probe.graph(head) if weight < 1 else None
-        return BlendGraph(
-            net, weight=weight, tta=result.tta, multi_label=False, quick=q, finetune_resolution=result.resolution
-        )
-
-    split_graph = graph(result.model, probe.chosen.head)
+    split_graph = probe.served(result.model, probe.chosen.head, result)
     est = _graph_probs(split_graph, [images[i] for i in test])
     t0 = time.perf_counter()
     fitted = recipes.refit(
@@ -377,7 +382,8 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
     head_all = probe.refit_head(y, len(classes))
     # As full_train: when the net's refit is skipped or abandoned, the split's graph is served whole.
     served_refit = fitted.reason in ("refitted", "quick_alone")
-    refit_graph = graph(fitted.model if fitted.model is not None else result.model, head_all) if served_refit else None
+    refit_net = fitted.model if fitted.model is not None else result.model
+    refit_graph = probe.served(refit_net, head_all, result) if served_refit else None
     t_refit = time.perf_counter() - t0
     t_total = time.perf_counter() - t_total
     qa_right, qa_key = quick_all_right(feats, y, h_feats, h_y, len(classes), 5.0)
@@ -386,18 +392,11 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
         "split": _graph_probs(split_graph, h_images).argmax(1) == h_y,
         "refit": (_graph_probs(refit_graph, h_images).argmax(1) == h_y) if refit_graph is not None else None,
         # diagnostic: the probe alone refitted on all labels (what the blend is judged against)
-        "probe_alone": _graph_probs(graph(None, head_all, 0.0), h_images).argmax(1) == h_y,
+        "probe_alone": _graph_probs(probe.served(None, head_all, result, 0.0), h_images).argmax(1) == h_y,
     }
     if right["refit"] is None:
         right["refit"] = right["split"]
-    margins = {}
-    for k in ("split", "refit", "probe_alone"):
-        lo, hi = paired_interval(right[k], right["quick_all"])
-        margins[k] = [
-            round(100 * float(right[k].mean() - right["quick_all"].mean()), 1),
-            round(100 * lo, 1),
-            round(100 * hi, 1),
-        ]
+    margins = {k: margin(right[k], right["quick_all"]) for k in ("split", "refit", "probe_alone")}
     out = {
         "set": name,
         "split_seed": split_seed,
@@ -422,7 +421,7 @@ def run_holdout(name: str, seconds: float, split_seed: int, per_class: int, refi
         "stop_reason": result.stop_reason,
         "selection_check": result.selection_check,
     }
-    uncapped_baseline(out, per_class)
+    uncapped_baseline(out, feats, y, h_feats, h_y)
     return out
 
 
@@ -525,7 +524,9 @@ def main() -> None:
             saved = OUT_DIR / f"finetune-holdout-{name}.json"
             runs = json.loads(saved.read_text())
             for r in runs:
-                uncapped_baseline(r, args.holdout)
+                _, images, y, h_images, h_y = load_holdout(name, r["split_seed"], args.holdout)
+                feats, h_feats = holdout_features(name, r["split_seed"], images, h_images)
+                uncapped_baseline(r, feats, y, h_feats, h_y)
             saved.write_text(json.dumps(runs))
             text += holdout_report(name, runs) + "\n"
         print(text)
